@@ -1,0 +1,438 @@
+"""Two-layer polynomial-activation networks as convex programs over K (MATH.md §2–§3).
+
+A head holds a pair (Z, Z′) of (d+1)×(d+1) matrices in K = {Z ⪰ 0 : tr Z₁ = z₄} per output;
+with D = Z − Z′ it predicts f_D(x) = a xᵀD₁x + b xᵀd₂ + c d₄ = ⟨D, Φ(x)⟩.
+The functions below take one head's matrices; `jax.vmap` batches them over heads.
+"""
+
+from typing import NamedTuple, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cvxjax import psd
+from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic
+
+
+def lift(x: jnp.ndarray, activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
+  """Φ(x) = [[a xxᵀ, (b/2)x], [(b/2)xᵀ, c]], so that f_D(x) = ⟨D, Φ(x)⟩.
+
+  Args:
+    x: (d,) input.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    (d+1, d+1) symmetric matrix.
+  """
+  a, b, c = activation
+  border = (b / 2) * x
+  return jnp.block([[a * jnp.outer(x, x), border[:, None]],
+                    [border[None, :], jnp.full((1, 1), c, x.dtype)]])
+
+
+def lifted_predict(D: jnp.ndarray, X: jnp.ndarray,
+                   activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
+  """f_D(x_i) = a x_iᵀD₁x_i + b x_iᵀd₂ + c d₄ for every row of X.
+
+  Args:
+    D: (d+1, d+1) symmetric matrix, D = Z − Z′.
+    X: (n, d) inputs.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    (n,) predictions.
+  """
+  a, b, c = activation
+  D1, d2, d4 = D[:-1, :-1], D[:-1, -1], D[-1, -1]
+  return a * jnp.sum((X @ D1) * X, axis=-1) + b * (X @ d2) + c * d4
+
+
+class WorstCase(NamedTuple):
+  """The exact worst case of each example's margin over the ℓ₂ ball (MATH.md §3).
+
+  Attributes:
+    margin: (n,) m_i = min_{‖δ‖≤r} s_i f_D(x_i + δ).
+    delta: (n, d) the minimisers δ*_i.
+    lam: (n,) the trust-region multipliers λ*_i.
+    delta_hat: (n, d) δ*_i in the eigenbasis of D₁.
+    eigvals: (d,) eigenvalues μ of D₁.
+    eigvecs: (d, d) eigenvectors Q of D₁ (columns).
+  """
+
+  margin: jnp.ndarray
+  delta: jnp.ndarray
+  lam: jnp.ndarray
+  delta_hat: jnp.ndarray
+  eigvals: jnp.ndarray
+  eigvecs: jnp.ndarray
+
+
+def worst_case(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
+               activation: Quadratic = DEFAULT_ACTIVATION) -> WorstCase:
+  """Exact worst-case margins min_{‖δ‖₂≤r} s_i f_D(x_i + δ) by the trust-region subproblem.
+
+  With A_i = s_i a D₁ and g_i = s_i (2a D₁x_i + b d₂), the inner problem is
+  min δᵀA_iδ + g_iᵀδ; one `eigh` of D₁ serves every example. Exact to round-off.
+
+  Args:
+    D: (d+1, d+1) symmetric matrix.
+    X: (n, d) inputs.
+    s: (n,) signs (labels in {−1, +1}, or any real weights).
+    r: scalar radius ≥ 0.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    A `WorstCase`.
+  """
+  a, b, _ = activation
+  D = psd.symmetrize(D)
+  D1, d2 = D[:-1, :-1], D[:-1, -1]
+  mu, Q = jnp.linalg.eigh(D1)
+  g_hat = (s[:, None] * (2 * a * (X @ D1) + b * d2)) @ Q
+  nu = (s[:, None] * a) * mu
+  sol = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, jnp.asarray(r, X.dtype))
+  margin = s * lifted_predict(D, X, activation) + sol.value
+  return WorstCase(margin, sol.delta @ Q.T, sol.lam, sol.delta, mu, Q)
+
+
+def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
+            activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
+  """Worst-case margins m_i(D) whose gradient is Danskin's: ∇m_i = s_i Φ(x_i + δ*_i).
+
+  The attack is computed exactly and held fixed (`stop_gradient`), then the margin is
+  differentiated at the attack. For r = 0 (a Python number) no attack is computed.
+
+  Args:
+    D: (d+1, d+1) symmetric matrix.
+    X: (n, d) inputs.
+    s: (n,) signs.
+    r: scalar radius ≥ 0.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    (n,) margins.
+  """
+  if isinstance(r, (int, float)) and r == 0:
+    return s * lifted_predict(D, X, activation)
+  delta = jax.lax.stop_gradient(worst_case(D, X, s, r, activation).delta)
+  return s * lifted_predict(D, X + delta, activation)
+
+
+def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r, beta,
+              activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
+  """Σ_i (1 − m_i(Z − Z′))₊ + β (z₄ + z′₄), the adversarial hinge problem of MATH.md §3.
+
+  Args:
+    Z, Zp: (d+1, d+1) matrices of K.
+    X: (n, d) inputs.
+    s: (n,) labels in {−1, +1}.
+    r: scalar radius ≥ 0 (0: the plain hinge problem).
+    beta: regularisation weight β > 0.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    Scalar objective, exact (the margins come from the exact TRS).
+  """
+  m = margins(Z - Zp, X, s, r, activation)
+  return jnp.sum(jax.nn.relu(1.0 - m)) + beta * (Z[-1, -1] + Zp[-1, -1])
+
+
+def weighted_lift_sum(U: jnp.ndarray, w: jnp.ndarray,
+                      activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
+  """Σ_i w_i Φ(u_i) without forming the n lifted matrices.
+
+  Args:
+    U: (n, d) points.
+    w: (n,) weights.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    (d+1, d+1) symmetric matrix.
+  """
+  a, b, c = activation
+  top = a * (U.T * w) @ U
+  border = (b / 2) * (w @ U)
+  return jnp.block([[top, border[:, None]], [border[None, :], c * jnp.sum(w)[None, None]]])
+
+
+# Golden-section iterations: the bracket shrinks by 0.618 each, to round-off after 80.
+_GOLDEN_ITERS = 80
+
+
+def max_min_eigenvalue(S: jnp.ndarray) -> jnp.ndarray:
+  """max_μ λ_min(S − μG): the distance-like margin of S from K's dual cone S₊ + span{G}.
+
+  λ_min(S − μG) is concave in μ and its maximiser lies in [−2‖S‖_F, 2‖S‖_F] (compare
+  the diagonal blocks), so golden-section search finds it.
+
+  Args:
+    S: (m, m) symmetric matrix.
+
+  Returns:
+    Scalar; ≥ 0 iff S lies in K* (up to round-off).
+  """
+  G = psd.lorentz_form(S.shape[-1], S.dtype)
+  f = lambda mu: jnp.linalg.eigvalsh(S - mu * G)[0]
+  bound = 2.0 * jnp.linalg.norm(S) + 1.0
+  ratio = (np.sqrt(5.0) - 1.0) / 2.0
+
+  def shrink(_, carry):
+    lo, hi = carry
+    m1, m2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    left = f(m1) >= f(m2)
+    return jnp.where(left, lo, m1), jnp.where(left, m2, hi)
+
+  lo, hi = jax.lax.fori_loop(0, _GOLDEN_ITERS, shrink, (-bound, bound))
+  return f(0.5 * (lo + hi))
+
+
+def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
+               activation: Quadratic = DEFAULT_ACTIVATION, mu=None) -> jnp.ndarray:
+  """A certified lower bound on the optimum of the adversarial problem (MATH.md §3).
+
+  For cuts at u_i = x_i + δ_i (any δ_i in the ball) and multipliers α ∈ [0, 1]^n, with
+  S = βE − Σ α_i s_i Φ(u_i) and S′ = βE + Σ α_i s_i Φ(u_i), weak duality gives
+
+      optimum ≥ Σ_i α_i + R · min(0, max_μ λ_min(S − μG), max_μ′ λ_min(S′ − μ′G)),
+
+  where R = 2·upper/β bounds tr Z + tr Z′ at an optimum (β(z₄ + z′₄) ≤ optimum ≤ upper and
+  tr Z = 2 z₄ on K). The bound is valid for any such (δ, α); it is tight when α and δ are
+  the optimal multipliers and worst cases.
+
+  Args:
+    U: (n, d) cut points x_i + δ_i.
+    s: (n,) labels in {−1, +1}.
+    alpha: (n,) multipliers in [0, 1].
+    beta: β > 0.
+    upper: an upper bound on the optimum (the objective of any feasible point).
+    activation: the coefficients (a, b, c) of σ.
+    mu: optional (2,) multipliers (μ, μ′) to use instead of maximising over them (one
+      eigenvalue problem each instead of a search); any value gives a valid bound.
+
+  Returns:
+    Scalar lower bound.
+  """
+  M = weighted_lift_sum(U, alpha * s, activation)
+  E = jnp.zeros_like(M).at[-1, -1].set(beta)
+  if mu is None:
+    worst = jnp.minimum(max_min_eigenvalue(E - M), max_min_eigenvalue(E + M))
+  else:
+    G = psd.lorentz_form(M.shape[-1], M.dtype)
+    worst = jnp.minimum(jnp.linalg.eigvalsh(E - M - mu[0] * G)[0],
+                        jnp.linalg.eigvalsh(E + M - mu[1] * G)[0])
+  return jnp.sum(alpha) + (2.0 * upper / beta) * jnp.minimum(0.0, worst)
+
+
+@flax.struct.dataclass
+class PolyHead:
+  """A trained polynomial head: C pairs (Z_c, Z′_c) of K, one per output.
+
+  A binary head (labels ±1) has C = 1 and predicts sign f; a one-vs-all head has C ≥ 2
+  and predicts argmax_c f_c (MATH.md §3, multi-class option a).
+
+  Attributes:
+    Z, Zp: (C, d+1, d+1) matrices of K.
+    objective: the training objective Σ_c [Σ_i (1 − m_ci)₊ + β(z₄ + z′₄)], exact.
+    gap: a certified upper bound on objective − global optimum (inf if none was computed).
+    steps: solver steps taken.
+    activation: the coefficients (a, b, c) of σ.
+    binary: whether the head is binary (C = 1, labels ±1).
+  """
+
+  Z: jnp.ndarray
+  Zp: jnp.ndarray
+  objective: jnp.ndarray
+  gap: jnp.ndarray
+  steps: jnp.ndarray
+  activation: Quadratic = flax.struct.field(pytree_node=False, default=DEFAULT_ACTIVATION)
+  binary: bool = flax.struct.field(pytree_node=False, default=True)
+
+  def scores(self, X: jnp.ndarray) -> jnp.ndarray:
+    """f_c(x) for every row of X: (n,) for a binary head, (n, C) otherwise."""
+    f = jax.vmap(lifted_predict, in_axes=(0, None, None))(self.Z - self.Zp, X, self.activation)
+    return f[0] if self.binary else f.T
+
+  def predict(self, X: jnp.ndarray) -> jnp.ndarray:
+    """Labels: ±1 for a binary head, argmax_c f_c (in 0..C−1) otherwise; shape (n,)."""
+    f = self.scores(X)
+    return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
+
+
+def _check_array(X, name: str) -> np.ndarray:
+  X = np.asarray(X)
+  if X.ndim != 2 or 0 in X.shape:
+    raise ValueError(f"{name} must be a non-empty 2-D array (n, d), got shape {X.shape}")
+  if not np.issubdtype(X.dtype, np.number):
+    raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
+  if not np.all(np.isfinite(X)):
+    raise ValueError(f"{name} must be finite; it holds NaN or inf")
+  return X
+
+
+def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
+  """Labels → (C, n) signs: ±1 labels give one binary head, integers 0..C−1 give C heads."""
+  y = np.asarray(y)
+  if y.ndim != 1 or y.shape[0] != n:
+    raise ValueError(f"y must have shape ({n},) to match X, got shape {y.shape}")
+  if not (np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))):
+    raise ValueError("y must hold finite numbers")
+  values = np.unique(y)
+  if np.all(np.isin(values, (-1, 1))):
+    return y[None, :].astype(np.float64), True
+  if np.all(values == np.round(values)) and values.min() >= 0:
+    classes = int(values.max()) + 1
+    return np.where(np.arange(classes)[:, None] == y[None, :], 1.0, -1.0), False
+  raise ValueError(
+      f"y must hold labels in {{-1, +1}} (binary) or integers 0..C-1 (one-vs-all); got {values}")
+
+
+def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:
+  X = _check_array(X, "X")
+  S, binary = _encode_labels(y, X.shape[0])
+  if not (np.isscalar(r) and np.isfinite(r) and r >= 0):
+    raise ValueError(f"r must be a finite number >= 0, got {r!r}")
+  if not (np.isscalar(beta) and np.isfinite(beta) and beta > 0):
+    raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+  return X, S, binary
+
+
+# Largest svec size for which the barrier solver is the default (its KKT system is 2N).
+_BARRIER_MAX_SVEC = 1300
+_SOLVERS = ("auto", "barrier", "projected")
+
+
+def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
+        activation: Quadratic = DEFAULT_ACTIVATION, solver: str = "auto", tol: float = 1e-6,
+        max_steps: Optional[int] = None, optimizer=None, head_batch_size: Optional[int] = None,
+        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 20,
+        progress: bool = False) -> PolyHead:
+  """Trains a polynomial head to global optimality (MATH.md §3).
+
+  Solves min_{Z,Z′∈K} Σ_i (1 − m_i)₊ + β(z₄ + z′₄) with m_i the exact worst-case margin over
+  the ℓ₂ ball of radius r (r = 0: the plain hinge problem), per head.
+
+  Solvers:
+    "barrier": the exact interior-point method of `cvxjax.solvers.barrier`; stops when the
+      certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
+    "projected": `optimizer` (default optax.adam(1e-2)) on the exact objective with Π_K after
+      every step, for `max_steps` steps; a baseline that scales to large d but stalls above
+      the optimum (its gap is reported honestly).
+    "auto": "barrier" when d ≤ 49, else "projected".
+
+  Precision: use float64 (`jax_enable_x64`) for gaps below ~1e-4; in float32 the barrier
+  solver stops where round-off stops it and reports the gap it certified.
+
+  Args:
+    X: (n, d) inputs, finite.
+    y: (n,) labels in {−1, +1} (one binary head) or integers 0..C−1 (C one-vs-all heads).
+    r: radius of the ℓ₂ ball of the adversary, ≥ 0.
+    beta: regularisation weight β > 0.
+    activation: the coefficients (a, b, c) of σ.
+    solver: "auto", "barrier" or "projected".
+    tol: relative gap at which the barrier solver stops.
+    max_steps: step limit (default 300 for "barrier", 1000 for "projected").
+    optimizer: optax transformation for "projected".
+    head_batch_size: heads solved together by "projected" (bounds memory).
+    checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
+      and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
+    checkpoint_every: steps between checkpoints (and progress reports).
+    progress: print step, objective and gap as the run goes.
+
+  Returns:
+    A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.
+
+  Raises:
+    ValueError: if an argument is malformed (named in the message).
+  """
+  X, S, binary = _check_problem(X, y, r, beta)
+  if solver not in _SOLVERS:
+    raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+  if not (np.isscalar(tol) and tol > 0):
+    raise ValueError(f"tol must be a number > 0, got {tol!r}")
+  if checkpoint_every < 1:
+    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+  activation = Quadratic(*(float(v) for v in activation))
+  d = X.shape[1]
+  if solver == "auto":
+    solver = "barrier" if (d + 1) * (d + 2) // 2 <= _BARRIER_MAX_SVEC else "projected"
+  from cvxjax.solvers import driver  # the solvers import this module
+  return driver.fit_poly(X, S, binary=binary, r=float(r), beta=float(beta),
+                         activation=activation, solver=solver, tol=float(tol),
+                         max_steps=max_steps, optimizer=optimizer,
+                         head_batch_size=head_batch_size, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, progress=progress)
+
+
+def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
+              activation: Quadratic = DEFAULT_ACTIVATION, solver: str = "CLARABEL",
+              eps: float = 1e-9, verbose: bool = False) -> PolyHead:
+  """The same problem as `fit`, solved as the S-lemma SDP of MATH.md §3 with CVXPY.
+
+  An oracle for small problems (n LMIs of size d+1; needs the `exact` extra). The solver's
+  matrices are projected onto K (a round-off-sized move) and the returned objective is then
+  evaluated exactly with the TRS, so it is comparable with `fit`'s; `gap` is inf, since the
+  solver's own accuracy is not certified here.
+
+  Args:
+    X, y, r, beta, activation: as for `fit`.
+    solver: "CLARABEL" or "SCS".
+    eps: the solver's tolerance.
+    verbose: print the solver's log.
+
+  Returns:
+    A `PolyHead`.
+  """
+  X, S, binary = _check_problem(X, y, r, beta)
+  from cvxjax import exact  # cvxpy is an optional extra
+  activation = Quadratic(*(float(v) for v in activation))
+  pairs = [exact.solve_poly_sdp(X, s, r=float(r), beta=float(beta), activation=activation,
+                                solver=solver, eps=eps, verbose=verbose)[:2] for s in S]
+  dtype = jnp.result_type(float)
+  project = jax.jit(jax.vmap(psd.project_trace_psd))
+  Z = project(jnp.asarray(np.stack([p[0] for p in pairs]), dtype))
+  Zp = project(jnp.asarray(np.stack([p[1] for p in pairs]), dtype))
+  Xj, Sj = jnp.asarray(X, dtype), jnp.asarray(S, dtype)
+  values = jax.vmap(objective, in_axes=(0, 0, None, 0, None, None, None))(
+      Z, Zp, Xj, Sj, float(r), float(beta), activation)
+  return PolyHead(Z=Z, Zp=Zp, objective=jnp.sum(values), gap=jnp.asarray(jnp.inf, dtype),
+                  steps=jnp.asarray(0), activation=activation, binary=binary)
+
+
+def decompose(head: PolyHead, *, prune: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+  """The two-layer network (U, α) of MATH.md §2 with f(x) = Σ_j α_j σ(u_jᵀx) = f_Z(x).
+
+  Neural decomposition of every Z_c (α > 0) and Z′_c (α < 0); the output equals the head's
+  on any input to round-off (float64), up to neurons with |α| ≤ prune·max|α|.
+
+  Args:
+    head: a `PolyHead`.
+    prune: relative size under which neurons are dropped.
+
+  Returns:
+    U of shape (M, d) with unit rows, and α of shape (M,) (binary) or (M, C) (one column per
+    head, one nonzero per row); evaluate with `cvxjax.decomposition.network_predict`.
+  """
+  from cvxjax import decomposition
+  return decomposition.decompose(np.asarray(head.Z, np.float64), np.asarray(head.Zp, np.float64),
+                                 binary=head.binary, prune=prune)
+
+
+def worst_case_margin(head: PolyHead, X, y, r) -> jnp.ndarray:
+  """Exact worst-case margins over the ℓ₂ ball of radius r (MATH.md §3), shape (n,).
+
+  Binary: min_{‖δ‖≤r} y f(x + δ). One-vs-all: min_{‖δ‖≤r} min_{c≠y} (f_y − f_c)(x + δ), one
+  TRS per class pair. Negative means some perturbation in the ball misclassifies x.
+  """
+  from cvxjax import certify
+  return certify.poly_worst_case_margin(head.Z, head.Zp, X, y, r, head.activation, head.binary)
+
+
+def certified_radius(head: PolyHead, X, y) -> jnp.ndarray:
+  """The exact ℓ₂ distance of each example to the decision boundary, shape (n,).
+
+  0 for misclassified examples, +inf where no perturbation flips the prediction.
+  """
+  from cvxjax import certify
+  return certify.poly_certified_radius(head.Z, head.Zp, X, y, head.activation, head.binary)

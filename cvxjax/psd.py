@@ -1,0 +1,181 @@
+"""Projections onto the PSD cone and onto K, and the exact trust-region subproblem (MATH.md §3).
+
+Every function here is pure and jit-able; batch over heads or examples with `jax.vmap`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# Newton-bisection iterations for the secular equation: each at least halves the bracket.
+_SECULAR_ITERS = 60
+# Iterations of the safeguarded root search for the multiplier of Π_K.
+_PROJECTION_ITERS = 60
+
+
+def symmetrize(Y: jnp.ndarray) -> jnp.ndarray:
+  """(Y + Yᵀ)/2 over the last two axes."""
+  return 0.5 * (Y + jnp.swapaxes(Y, -1, -2))
+
+
+def lorentz_form(m: int, dtype=jnp.float32) -> jnp.ndarray:
+  """G = diag(I_{m-1}, -1), the matrix with ⟨G, Z⟩ = tr Z₁ − z₄; shape (m, m)."""
+  return jnp.diag(jnp.ones(m, dtype).at[-1].set(-1.0))
+
+
+def trace_residual(Z: jnp.ndarray) -> jnp.ndarray:
+  """⟨G, Z⟩ = tr Z₁ − z₄ for Z of shape (..., m, m); zero exactly on K's linear part."""
+  diag = jnp.diagonal(Z, axis1=-2, axis2=-1)
+  return jnp.sum(diag[..., :-1], axis=-1) - diag[..., -1]
+
+
+def project_psd(Y: jnp.ndarray) -> jnp.ndarray:
+  """Π_PSD: the nearest (Frobenius) PSD matrix to the symmetric part of Y.
+
+  Args:
+    Y: (m, m) matrix.
+
+  Returns:
+    (m, m) symmetric PSD matrix: the negative eigenvalues of sym(Y) clipped to zero.
+  """
+  w, V = jnp.linalg.eigh(symmetrize(Y))
+  return (V * jnp.maximum(w, 0.0)) @ V.T
+
+
+def project_trace_psd(Y: jnp.ndarray) -> jnp.ndarray:
+  """Π_K: the nearest point to Y of K = {Z ⪰ 0 : tr Z₁ = z₄}.
+
+  Π_K(Y) = Π_PSD(Y − μG) with μ the root of the non-increasing scalar function
+  h(μ) = ⟨G, Π_PSD(Y − μG)⟩, found by bracketing and Illinois regula falsi (one `eigh`
+  per evaluation). The trace residual of the result is zero to about 1e-12 relative in
+  float64 and 1e-6 in float32.
+
+  Args:
+    Y: (m, m) matrix, m = d + 1.
+
+  Returns:
+    (m, m) matrix in K.
+  """
+  Y = symmetrize(Y)
+  m = Y.shape[-1]
+  G = lorentz_form(m, Y.dtype)
+  h = lambda mu: trace_residual(project_psd(Y - mu * G))
+  # h(μ) ≥ 0 for μ ≤ -s and ≤ 0 for μ ≥ s once s exceeds ‖Y‖ (grown by doubling to be safe).
+  scale = jnp.linalg.norm(Y) + jnp.asarray(1.0, Y.dtype)
+
+  def grow(carry):
+    s, _ = carry
+    s = 2.0 * s
+    return s, (h(-s) < 0) | (h(s) > 0)
+
+  s, _ = jax.lax.while_loop(lambda c: c[1], grow, (scale, (h(-scale) < 0) | (h(scale) > 0)))
+  tol = 4 * jnp.finfo(Y.dtype).eps * s
+
+  def illinois(carry):
+    lo, hi, h_lo, h_hi, side, it = carry
+    # Regula falsi, halving the stale end's value (Illinois), bisecting when degenerate.
+    denom = h_lo - h_hi
+    mu = jnp.where(denom > 0, lo + (hi - lo) * h_lo / jnp.where(denom > 0, denom, 1.0),
+                   0.5 * (lo + hi))
+    mu = jnp.where((mu <= lo) | (mu >= hi), 0.5 * (lo + hi), mu)
+    h_mu = h(mu)
+    right = h_mu > 0
+    h_lo = jnp.where(right, h_mu, jnp.where(side == -1, 0.5 * h_lo, h_lo))
+    h_hi = jnp.where(right, jnp.where(side == 1, 0.5 * h_hi, h_hi), h_mu)
+    lo, hi = jnp.where(right, mu, lo), jnp.where(right, hi, mu)
+    # A root hit exactly collapses the bracket.
+    lo, hi = jnp.where(h_mu == 0, mu, lo), jnp.where(h_mu == 0, mu, hi)
+    return lo, hi, h_lo, h_hi, jnp.where(right, 1, -1), it + 1
+
+  def unfinished(carry):
+    lo, hi, _, _, _, it = carry
+    return (hi - lo > tol) & (it < _PROJECTION_ITERS)
+
+  lo, hi, *_ = jax.lax.while_loop(
+      unfinished, illinois, (-s, s, h(-s), h(s), jnp.asarray(0), jnp.asarray(0)))
+  # The end with the smaller residual.
+  Z_lo, Z_hi = project_psd(Y - lo * G), project_psd(Y - hi * G)
+  use_lo = jnp.abs(trace_residual(Z_lo)) <= jnp.abs(trace_residual(Z_hi))
+  return jnp.where(use_lo, Z_lo, Z_hi)
+
+
+class TrustRegionSolution(NamedTuple):
+  """Solution of min_{‖δ‖₂ ≤ r} δᵀAδ + gᵀδ in the eigenbasis of A.
+
+  Attributes:
+    value: the optimal value, shape ().
+    delta: the minimiser δ*, in the eigenbasis (δ = Q @ delta), shape (d,).
+    lam: the multiplier λ* ≥ max(0, −μ_min) of the ball constraint, shape ().
+  """
+
+  value: jnp.ndarray
+  delta: jnp.ndarray
+  lam: jnp.ndarray
+
+
+def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRegionSolution:
+  """Exact trust-region subproblem min_{‖δ‖₂ ≤ r} δᵀAδ + gᵀδ, given A = Q diag(mu) Qᵀ.
+
+  Solves the secular equation Σ_k ĝ_k² / (4(μ_k + λ)²) = r² for λ > max(0, −μ_min) by
+  Newton steps on 1/‖δ(λ)‖ − 1/r (Moré–Sorensen), safeguarded by bisection, and handles the
+  interior case (λ = 0, A ≻ 0, ‖A⁻¹g‖/2 ≤ r) and the hard case (ĝ without weight on the
+  bottom eigenvector: λ = −μ_min and a step along that eigenvector to reach the sphere).
+  Exact to round-off in float64; vmap over examples (and heads).
+
+  Args:
+    mu: (d,) eigenvalues of A, in any order.
+    g_hat: (d,) the linear term in the eigenbasis, ĝ = Qᵀg.
+    r: () radius, r ≥ 0.
+
+  Returns:
+    A `TrustRegionSolution`.
+  """
+  dtype = g_hat.dtype
+  eps = jnp.finfo(dtype).eps
+  scale = jnp.max(jnp.abs(mu)) + jnp.linalg.norm(g_hat) / jnp.maximum(r, eps) + eps
+  bottom_index = jnp.argmin(mu)
+  lo = jnp.maximum(0.0, -mu[bottom_index])
+  # Entries whose shifted eigenvalue vanishes at λ = lo (the bottom eigenspace in the hard case).
+  bottom = mu + lo <= 8 * eps * scale
+  g_bottom_sq = jnp.sum(jnp.where(bottom, g_hat**2, 0.0))
+
+  def step_norm_sq(lam):
+    denom = jnp.where(bottom & (lam <= lo), 1.0, mu + lam)
+    coef = jnp.where(bottom & (lam <= lo), 0.0, g_hat / (2.0 * denom))
+    return jnp.sum(coef**2)
+
+  # The boundary root exists iff ‖δ(λ)‖ → ∞ as λ ↓ lo or ‖δ(lo)‖ > r.
+  has_root = (g_bottom_sq > (eps * scale * r) ** 2) | (step_norm_sq(lo) > r**2)
+  hi = lo + jnp.linalg.norm(g_hat) / (2.0 * jnp.maximum(r, eps)) + eps * scale
+
+  def newton(_, carry):
+    lam, a, b = carry
+    s = mu + lam
+    coef = g_hat / (2.0 * s)
+    nrm2 = jnp.sum(coef**2)
+    nrm = jnp.sqrt(nrm2)
+    phi = 1.0 / nrm - 1.0 / r
+    dnrm2 = -2.0 * jnp.sum(coef**2 / s)  # d‖δ‖²/dλ
+    dphi = -0.5 * nrm2 ** (-1.5) * dnrm2
+    # φ < 0 means λ is below the root.
+    a = jnp.where(phi < 0, lam, a)
+    b = jnp.where(phi < 0, b, lam)
+    trial = lam - phi / dphi
+    ok = (trial > a) & (trial < b) & jnp.isfinite(trial)
+    return jnp.where(ok, trial, 0.5 * (a + b)), a, b
+
+  lam0 = 0.5 * (lo + hi)
+  lam_root, _, _ = jax.lax.fori_loop(0, _SECULAR_ITERS, newton, (lam0, lo, hi))
+  lam = jnp.where(has_root, lam_root, lo)
+  shifted = jnp.where(bottom & ~has_root, 1.0, mu + lam)
+  delta = jnp.where(bottom & ~has_root, 0.0, -g_hat / (2.0 * shifted))
+  # Hard case (or interior with singular A): move along the bottom eigenvector to the sphere.
+  slack = jnp.sqrt(jnp.maximum(r**2 - jnp.sum(delta**2), 0.0))
+  hard = ~has_root & (lo > 0)
+  delta = delta.at[bottom_index].add(jnp.where(hard, slack, 0.0))
+  value = jnp.sum(mu * delta**2) + jnp.sum(g_hat * delta)
+  # r = 0: the ball is the centre alone.
+  zero = r <= 0
+  return TrustRegionSolution(value=jnp.where(zero, 0.0, value),
+                             delta=jnp.where(zero, 0.0, delta), lam=jnp.where(zero, 0.0, lam))

@@ -1,0 +1,97 @@
+"""Projected first-order baseline for polynomial heads: any optax optimiser, then Π_K.
+
+Each step differentiates the exact adversarial objective (Danskin gradient at the exact TRS
+attack), applies an optax update and projects Z and Z′ back onto K. It needs no d⁴ memory,
+so it runs where the barrier solver cannot (d in the hundreds), but it is a baseline: with a
+fixed step it stalls well above the optimum (MATH.md §3, "Solver design notes"), and the gap
+it reports (`certificate`) is valid but loose.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cvxjax import poly, psd
+from cvxjax.activations import Quadratic
+
+
+class ProjectedState(NamedTuple):
+  """Solver state for one head (vmap or lax.map adds a leading head axis).
+
+  Attributes:
+    Z, Zp: (d+1, d+1) iterates in K.
+    opt_state: the optax state of the pair (Z, Z′).
+    step: () steps taken.
+  """
+
+  Z: jnp.ndarray
+  Zp: jnp.ndarray
+  opt_state: optax.OptState
+  step: jnp.ndarray
+
+
+def init(X: jnp.ndarray, optimizer: optax.GradientTransformation) -> ProjectedState:
+  """Starts from Z = Z′ = 0 (in K; the prediction is zero).
+
+  Args:
+    X: (n, d) inputs (only the shape and dtype are used).
+    optimizer: the optax transformation.
+
+  Returns:
+    A `ProjectedState` for one head.
+  """
+  m = X.shape[1] + 1
+  Z0 = jnp.zeros((m, m), X.dtype)
+  return ProjectedState(Z0, Z0, optimizer.init((Z0, Z0)), jnp.asarray(0))
+
+
+def step(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
+         optimizer: optax.GradientTransformation) -> ProjectedState:
+  """One optax update of the exact objective, then Π_K on Z and Z′."""
+  objective = functools.partial(poly.objective, X=X, s=s, r=r, beta=beta, activation=activation)
+  grads = jax.grad(lambda p: objective(*p))((state.Z, state.Zp))
+  updates, opt_state = optimizer.update(grads, state.opt_state, (state.Z, state.Zp))
+  Z, Zp = optax.apply_updates((state.Z, state.Zp), updates)
+  return ProjectedState(psd.project_trace_psd(Z), psd.project_trace_psd(Zp), opt_state,
+                        state.step + 1)
+
+
+def run(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
+        optimizer: optax.GradientTransformation, num_steps, head_batch_size=None) -> ProjectedState:
+  """`num_steps` steps of every head (leading axis of `state` and `s`).
+
+  Heads run `head_batch_size` at a time (`lax.map`), which bounds memory at large n·d.
+
+  Args:
+    state: batched `ProjectedState`, leading axis = heads.
+    X: (n, d) inputs shared by the heads.
+    s: (C, n) labels in {−1, +1} per head.
+    r, beta, activation, optimizer: the problem and the optimiser.
+    num_steps: steps to take in this call.
+    head_batch_size: heads processed together (None: all).
+
+  Returns:
+    The batched state after the steps.
+  """
+  one = functools.partial(step, X=X, r=r, beta=beta, activation=activation, optimizer=optimizer)
+
+  def head(args):
+    st, sg = args
+    return jax.lax.fori_loop(0, num_steps, lambda _, c: one(c, s=sg), st)
+
+  return jax.lax.map(head, (state, s), batch_size=head_batch_size)
+
+
+def certificate(Z, Zp, X, s, *, r, beta, activation: Quadratic):
+  """(objective, certified lower bound) of one head with subgradient multipliers.
+
+  α_i = 1 where the worst-case margin is below 1, ½ at 1 and 0 above: the hinge's subgradient.
+  The bound is valid for any iterate; it is tight only at an optimum.
+  """
+  wc = poly.worst_case(Z - Zp, X, s, r, activation)
+  upper = jnp.sum(jax.nn.relu(1.0 - wc.margin)) + beta * (Z[-1, -1] + Zp[-1, -1])
+  alpha = jnp.where(wc.margin < 1.0, 1.0, jnp.where(wc.margin > 1.0, 0.0, 0.5))
+  return upper, poly.dual_bound(X + wc.delta, s, alpha, beta, upper, activation)

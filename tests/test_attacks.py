@@ -1,0 +1,174 @@
+"""FGSM and PGD against analytic worst cases (linear models) and the exact TRS (poly heads)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cvxjax import attacks, poly
+
+KEY = jax.random.PRNGKey(0)
+
+
+def linear(params, x):
+  """f(x) = xᵀw + b: (n,) scores for w (d,), (n, C) logits for w (d, C) and b (1, C)."""
+  w, b = params
+  return x @ w + b
+
+
+def mlp(params, x):
+  """A small tanh network with (n, C) logits, nonlinear enough to exercise the projections."""
+  W1, W2 = params
+  return jnp.tanh(x @ W1) @ W2
+
+
+def _linear_problem(seed, n=16, d=5):
+  rng = np.random.default_rng(seed)
+  X = rng.normal(size=(n, d))
+  w = rng.normal(size=d)
+  y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+  return X, y, (w, 0.3)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "pgd_ce"])
+def test_linf_reaches_the_analytic_worst_margin(attack):
+  X, y, (w, b) = _linear_problem(0)
+  eps = 0.2
+  if attack == "fgsm":
+    X_adv = attacks.fgsm(linear, (w, b), X, y, eps)
+  else:
+    X_adv = attacks.pgd(linear, (w, b), X, y, eps, key=KEY, steps=10,
+                        loss="ce" if attack == "pgd_ce" else "margin")
+  worst = y * (X @ w + b) - eps * np.abs(w).sum()
+  # FGSM is exact for a linear model; PGD's 2.5ε of travel also ends at the cube's corner.
+  np.testing.assert_allclose(y * linear((w, b), X_adv), worst, atol=1e-12)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_l2_reaches_the_analytic_worst_margin(attack):
+  X, y, (w, b) = _linear_problem(1)
+  eps = 0.3
+  if attack == "fgsm":
+    X_adv = attacks.fgsm(linear, (w, b), X, y, eps, norm=2)
+  else:
+    X_adv = attacks.pgd(linear, (w, b), X, y, eps, key=KEY, norm=2, steps=50,
+                        step_size=eps / 2)
+  worst = y * (X @ w + b) - eps * np.linalg.norm(w)
+  np.testing.assert_allclose(y * linear((w, b), X_adv), worst, atol=1e-6)
+
+
+# Each dtype and norm is covered by one of the two ball tests (every case compiles anew).
+@pytest.mark.parametrize("norm, dtype", [("inf", np.float32), (2, np.float64)])
+def test_ball_and_bounds_hold_exactly(norm, dtype):
+  rng = np.random.default_rng(2)
+  X = rng.random(size=(64, 6)).astype(dtype)
+  X[:8] = 0.0  # points on the bounds
+  X[8:16] = 1.0
+  params = (jnp.asarray(rng.normal(size=(6, 8)), dtype), jnp.asarray(rng.normal(size=(8, 3)),
+                                                                     dtype))
+  y = rng.integers(0, 3, size=64)
+  for eps in (0.0, 0.1, 0.7):
+    for X_adv in (attacks.fgsm(mlp, params, X, y, eps, norm=norm, bounds=(0.0, 1.0)),
+                  attacks.pgd(mlp, params, X, y, eps, key=KEY, norm=norm, steps=5, restarts=2,
+                              bounds=(0.0, 1.0))):
+      assert X_adv.dtype == dtype
+      assert np.all(np.asarray(attacks.norm_of(X_adv - X, norm)) <= dtype(eps))
+      assert np.all((np.asarray(X_adv) >= 0) & (np.asarray(X_adv) <= 1))
+
+
+@pytest.mark.parametrize("norm, dtype", [("inf", np.float64), (2, np.float32)])
+def test_ball_holds_exactly_for_large_inputs_without_bounds(norm, dtype):
+  # |x| ≫ ε: the rounding of x + δ alone can leave the ball, and the repair must catch it.
+  rng = np.random.default_rng(3)
+  X = (1e3 * rng.normal(size=(256, 10))).astype(dtype)
+  X_adv = attacks.pgd(linear, (jnp.ones(10, dtype), 0.0), X, np.ones(256), 1e-3, key=KEY,
+                      norm=norm, steps=3)
+  assert X_adv.dtype == dtype
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, norm)) <= dtype(1e-3))
+
+
+def test_margin_of_logits():
+  scores = jnp.array([[2.0, 1.0, -1.0], [0.0, 3.0, 1.0]])
+  np.testing.assert_allclose(attacks.margin(scores, jnp.array([0, 2])), [1.0, -2.0])
+  np.testing.assert_allclose(attacks.margin(jnp.array([0.5, -2.0]), jnp.array([1, 1])),
+                             [0.5, -2.0])
+
+
+def test_multiclass_linear_logits_reach_the_analytic_worst_margin():
+  rng = np.random.default_rng(4)
+  n, d, C, eps = 24, 4, 3, 0.25
+  X = rng.normal(size=(n, d))
+  W, b = rng.normal(size=(d, C)), rng.normal(size=(1, C))  # b as a row: no rank promotion
+  y = rng.integers(0, C, size=n)
+  # min over the cube of f_y − f_c is linear per c: its minimum is at a corner, in closed form.
+  diff = W[:, y].T[:, None, :] - W.T[None, :, :]  # (n, C, d): w_y − w_c
+  pair = np.einsum("ncd,nd->nc", diff, X) + (b[0, y][:, None] - b)
+  pair = pair - eps * np.abs(diff).sum(-1)
+  pair[np.arange(n), y] = np.inf
+  worst = pair.min(axis=1)
+  X_adv = attacks.pgd(linear, (W, b), X, y, eps, key=KEY, steps=20, restarts=4)
+  found = np.asarray(attacks.margin(linear((W, b), X_adv), y))
+  assert np.all(found >= worst - 1e-9)
+  np.testing.assert_allclose(found, worst, atol=1e-6)
+  # FGSM on the cross-entropy makes no example more robust than it was.
+  X_fgsm = attacks.fgsm(linear, (W, b), X, y, eps, loss="ce")
+  assert np.all(np.asarray(attacks.margin(linear((W, b), X_fgsm), y)) >= worst - 1e-9)
+
+
+def _random_head(seed, d, width=3):
+  """A head of 2·width random neurons: Σ α [u; 1][u; 1]ᵀ with ‖u‖ = 1 lies in K exactly."""
+  rng = np.random.default_rng(seed)
+
+  def neurons():
+    U = rng.normal(size=(width, d))
+    P = np.concatenate([U / np.linalg.norm(U, axis=1, keepdims=True), np.ones((width, 1))], 1)
+    return np.einsum("k,ki,kj->ij", rng.random(width) + 0.5, P, P)
+
+  return poly.PolyHead(Z=jnp.asarray(neurons())[None], Zp=jnp.asarray(neurons())[None],
+                       objective=jnp.zeros(()), gap=jnp.inf, steps=jnp.zeros((), int))
+
+
+def test_pgd_on_a_polynomial_head_approaches_the_exact_worst_case():
+  head = _random_head(5, d=4)
+  rng = np.random.default_rng(5)
+  X = rng.normal(size=(20, 4))
+  y = np.where(np.asarray(head.scores(jnp.asarray(X))) >= 0, 1.0, -1.0)
+  r = 0.5
+  exact = np.asarray(jax.jit(poly.worst_case)(head.Z[0] - head.Zp[0], X, y, r).margin)
+  X_adv = attacks.pgd(poly.PolyHead.scores, head, X, y, r, key=KEY, norm=2, steps=100,
+                      step_size=r / 10, restarts=3)
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, 2)) <= r)
+  found = y * np.asarray(head.scores(X_adv))
+  assert np.all(found >= exact - 1e-9)  # the TRS is the true minimum
+  np.testing.assert_allclose(found, exact, atol=1e-3)
+
+
+def test_robust_accuracy_matches_the_analytic_count_and_batches_agree():
+  X, y, (w, b) = _linear_problem(6, n=40)
+  eps = 0.15
+  clean = y * (X @ w + b)
+  expected = np.mean((clean > 0) & (clean - eps * np.abs(w).sum() > 0))
+  assert attacks.robust_accuracy(linear, (w, b), X, y, eps, attacks.fgsm) == expected
+  pgd = functools.partial(attacks.pgd, key=KEY, steps=10)
+  assert attacks.robust_accuracy(linear, (w, b), X, y, eps, pgd, batch_size=16) == expected
+  assert attacks.robust_accuracy(linear, (w, b), X, y, 0.0, attacks.fgsm) == np.mean(clean > 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(norm=1), "norm"),
+    (dict(eps=-0.1), "eps"),
+    (dict(y=np.ones(3)), "y must have shape"),
+    (dict(bounds=(0.0, 0.5)), "within bounds"),
+    (dict(loss="hinge"), "loss"),
+    (dict(steps=-1), "steps"),
+    (dict(restarts=0), "restarts"),
+])
+def test_malformed_arguments_are_named(kwargs, match):
+  X, y, params = _linear_problem(7, n=8)
+  X = np.abs(X) / np.abs(X).max()
+  args = dict(eps=0.1, y=y, norm="inf", bounds=None, loss="margin", steps=2, restarts=1)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    attacks.pgd(linear, params, X, args.pop("y"), args.pop("eps"), key=KEY, **args)

@@ -1,0 +1,202 @@
+"""Polynomial heads: the lift, Danskin gradients, the barrier solver against the CVXPY oracle."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from cvxjax import activations, poly, psd
+from cvxjax.solvers import barrier
+
+pytest.importorskip("cvxpy")
+
+ACT = activations.DEFAULT_ACTIVATION
+
+
+def _random_problem(seed, n=24, d=3):
+  rng = np.random.default_rng(seed)
+  X = rng.normal(size=(n, d))
+  y = np.where(X[:, 0] + 0.7 * rng.normal(size=n) > 0, 1.0, -1.0)
+  return X, y
+
+
+def _breast_cancer(n=30, d=5):
+  X, y = load_breast_cancer(return_X_y=True)
+  X = X[:n, :d]
+  return (X - X.mean(0)) / X.std(0), 2.0 * y[:n] - 1.0
+
+
+def test_relu_fit_reproduces_the_papers_rounding():
+  fit = activations.relu_fit(5.0)
+  np.testing.assert_allclose(fit, (0.09375, 0.5, 0.46875))
+  np.testing.assert_allclose(ACT, np.round(fit, 2))
+
+
+def test_lift_of_a_neuron_is_the_neuron():
+  rng = np.random.default_rng(0)
+  u = rng.normal(size=4)
+  u /= np.linalg.norm(u)
+  alpha = 1.7
+  v = np.append(u, 1.0)
+  X = rng.normal(size=(9, 4))
+  expected = alpha * activations.polynomial(jnp.asarray(X @ u), ACT)
+  got = poly.lifted_predict(jnp.asarray(alpha * np.outer(v, v)), jnp.asarray(X), ACT)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  lifted = jax.vmap(poly.lift, in_axes=(0, None))(jnp.asarray(X), ACT)
+  np.testing.assert_allclose(jnp.sum(lifted * alpha * np.outer(v, v), axis=(1, 2)), expected,
+                             rtol=1e-12)
+
+
+def test_danskin_gradient_matches_finite_differences():
+  X, y = _random_problem(1, n=10, d=3)
+  rng = np.random.default_rng(2)
+  Z, Zp = (jnp.asarray(psd.project_trace_psd(jnp.asarray(rng.normal(size=(4, 4)))))
+           for _ in range(2))
+  Xj, yj = jnp.asarray(X), jnp.asarray(y)
+  margin_sum = lambda Z: jnp.sum(poly.margins(Z - Zp, Xj, yj, 0.4, ACT))
+  exact_sum = jax.jit(lambda Z: jnp.sum(poly.worst_case(Z - Zp, Xj, yj, 0.4, ACT).margin))
+  grad = jax.grad(margin_sum)(Z)
+  for _ in range(5):
+    E = rng.normal(size=(4, 4))
+    E = jnp.asarray(E + E.T)
+    h = 1e-6
+    fd = (exact_sum(Z + h * E) - exact_sum(Z - h * E)) / (2 * h)
+    np.testing.assert_allclose(jnp.sum(grad * E), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_barrier_newton_model_matches_finite_differences():
+  rng = np.random.default_rng(0)
+  n, d, r, beta, t = 12, 3, 0.4, 0.05, 3.0
+  X, s = jnp.asarray(rng.normal(size=(n, d))), jnp.asarray(np.sign(rng.normal(size=n)))
+  m = d + 1
+  lay = barrier._layout(m)
+  N = len(lay.rows)
+  A = rng.normal(size=(2, m, m))
+  Z, Zp = (jnp.asarray(a @ a.T + 0.5 * np.eye(m)) for a in A)
+  local = barrier._local_model(Z, Zp, t, X, s, r, beta, ACT, lay)
+  hessian = np.eye(2 * N) + local.curvature + local.V.T @ (local.weight[:, None] * local.V)
+
+  @jax.jit
+  def value(x):  # Φ_t along scaled directions dZ = L dZ̃ Lᵀ
+    dZ, dZp = barrier._smat(x[:N], lay, m), barrier._smat(x[N:], lay, m)
+    return barrier._barrier_value(Z + local.L @ dZ @ local.L.T, Zp + local.Lp @ dZp @ local.Lp.T,
+                                  t, X, s, r, beta, ACT)
+
+  @jax.jit
+  def fd_grad(x, h=1e-6):
+    basis = jnp.eye(2 * N)
+    return jax.vmap(lambda e: (value(x + h * e) - value(x - h * e)) / (2 * h))(basis)
+
+  x0 = jnp.zeros(2 * N)
+  np.testing.assert_allclose(local.grad, fd_grad(x0), atol=1e-6 * np.abs(local.grad).max())
+  h = 1e-4
+  fd_hessian = jax.vmap(lambda e: (fd_grad(x0 + h * e) - fd_grad(x0 - h * e)) / (2 * h),
+                        out_axes=1)(jnp.eye(2 * N))
+  np.testing.assert_allclose(hessian, fd_hessian, atol=1e-4 * np.abs(hessian).max())
+
+
+PROBLEMS = {
+    "random-plain": (lambda: _random_problem(3), 0.0, 1e-2),
+    "random-adversarial": (lambda: _random_problem(4), 0.5, 1e-2),
+    "breast-cancer-plain": (_breast_cancer, 0.0, 1e-2),
+    "breast-cancer-adversarial": (_breast_cancer, 0.3, 1e-2),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _solved(name):
+  data, r, beta = PROBLEMS[name]
+  X, y = data()
+  head = poly.fit(X, y, r=r, beta=beta, tol=1e-8)
+  oracle = poly.exact_fit(X, y, r=r, beta=beta, solver="CLARABEL")
+  return X, y, r, beta, head, oracle
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_fit_reaches_the_cvxpy_optimum(name):
+  X, y, r, beta, head, oracle = _solved(name)
+  assert abs(float(head.objective) - float(oracle.objective)) <= 1e-4 * float(oracle.objective)
+  # The certificate: gap ≥ objective − optimum (the oracle is accurate to ~1e-7 here) …
+  assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+  # … and it fell under the tolerance.
+  assert float(head.gap) <= 1e-8 * float(head.objective)
+  for Z in (head.Z[0], head.Zp[0]):
+    scale = np.abs(Z).max()
+    assert np.linalg.eigvalsh(Z).min() >= -1e-6 * scale
+    assert abs(float(psd.trace_residual(Z))) <= 1e-6 * scale
+  assert float(poly.objective(head.Z[0], head.Zp[0], jnp.asarray(X), jnp.asarray(y), r, beta,
+                              ACT)) == pytest.approx(float(head.objective), rel=1e-12)
+
+
+def test_gap_is_valid_before_convergence():
+  X, y, r, beta, _, oracle = _solved("breast-cancer-adversarial")
+  for steps in (5, 15, 30):
+    head = poly.fit(X, y, r=r, beta=beta, tol=1e-8, max_steps=steps)
+    assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+    assert float(head.objective) >= float(oracle.objective) - 1e-6
+
+
+def test_projected_baseline_is_feasible_and_its_gap_valid():
+  X, y, r, beta, _, oracle = _solved("random-adversarial")
+  head = poly.fit(X, y, r=r, beta=beta, solver="projected", max_steps=50)
+  assert float(head.objective) >= float(oracle.objective) - 1e-6
+  assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+  for Z in (head.Z[0], head.Zp[0]):
+    assert abs(float(psd.trace_residual(Z))) <= 1e-8 * (1 + np.abs(Z).max())
+
+
+def test_one_vs_all_heads_classify_three_classes():
+  rng = np.random.default_rng(7)
+  centres = 2.5 * rng.normal(size=(3, 3))
+  y = np.repeat(np.arange(3), 10)
+  X = centres[y] + 0.5 * rng.normal(size=(30, 3))
+  head = poly.fit(X, y, r=0.2, beta=1e-2, tol=1e-8)
+  assert head.Z.shape == (3, 4, 4) and not head.binary
+  assert float(np.mean(head.predict(X) == y)) >= 0.95
+  oracle = poly.exact_fit(X, y, r=0.2, beta=1e-2)
+  assert float(head.objective) == pytest.approx(float(oracle.objective), rel=1e-4)
+  X_new = centres[y] + 0.5 * rng.normal(size=(30, 3))
+  assert float(np.mean(head.predict(X_new) == y)) >= 0.8
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+  X, y = _random_problem(4)
+  kwargs = dict(r=0.5, beta=1e-2, tol=1e-8, checkpoint_every=7)
+  whole = poly.fit(X, y, **kwargs)
+  halfway = poly.fit(X, y, max_steps=int(whole.steps) // 2, checkpoint_dir=str(tmp_path), **kwargs)
+  assert int(halfway.steps) < int(whole.steps)
+  resumed = poly.fit(X, y, checkpoint_dir=str(tmp_path), **kwargs)
+  assert int(resumed.steps) == int(whole.steps)
+  np.testing.assert_array_equal(resumed.Z, whole.Z)
+  assert float(resumed.objective) == float(whole.objective)
+
+
+def test_barrier_step_is_vmappable_over_heads():
+  X, y = _random_problem(5, n=12, d=2)
+  X, S = jnp.asarray(X), jnp.asarray(np.stack([y, -y]))
+  state = jax.vmap(lambda s: barrier.init(X, s, r=0.3, beta=0.1, activation=ACT))(S)
+  state = barrier.run(state, X, S, r=0.3, beta=0.1, activation=ACT, tol=1e-6, num_steps=3)
+  assert state.Z.shape == (2, 3, 3) and np.all(np.asarray(state.step) == 3)
+
+
+BAD_INPUTS = [
+    (dict(X=np.ones((5, 2)), y=np.ones(4)), "y"),
+    (dict(X=np.array([[0.0, np.nan]] * 3), y=np.ones(3)), "X"),
+    (dict(X=np.array([[0.0, np.inf]] * 3), y=np.ones(3)), "X"),
+    (dict(X=np.ones((3, 2)), y=np.array([1.0, -1.0, 2.0])), "y"),
+    (dict(X=np.ones((3, 2)), y=np.array([0.0, 0.5, 1.0])), "y"),
+    (dict(X=np.ones(3), y=np.ones(3)), "X"),
+    (dict(X=np.ones((3, 2)), y=np.ones(3), r=-0.1), "r"),
+    (dict(X=np.ones((3, 2)), y=np.ones(3), beta=0.0), "beta"),
+    (dict(X=np.ones((3, 2)), y=np.ones(3), beta=-1.0), "beta"),
+    (dict(X=np.ones((3, 2)), y=np.ones(3), solver="newton"), "solver"),
+]
+
+
+@pytest.mark.parametrize("kwargs,name", BAD_INPUTS)
+def test_bad_input_raises_value_error_naming_the_argument(kwargs, name):
+  with pytest.raises(ValueError, match=rf"^{name}\b"):
+    poly.fit(**kwargs)

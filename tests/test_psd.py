@@ -1,0 +1,130 @@
+"""Π_PSD, Π_K and the trust-region solver against properties and brute force."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+
+from cvxjax import psd
+
+# Jitted once: eager calls would recompile the root-finding loops on every call.
+project_k = jax.jit(psd.project_trace_psd)
+project_batch = jax.jit(jax.vmap(psd.project_trace_psd))
+
+
+def _random_symmetric(rng, m):
+  A = rng.normal(size=(m, m))
+  return A + A.T
+
+
+def _random_in_k(rng, m, count):
+  return np.asarray(project_batch(jnp.asarray(np.stack(
+      [_random_symmetric(rng, m) for _ in range(count)]))))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_project_psd_is_the_projection(seed):
+  rng = np.random.default_rng(seed)
+  Y = rng.normal(size=(6, 6))
+  P = np.asarray(psd.project_psd(jnp.asarray(Y)))
+  assert np.linalg.eigvalsh(P).min() >= -1e-12
+  np.testing.assert_allclose(psd.project_psd(jnp.asarray(P)), P, atol=1e-12)
+  # Variational inequality of the projection onto a convex set: ⟨Y − P, Q − P⟩ ≤ 0.
+  for _ in range(20):
+    B = rng.normal(size=(6, 6))
+    Q = B @ B.T
+    assert np.sum((Y - P) * (Q - P)) <= 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_project_trace_psd_lands_in_k_and_is_idempotent(seed):
+  rng = np.random.default_rng(seed)
+  Y = 3.0 * rng.normal(size=(7, 7))
+  P = np.asarray(project_k(jnp.asarray(Y)))
+  scale = np.abs(P).max()
+  assert abs(np.trace(P[:-1, :-1]) - P[-1, -1]) <= 1e-10 * scale
+  assert np.linalg.eigvalsh(P).min() >= -1e-10 * scale
+  np.testing.assert_allclose(project_k(jnp.asarray(P)), P, atol=1e-9 * scale)
+  Ys = 0.5 * (Y + Y.T)
+  for Q in _random_in_k(rng, 7, 20):
+    assert np.sum((Ys - P) * (Q - P)) <= 1e-8 * (1 + np.abs(Q).max())
+
+
+def test_project_trace_psd_batches_with_vmap():
+  rng = np.random.default_rng(0)
+  Y = jnp.asarray(rng.normal(size=(3, 5, 5)))
+  batched = project_batch(Y)
+  for k in range(3):
+    np.testing.assert_allclose(batched[k], project_k(Y[k]), atol=1e-12)
+
+
+def _brute_force_trs(A, g, r, rng, samples=20000):
+  """min over the ball by sampling plus local polish from the best samples."""
+  d = len(g)
+  u = rng.normal(size=(samples, d))
+  u /= np.linalg.norm(u, axis=1, keepdims=True)
+  points = np.vstack([r * u, r * u * rng.uniform(size=(samples, 1)) ** (1 / d)])
+  values = np.einsum("nd,de,ne->n", points, A, points) + points @ g
+  best = np.inf
+  cons = {"type": "ineq", "fun": lambda x: r**2 - x @ x, "jac": lambda x: -2 * x}
+  for start in points[np.argsort(values)[:5]]:
+    res = optimize.minimize(lambda x: x @ A @ x + g @ x, start, jac=lambda x: 2 * A @ x + g,
+                            constraints=[cons], method="SLSQP", options={"ftol": 1e-14})
+    if res.x @ res.x <= r**2 * (1 + 1e-9):
+      best = min(best, res.fun)
+  return min(best, values.min())
+
+
+def _solve(A, g, r, with_multiplier=False):
+  mu, Q = np.linalg.eigh(A)
+  sol = psd.trust_region(jnp.asarray(mu), jnp.asarray(Q.T @ g), jnp.asarray(r))
+  out = float(sol.value), Q @ np.asarray(sol.delta)
+  return (*out, float(sol.lam)) if with_multiplier else out
+
+
+@pytest.mark.parametrize("case", ["indefinite", "convex_interior", "convex_boundary", "hard",
+                                  "negative_definite"])
+def test_trust_region_matches_brute_force(case):
+  rng = np.random.default_rng(hash(case) % 2**32)
+  d, r = 3, 0.7
+  A = _random_symmetric(rng, d)
+  g = rng.normal(size=d)
+  if case == "convex_interior":
+    A, g = A @ A.T + np.eye(d), 0.01 * g
+  elif case == "convex_boundary":
+    A = A @ A.T + 0.1 * np.eye(d)
+  elif case == "hard":
+    mu, Q = np.linalg.eigh(A)
+    g = Q[:, 1:] @ (0.05 * rng.normal(size=d - 1))  # no weight on the bottom eigenvector
+  elif case == "negative_definite":
+    A = -(A @ A.T) - np.eye(d)
+  value, delta, lam = _solve(A, g, r, with_multiplier=True)
+  assert np.linalg.norm(delta) <= r * (1 + 1e-12)
+  np.testing.assert_allclose(delta @ A @ delta + g @ delta, value, atol=1e-12)
+  # Moré–Sorensen: δ is a global minimiser iff 2(A + λI)δ = −g, A + λI ⪰ 0, λ(r − ‖δ‖) = 0.
+  np.testing.assert_allclose(2 * (A + lam * np.eye(d)) @ delta, -g, atol=1e-9)
+  assert np.linalg.eigvalsh(A + lam * np.eye(d)).min() >= -1e-9
+  assert lam >= 0 and lam * (r - np.linalg.norm(delta)) <= 1e-9
+  brute = _brute_force_trs(A, g, r, rng)
+  assert value <= brute + 1e-9 * (1 + abs(brute))
+  assert value >= brute - 1e-3 * (1 + abs(brute))
+
+
+def test_trust_region_never_above_projected_gradient():
+  rng = np.random.default_rng(5)
+  for _ in range(10):
+    d, r = 4, 1.3
+    A, g = _random_symmetric(rng, d), rng.normal(size=d)
+    value, _ = _solve(A, g, r)
+    x = rng.normal(size=d)
+    for _ in range(2000):  # projected gradient descent on the ball
+      x = x - 0.01 * (2 * A @ x + g)
+      x *= min(1.0, r / np.linalg.norm(x))
+    assert value <= x @ A @ x + g @ x + 1e-12
+
+
+def test_trust_region_radius_zero():
+  sol = psd.trust_region(jnp.asarray([-1.0, 2.0]), jnp.asarray([1.0, 1.0]), jnp.asarray(0.0))
+  assert float(sol.value) == 0.0
+  np.testing.assert_array_equal(sol.delta, 0.0)

@@ -1,0 +1,61 @@
+"""The breast-cancer experiment end to end on its smoke config (tiny: 60 points, two r)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import wbc
+from experiments.configs import wbc as wbc_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("wbc"))
+  config = wbc_config.get_config("smoke")
+  returned = wbc.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "results.json")) as f:
+    return config, workdir, returned, json.load(f)
+
+
+def test_results_have_one_entry_per_r_and_radius(run):
+  config, _, returned, results = run
+  assert set(returned) == set(results)
+  n_r, n_linf, n_l2 = len(config.radii), len(config.linf_eps), len(config.l2_radii)
+  assert results["r"] == list(config.radii)
+  assert results["n_train"] == config.n_train
+  for key in ("objective", "gap", "width", "clean_accuracy", "val_accuracy", "beta"):
+    assert np.shape(results[key]) == (n_r,), key
+  for key, size in (("fgsm_linf_accuracy", n_linf), ("pgd_linf_accuracy", n_linf),
+                    ("pgd_l2_accuracy", n_l2), ("certified_l2_accuracy", n_l2)):
+    assert np.shape(results[key]) == (n_r, size), key
+  assert np.all(np.asarray(results["gap"]) >= 0)
+  assert np.all(np.asarray(results["width"]) >= 1)
+
+
+def test_accuracies_are_ordered(run):
+  _, _, _, results = run
+  clean = np.asarray(results["clean_accuracy"])[:, None]
+  curves = {k: np.asarray(results[k]) for k in
+            ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy",
+             "certified_l2_accuracy")}
+  for key, acc in curves.items():
+    assert np.all((acc >= 0) & (acc <= 1)), key
+  assert np.all((clean >= 0) & (clean <= 1))
+  for key in ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy"):
+    assert np.all(curves[key] <= clean), key
+  # Certified examples survive every attack in the ball; PGD ℓ∞ at ε = 0 is the clean point.
+  assert np.all(curves["certified_l2_accuracy"] <= curves["pgd_l2_accuracy"])
+  zero = np.asarray(results["linf_eps"]) == 0
+  np.testing.assert_array_equal(curves["pgd_linf_accuracy"][:, zero],
+                                np.broadcast_to(clean, curves["pgd_linf_accuracy"].shape)[:, zero])
+
+
+def test_plots_and_config_are_written(run):
+  _, workdir, _, _ = run
+  for name in ("accuracy_vs_r.png", "accuracy_vs_eps.png", "config.json"):
+    path = os.path.join(workdir, name)
+    assert os.path.getsize(path) > 0, name
+  with open(os.path.join(workdir, "accuracy_vs_r.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
