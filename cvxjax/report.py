@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import attacks, poly
+from cvxjax import attacks, certify, poly
 
 # The result keys that hold one accuracy per attack radius: title, radius key, radius label.
 CURVES = {
@@ -23,21 +23,6 @@ CURVES = {
     "pgd_l2_accuracy": ("PGD ℓ₂", "l2_radii", "ℓ₂ attack radius ε"),
     "certified_l2_accuracy": ("certified ℓ₂ (exact radius)", "l2_radii", "ℓ₂ radius ε"),
 }
-
-
-def certified_accuracy(radii, thresholds: Sequence[float]) -> List[float]:
-  """Fraction of examples whose certified radius exceeds each threshold.
-
-  Args:
-    radii: (n,) exact certified radii (0 for misclassified examples).
-    thresholds: radii ρ at which to report.
-
-  Returns:
-    One fraction per threshold: mean(R > ρ), so that a certified example stays correct on
-    the whole closed ball of radius ρ.
-  """
-  radii = np.asarray(radii)
-  return [float(np.mean(radii > rho)) for rho in thresholds]
 
 
 def network_width(alpha, rel_tol: float = 1e-6) -> int:
@@ -115,8 +100,8 @@ def evaluate_head(head: poly.PolyHead, X, y, *, linf_eps: Sequence[float],
   results = evaluate_attacks(poly.PolyHead.scores, head, X, y, linf_eps=linf_eps,
                              l2_radii=l2_radii, pgd_steps=pgd_steps,
                              pgd_restarts=pgd_restarts, key=key)
-  results["certified_l2_accuracy"] = certified_accuracy(poly.certified_radius(head, X, y),
-                                                        l2_radii)
+  radii = poly.certified_radius(head, X, y)
+  results["certified_l2_accuracy"] = certify.certified_accuracy(radii, l2_radii).tolist()
   _, alpha = poly.decompose(head)
   results.update(objective=float(head.objective), gap=float(head.gap), steps=int(head.steps),
                  width=network_width(alpha))

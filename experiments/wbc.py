@@ -53,7 +53,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                pgd_restarts=config.pgd_restarts, key=key)
     rows.append(dict(row, r=r, beta=beta, val_accuracy=val_accuracy, seconds=seconds))
     # The solver stops at a relative gap of tol; a much larger gap means it stalled.
-    stalled = row["gap"] > 100 * config.tol * max(row["objective"], 1.0)
+    stalled = row["gap"] > 10 * config.tol * abs(row["objective"])
     print(f"r={r:g}  β={beta:g}  objective={row['objective']:.6g}  gap={row['gap']:.1e}  "
           f"width={row['width']}  test acc={row['clean_accuracy']:.3f}  ({seconds:.1f} s fit)"
           + ("  WARNING: the solver stalled; this head is not certified optimal" * stalled),
