@@ -128,23 +128,6 @@ def poly_worst_case_margin(Z, Zp, X, y, r, activation: Quadratic = DEFAULT_ACTIV
   return _worst_case_margin(Z, Zp, X, y, jnp.asarray(r, X.dtype), activation, binary)
 
 
-def _trs_data(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray,
-              activation: Quadratic) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-  """The TRS of each margin s_i f_D(x_i + δ), as in `poly.worst_case`, with one eigh of D₁.
-
-  Returns:
-    nu: (n, d) eigenvalues of A_i = s_i a D₁; g_hat: (n, d) linear terms in their eigenbasis;
-    m0: (n,) the margins at δ = 0.
-  """
-  a, b, _ = activation
-  D = psd.symmetrize(D)
-  D1, d2 = D[:-1, :-1], D[:-1, -1]
-  mu, Q = jnp.linalg.eigh(D1)
-  g_hat = (s[:, None] * (2 * a * (X @ D1) + b * d2)) @ Q
-  nu = (s[:, None] * a) * mu
-  return nu, g_hat, s * poly.lifted_predict(D, X, activation)
-
-
 def _radius(nu: jnp.ndarray, g_hat: jnp.ndarray, m0: jnp.ndarray) -> jnp.ndarray:
   """The r ≥ 0 where m(r) = m0 + min_{‖δ‖≤r} Σ_k ν_k δ_k² + ĝ_k δ_k reaches 0; one example.
 
@@ -219,7 +202,7 @@ def _radius(nu: jnp.ndarray, g_hat: jnp.ndarray, m0: jnp.ndarray) -> jnp.ndarray
 @functools.partial(jax.jit, static_argnames=("activation", "binary"))
 def _certified_radius(Z, Zp, X, y, activation: Quadratic, binary: bool) -> jnp.ndarray:
   D = Z - Zp
-  radii = lambda D, s: jax.vmap(_radius)(*_trs_data(D, X, s, activation))
+  radii = lambda D, s: jax.vmap(_radius)(*poly.trust_region_data(D, X, s, activation)[:3])
   if binary:
     return radii(D[0], y)
   pairs = _class_pairs(D.shape[0])

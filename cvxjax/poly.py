@@ -86,15 +86,32 @@ def worst_case(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
   Returns:
     A `WorstCase`.
   """
+  nu, g_hat, m0, mu, Q = trust_region_data(D, X, s, activation)
+  sol = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, jnp.asarray(r, X.dtype))
+  return WorstCase(m0 + sol.value, sol.delta @ Q.T, sol.lam, sol.delta, mu, Q)
+
+
+def trust_region_data(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray,
+                      activation: Quadratic = DEFAULT_ACTIVATION):
+  """The TRS of each margin s_i f_D(x_i + δ) = m0_i + δᵀA_iδ + g_iᵀδ, in D₁'s eigenbasis.
+
+  Args:
+    D: (d+1, d+1) symmetric matrix.
+    X: (n, d) inputs.
+    s: (n,) signs.
+    activation: the coefficients (a, b, c) of σ.
+
+  Returns:
+    nu: (n, d) eigenvalues of A_i = s_i a D₁; g_hat: (n, d) the g_i in the eigenbasis;
+    m0: (n,) the margins at δ = 0; mu: (d,) and Q: (d, d) the eigenpairs of D₁.
+  """
   a, b, _ = activation
   D = psd.symmetrize(D)
   D1, d2 = D[:-1, :-1], D[:-1, -1]
   mu, Q = jnp.linalg.eigh(D1)
-  g_hat = (s[:, None] * (2 * a * (X @ D1) + b * d2)) @ Q
-  nu = (s[:, None] * a) * mu
-  sol = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, jnp.asarray(r, X.dtype))
-  margin = s * lifted_predict(D, X, activation) + sol.value
-  return WorstCase(margin, sol.delta @ Q.T, sol.lam, sol.delta, mu, Q)
+  g_hat = (s[:, None] * (2 * a * (X @ D1) + b * d2[None, :])) @ Q
+  nu = (s[:, None] * a) * mu[None, :]
+  return nu, g_hat, s * lifted_predict(D, X, activation), mu, Q
 
 
 def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,

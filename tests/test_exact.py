@@ -1,4 +1,4 @@
-"""Tests of the exact CVXPY oracle `cvxjax.exact.solve_poly_sdp` against independent computations."""
+"""The exact CVXPY oracle `cvxjax.exact.solve_poly_sdp` against independent computations."""
 
 import numpy as np
 import pytest
@@ -67,7 +67,8 @@ def test_value_matches_brute_force_objective(r):
   Z, Zp, value = solve_poly_sdp(X, y, r=r, beta=beta, activation=ACTIVATION)
   D = Z - Zp
   rng = np.random.default_rng(2)
-  margins = np.array([_worst_margin(D, x, t, r, ACTIVATION, rng) for x, t in zip(X, y)])
+  margins = np.array(
+      [_worst_margin(D, x, t, r, ACTIVATION, rng) for x, t in zip(X, y, strict=True)])
   objective = np.maximum(0.0, 1.0 - margins).sum() + beta * (Z[-1, -1] + Zp[-1, -1])
   np.testing.assert_allclose(objective, value, rtol=1e-5)
   # The problem must not be trivial: some examples sit on or inside the hinge.

@@ -106,7 +106,7 @@ PROBLEMS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _solved(name):
   data, r, beta = PROBLEMS[name]
   X, y = data()

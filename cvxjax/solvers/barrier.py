@@ -16,6 +16,10 @@ Every step also certifies: the barrier's multipliers α_i = 1/q_i ∈ (0, 1) at 
 cases give the dual bound `poly.dual_bound`; the state carries the exact objective (upper) and
 the best certified lower bound, and the solver stops when (upper − lower) ≤ tol·upper.
 
+Limitation: where a worst case sits in the TRS hard case (large r, D₁ indefinite), m_i has a
+kink (two minimisers ±τq) and the Newton steps stall; the solver then stops and reports the
+(valid) gap it certified. Cutting planes holding both minimisers are the remedy.
+
 Cost per Newton step: one (d+1)² eigenproblem per head plus O(n d⁴ + d⁶); it suits d up to a
 few dozen (the KKT system has (d+1)(d+2) unknowns). Precision: the certificate holds in any
 dtype; relative gaps below ~1e-4 need float64 (barrier Hessians grow like t²).
@@ -34,6 +38,7 @@ from cvxjax.activations import Quadratic
 # Grow t by this factor once the Newton decrement is below `_CENTERED`.
 _T_FACTOR = 10.0
 _CENTERED = 0.5
+_KINK_STEP = 1e-3
 _ARMIJO = 0.01
 _BACKTRACKS = 40
 # Newton decrement (λ²) under which the full step is taken without Armijo's test.
@@ -383,7 +388,9 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   # t stops growing where the centre's nominal gap (n + 2m)/t is a fraction of the target, so
   # the last Newton steps centre precisely and the dual point becomes feasible.
   t_final = (X.shape[0] + 2.0 * m) / (0.25 * tol * jnp.maximum(local.upper, _tiny(X.dtype)))
-  centred = decrement < 2 * _CENTERED
+  # A tiny accepted step means a kink (a worst case in the TRS hard case) blocks centring:
+  # move on along the path, which carries the iterate off the kink.
+  centred = (decrement < 2 * _CENTERED) | (alpha < _KINK_STEP)
   # Nor may the centre's gap exceed the objective already reached: a centre that loose lies
   # far behind the iterate, and walking back to it wastes steps.
   t_floor = _FLOOR * (X.shape[0] + 2.0 * m) / jnp.maximum(local.upper, _tiny(X.dtype))
