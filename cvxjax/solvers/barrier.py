@@ -12,13 +12,17 @@ optimality conditions, so Newton's method runs on the exact problem: no cuts, no
 LMI variables, no penalties. The path parameter t grows geometrically once an iterate is near
 the centre (long-step path following).
 
-Every step also certifies: the barrier's multipliers α_i = 1/q_i ∈ (0, 1) at the exact worst
-cases give the dual bound `poly.dual_bound`; the state carries the exact objective (upper) and
-the best certified lower bound, and the solver stops when (upper − lower) ≤ tol·upper.
+Every step also certifies: the dual point that the Newton step predicts (multipliers
+α⁺ ∈ [0, 1], cut points at the linearised worst cases) gives the bound `poly.dual_bound`; the
+state carries the exact objective (upper) and the best certified lower bound, and the solver
+stops when (upper − lower) ≤ tol·upper. t stops growing at t_final, where the centre's gap is
+a quarter of the target, and the last Newton steps centre to round-off.
 
 Limitation: where a worst case sits in the TRS hard case (large r, D₁ indefinite), m_i has a
-kink (two minimisers ±τq) and the Newton steps stall; the solver then stops and reports the
-(valid) gap it certified. Cutting planes holding both minimisers are the remedy.
+kink (two minimisers ±τq) and Newton's steps shrink to nothing there. The solver then moves on
+along the path (which lowers the objective) but cannot centre, so the dual point stays
+infeasible and the gap it reports, while valid, stays loose. Carrying both minimisers as
+cuts, or the TRS multiplier λ_i as a variable, would remove the kink.
 
 Cost per Newton step: one (d+1)² eigenproblem per head plus O(n d⁴ + d⁶); it suits d up to a
 few dozen (the KKT system has (d+1)(d+2) unknowns). Precision: the certificate holds in any
@@ -35,15 +39,15 @@ import numpy as np
 from cvxjax import poly, psd
 from cvxjax.activations import Quadratic
 
-# Grow t by this factor once the Newton decrement is below `_CENTERED`.
+# Grow t by this factor once half the Newton decrement λ² is below `_CENTERED`.
 _T_FACTOR = 10.0
 _CENTERED = 0.5
+# An accepted step shorter than this marks a kink that blocks centring.
 _KINK_STEP = 1e-3
 _ARMIJO = 0.01
 _BACKTRACKS = 40
 # Newton decrement (λ²) under which the full step is taken without Armijo's test.
 _QUADRATIC = 0.1
-_FLOOR = 1.0
 
 
 class BarrierState(NamedTuple):
@@ -393,7 +397,7 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   centred = (decrement < 2 * _CENTERED) | (alpha < _KINK_STEP)
   # Nor may the centre's gap exceed the objective already reached: a centre that loose lies
   # far behind the iterate, and walking back to it wastes steps.
-  t_floor = _FLOOR * (X.shape[0] + 2.0 * m) / jnp.maximum(local.upper, _tiny(X.dtype))
+  t_floor = (X.shape[0] + 2.0 * m) / jnp.maximum(local.upper, _tiny(X.dtype))
   t = jnp.where(centred, _T_FACTOR * state.t, state.t)
   t = jnp.minimum(jnp.maximum(t, t_floor), t_final)
   # No descent is possible (round-off) and t can grow no more: report the gap reached.
