@@ -338,8 +338,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       the optimum (its gap is reported honestly).
     "auto": "barrier" when d ≤ 49, else "projected".
 
-  Precision: use float64 (`jax_enable_x64`) for gaps below ~1e-4; in float32 the barrier
-  solver stops where round-off stops it and reports the gap it certified.
+  Precision: the barrier solver is built for float64 (`jax_enable_x64`); in float32 it stops
+  where round-off stops it (gaps of 1e-4 to 1e-1) and reports the gap it certified.
 
   Args:
     X: (n, d) inputs, finite.

@@ -120,6 +120,9 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
   dtype = jnp.result_type(float)
   X = jnp.asarray(X, dtype)
   S = jnp.asarray(S, dtype)
+  if solver == "barrier" and dtype != jnp.float64:
+    warnings.warn("the barrier solver is built for float64 (jax.config.update('jax_enable_x64', "
+                  "True)); in float32 it stops at gaps of 1e-4 to 1e-1", stacklevel=3)
   problem = dict(r=r, beta=beta, activation=activation)
   max_steps = _DEFAULT_STEPS[solver] if max_steps is None else int(max_steps)
   with _blas_limited():
