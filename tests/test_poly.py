@@ -200,3 +200,14 @@ BAD_INPUTS = [
 def test_bad_input_raises_value_error_naming_the_argument(kwargs, name):
   with pytest.raises(ValueError, match=rf"^{name}\b"):
     poly.fit(**kwargs)
+
+
+def test_projected_resume_restores_the_optimiser_state(tmp_path):
+  X, y = _random_problem(4)
+  kwargs = dict(r=0.5, beta=1e-2, solver="projected", checkpoint_every=5)
+  whole = poly.fit(X, y, max_steps=20, **kwargs)
+  poly.fit(X, y, max_steps=10, checkpoint_dir=str(tmp_path), **kwargs)
+  resumed = poly.fit(X, y, max_steps=20, checkpoint_dir=str(tmp_path), **kwargs)
+  assert int(resumed.steps) == 20
+  np.testing.assert_array_equal(resumed.Z, whole.Z)
+  assert float(resumed.objective) == float(whole.objective)
