@@ -170,6 +170,13 @@ def solve_poly_sdp(X, y, *, r, beta, activation, solver="CLARABEL", eps=1e-9, ve
     constraints.append(cp.reshape(stacked, (n, m, m), order="C") >> 0)
 
   problem = cp.Problem(cp.Minimize(cp.sum(cp.pos(1 - margins)) + regulariser), constraints)
+  _solve_checked(cp, problem, kwargs)
+  return (np.asarray(Z.value, dtype=np.float64), np.asarray(Zp.value, dtype=np.float64),
+          float(problem.value))
+
+
+def _solve_checked(cp, problem, kwargs: dict) -> None:
+  """Solves a CVXPY problem and raises ValueError unless its status is accepted."""
   accepted = _accepted_statuses(cp, kwargs["solver"])
   try:
     with warnings.catch_warnings():
@@ -181,5 +188,63 @@ def solve_poly_sdp(X, y, *, r, beta, activation, solver="CLARABEL", eps=1e-9, ve
         f"{kwargs['solver']} failed (solver error or numerical failure): {err}") from err
   if problem.status not in accepted:
     raise ValueError(f"{kwargs['solver']} returned status {problem.status!r}; accepted: {accepted}")
-  return (np.asarray(Z.value, dtype=np.float64), np.asarray(Zp.value, dtype=np.float64),
-          float(problem.value))
+
+
+def solve_relu(problem, *, solver: str = "CLARABEL", eps: float = 1e-9,
+               verbose: bool = False) -> np.ndarray:
+  """Solves a convex ReLU / gated-ReLU training problem (MATH.md §4) exactly with CVXPY.
+
+  Args:
+    problem: a validated `cvxjax.relu.Problem` (inputs, patterns, targets, loss, ball, β).
+    solver: "CLARABEL" or "SCS".
+    eps: solver tolerance.
+    verbose: passed to the solver.
+
+  Returns:
+    (S, P, d, C) float64 weights: [v, w] for ReLU, [u] for gated ReLU.
+  """
+  import cvxpy as cp  # Optional dependency: only the oracle needs it.
+
+  kwargs = _solver_kwargs(cp, solver, eps, verbose)
+  kwargs.pop("canon_backend")
+  X, D, t = problem.X, problem.D, problem.targets
+  n, d = X.shape
+  P = D.shape[1]
+  C = t.onehot.shape[1]
+  signs = (1.0,) if problem.gated else (1.0, -1.0)
+  # V[s][c]: (P, d) weights of output c in block s.
+  V = [[cp.Variable((P, d)) for _ in range(C)] for _ in signs]
+  # theta[c] = Σ_s σ_s D V[s][c]: row i is θ_i's column c; f_ic = x_iᵀθ_ic.
+  theta = [sum(sig * (D @ V[s][c]) for s, sig in enumerate(signs)) for c in range(C)]
+  F = [cp.sum(cp.multiply(X, th), axis=1) for th in theta]
+  regulariser = problem.beta * sum(cp.sum(cp.norm(V[s][c], 2, axis=1))
+                                   for s in range(len(signs)) for c in range(C))
+  constraints = []
+  if not problem.gated:
+    for s in range(len(signs)):
+      for c in range(C):
+        slack = cp.multiply(2.0 * D - 1.0, X @ V[s][c].T)  # (n, P)
+        need = problem.eps * cp.norm(V[s][c], problem.q, axis=1)  # (P,)
+        constraints.append(slack >= np.ones((n, 1)) @ cp.reshape(need, (1, P), order="C"))
+  if problem.loss == "squared":
+    loss = 0.5 * sum(cp.sum_squares(F[c] - t.onehot[:, c]) for c in range(C))
+  elif problem.binary:
+    slack = 1 - cp.multiply(t.labels, F[0])
+    if problem.eps > 0:
+      slack = slack + problem.eps * cp.norm(theta[0], problem.q, axis=1)
+    loss = cp.sum(cp.pos(slack))
+  else:
+    labels = np.asarray(t.labels)
+    pick = [np.diag((labels == c).astype(float)) for c in range(C)]
+    theta_true = sum(pick[c] @ theta[c] for c in range(C))
+    f_true = sum(cp.multiply(labels == c, F[c]) for c in range(C))
+    loss = 0
+    for c in range(C):
+      rows = np.flatnonzero(labels != c)
+      slack = 1 - f_true[rows] + F[c][rows]
+      if problem.eps > 0:
+        slack = slack + problem.eps * cp.norm((theta_true - theta[c])[rows], problem.q, axis=1)
+      loss = loss + cp.sum(cp.pos(slack))
+  _solve_checked(cp, cp.Problem(cp.Minimize(loss + regulariser), constraints), kwargs)
+  return np.stack([np.stack([V[s][c].value for c in range(C)], axis=-1)
+                   for s in range(len(signs))])

@@ -277,7 +277,7 @@ class PolyHead:
     return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
 
 
-def _check_array(X, name: str) -> np.ndarray:
+def check_array(X, name: str) -> np.ndarray:
   X = np.asarray(X)
   if X.ndim != 2 or 0 in X.shape:
     raise ValueError(f"{name} must be a non-empty 2-D array (n, d), got shape {X.shape}")
@@ -306,7 +306,7 @@ def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
 
 
 def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:
-  X = _check_array(X, "X")
+  X = check_array(X, "X")
   S, binary = _encode_labels(y, X.shape[0])
   if not (np.isscalar(r) and np.isfinite(r) and r >= 0):
     raise ValueError(f"r must be a finite number >= 0, got {r!r}")

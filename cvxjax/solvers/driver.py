@@ -19,7 +19,7 @@ from cvxjax.solvers import barrier, projected
 _DEFAULT_STEPS = {"barrier": 300, "projected": 1000}
 
 
-def _blas_limited():
+def blas_limited():
   """One BLAS thread on CPU: XLA's own thread pool and OpenBLAS's threads otherwise contend
   (measured on 2 cores: a 1000² Cholesky took 1.3 s instead of 15 ms)."""
   if jax.default_backend() == "cpu":
@@ -125,7 +125,7 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
                   "True)); in float32 it stops at gaps of 1e-4 to 1e-1", stacklevel=3)
   problem = dict(r=r, beta=beta, activation=activation)
   max_steps = _DEFAULT_STEPS[solver] if max_steps is None else int(max_steps)
-  with _blas_limited():
+  with blas_limited():
     if solver == "barrier":
       state = _barrier_init(X, S, **problem)
       advance = lambda st, k: _barrier_run(st, X, S, k, tol=tol, **problem)

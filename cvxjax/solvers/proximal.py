@@ -1,0 +1,112 @@
+"""Accelerated proximal gradient for gated ReLU, and the augmented Lagrangian for convex ReLU.
+
+Both minimise a smooth part plus β Σ‖W[s, k, :, c]‖₂ by FISTA with adaptive restarts (O'Donoghue &
+Candès 2015): the prox is the group soft-threshold, the step 1/L comes from a power iteration.
+
+  - APG (gated ReLU, squared loss): smooth part ½‖F W − Y‖².
+  - AL (convex ReLU, squared loss, cone constraints G W ≥ 0): smooth part
+    ½‖F W − Y‖² + (δ/2)‖(λ/δ − G W)₊‖²; when the inner FISTA's prox-gradient is small the
+    multipliers take the step λ ← (λ − δ G W)₊ (the method of scnn's AL solver, MATH.md §4).
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from cvxjax import relu
+from cvxjax.solvers.admm import shrink
+
+_POWER_ITERS = 50
+_LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
+
+
+class State(NamedTuple):
+  """FISTA iterate, with the multipliers of the augmented Lagrangian (None for APG).
+
+  Attributes:
+    W: (S, P, d, C) the iterate. Y: the extrapolated point. t: the momentum counter.
+    lam: (S, P, n, C) multipliers of G W ≥ 0, or None.
+    step: iterations. outer: multiplier updates. residual: the last relative prox-gradient.
+    violation: the largest cone violation at W (0 for APG).
+  """
+
+  W: jnp.ndarray
+  Y: jnp.ndarray
+  t: jnp.ndarray
+  lam: Optional[jnp.ndarray]
+  step: jnp.ndarray
+  outer: jnp.ndarray
+  residual: jnp.ndarray
+  violation: jnp.ndarray
+
+
+def lipschitz(X, D, num_blocks: int, C: int, key, *, delta: float = 0.0):
+  """An upper estimate of the smooth part's curvature ‖F‖² (+ δ‖G‖² for AL), by power iteration."""
+  n, d = X.shape
+  P = D.shape[1]
+  def gram(V):
+    out = relu.scores_adjoint(relu.scores(V, X, D), X, D, num_blocks)
+    if delta > 0:
+      out = out + delta * relu.cone_slacks_adjoint(relu.cone_slacks(V, X, D), X, D)
+    return out
+  V = jax.random.normal(key, (num_blocks, P, d, C), X.dtype)
+  def body(_, V):
+    V = gram(V)
+    return V / jnp.linalg.norm(V)
+  V = jax.lax.fori_loop(0, _POWER_ITERS, body, V / jnp.linalg.norm(V))
+  return _LIPSCHITZ_MARGIN * jnp.vdot(V, gram(V))
+
+
+def _smooth_grad(W, lam, X, D, onehot, delta):
+  grad = relu.scores_adjoint(relu.scores(W, X, D) - onehot, X, D, W.shape[0])
+  if lam is not None:
+    grad = grad - delta * relu.cone_slacks_adjoint(
+        jnp.maximum(lam / delta - relu.cone_slacks(W, X, D), 0.0), X, D)
+  return grad
+
+
+def init(X, D, targets: relu.Targets, *, num_blocks: int, augmented: bool) -> State:
+  n, d = X.shape
+  C = targets.onehot.shape[1]
+  W = jnp.zeros((num_blocks, D.shape[1], d, C), X.dtype)
+  lam = jnp.zeros((num_blocks, D.shape[1], n, C), X.dtype) if augmented else None
+  zero = jnp.asarray(0.0, X.dtype)
+  return State(W=W, Y=W, t=jnp.asarray(1.0, X.dtype), lam=lam, step=jnp.asarray(0),
+               outer=jnp.asarray(0), residual=zero + jnp.inf, violation=zero)
+
+
+def step(state: State, X, D, targets: relu.Targets, *, beta: float, L, delta: float,
+         tol: float) -> State:
+  """One FISTA step with gradient-based restart; for AL, a multiplier step once the inner
+  problem is solved to `tol` (relative prox-gradient)."""
+  grad = _smooth_grad(state.Y, state.lam, X, D, targets.onehot, delta)
+  W = shrink(state.Y - grad / L, beta / L, 2)
+  t = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t ** 2))
+  restart = jnp.vdot(state.Y - W, W - state.W) > 0
+  t = jnp.where(restart, 1.0, t)
+  Y = jnp.where(restart, W, W + ((state.t - 1.0) / t) * (W - state.W))
+  residual = L * jnp.linalg.norm(W - state.Y) / jnp.maximum(
+      jnp.linalg.norm(grad), jnp.finfo(W.dtype).tiny)
+  lam, outer, violation = state.lam, state.outer, jnp.zeros_like(state.violation)
+  if lam is not None:
+    slack = relu.cone_slacks(W, X, D)
+    violation = jnp.max(jnp.maximum(-slack, 0.0))
+    inner_done = residual <= tol
+    lam = jnp.where(inner_done, jnp.maximum(lam - delta * slack, 0.0), lam)
+    outer = outer + inner_done
+    Y = jnp.where(inner_done, W, Y)
+    t = jnp.where(inner_done, 1.0, t)
+  return State(W=W, Y=Y, t=t, lam=lam, step=state.step + 1, outer=outer, residual=residual,
+               violation=violation)
+
+
+def run(state: State, X, D, targets, *, num_steps, beta, L, delta, tol, constraint_tol):
+  """Up to `num_steps` steps; stops at prox-gradient ≤ tol and violation ≤ constraint_tol."""
+  def cond(carry):
+    st, k = carry
+    return (k < num_steps) & ~((st.residual <= tol) & (st.violation <= constraint_tol))
+  def body(carry):
+    st, k = carry
+    return step(st, X, D, targets, beta=beta, L=L, delta=delta, tol=tol), k + 1
+  return jax.lax.while_loop(cond, body, (state, 0))[0]

@@ -1,0 +1,229 @@
+"""Convex ReLU / gated-ReLU heads: patterns, solvers against CVXPY, recovery, robustness."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cvxjax import attacks, relu
+from cvxjax.solvers import admm
+
+pytest.importorskip("cvxpy")
+
+KEY = jax.random.key(3)
+
+
+def _data(seed=0, n=30, d=3, classes=2):
+  rng = np.random.default_rng(seed)
+  X = rng.normal(size=(n, d))
+  score = X[:, 0] + 0.5 * X[:, 1] ** 2 - 0.3 + 0.3 * rng.normal(size=n)
+  if classes == 2:
+    return X, np.where(score > 0, 1.0, -1.0)
+  return X, np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1]))
+
+
+def _rel(a, b):
+  return abs(float(a) - float(b)) / abs(float(b))
+
+
+def test_patterns_are_unique_nonempty_and_reproducible_from_the_key():
+  X, _ = _data()
+  gates = relu.unique_gates(X, np.asarray(relu.sample_gates(KEY, 3, 40)))
+  D = np.asarray(relu.sign_patterns(jnp.asarray(X), jnp.asarray(gates)))
+  assert np.unique(D, axis=1).shape[1] == D.shape[1] and D.any(axis=0).all()
+  again = relu.unique_gates(X, np.asarray(relu.sample_gates(KEY, 3, 40)))
+  np.testing.assert_array_equal(gates, again)
+  head = relu.fit(X, np.sign(X[:, 0]), num_patterns=40, key=KEY, max_steps=5)
+  np.testing.assert_array_equal(np.asarray(head.gates), gates)
+  reused = relu.fit(X, np.sign(X[:, 0]), gates=head.gates, max_steps=5)
+  np.testing.assert_array_equal(np.asarray(reused.gates), gates)
+
+
+# Known limitation (issue 3's note): on hinge-loss convex ReLU problems with many active cone
+# constraints, ADMM's residuals stall near 1e-5 and the objective stays 1e-3 to 1e-1 above the
+# optimum after 30000 iterations.
+_STALLS = pytest.mark.xfail(reason="ADMM stalls above 1e-4 on some hinge-loss convex ReLU problems",
+                            strict=False)
+
+CASES = [  # (classes, gated, loss, eps, p)
+    pytest.param(2, False, "hinge", 0.0, "inf", marks=_STALLS),
+    (2, True, "hinge", 0.0, "inf"),
+    (2, False, "squared", 0.0, "inf"),
+    (2, True, "squared", 0.0, "inf"),
+    pytest.param(2, False, "hinge", 0.05, "inf", marks=_STALLS),
+    (2, False, "hinge", 0.05, 2),
+    (2, True, "hinge", 0.2, "inf"),
+    (2, True, "hinge", 0.2, 2),
+    pytest.param(3, False, "hinge", 0.0, "inf", marks=_STALLS),
+    (3, True, "hinge", 0.0, "inf"),
+    (3, False, "squared", 0.0, "inf"),
+    (3, True, "hinge", 0.1, 2),
+    pytest.param(3, False, "hinge", 0.03, "inf", marks=_STALLS),
+]
+
+
+@pytest.mark.parametrize("classes,gated,loss,eps,p", CASES)
+def test_admm_reaches_the_cvxpy_optimum(classes, gated, loss, eps, p):
+  X, y = _data(classes=classes)
+  kw = dict(eps=eps, p=p, beta=0.1, num_patterns=8, gated=gated, loss=loss, key=KEY)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, solver="admm", tol=1e-8, max_steps=30000, **kw)
+  assert _rel(head.objective, oracle.objective) < 1e-4
+  # Feasible: the robust cone constraints hold on the returned weights.
+  assert float(head.violation) <= 1e-6
+  if not gated:
+    D = relu.sign_patterns(jnp.asarray(X), head.gates)
+    q = relu.NORMS[p]
+    assert float(relu.constraint_violation(head.weights, jnp.asarray(X), D, eps, q)) <= 1e-6
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_apg_and_al_reach_the_cvxpy_optimum(classes):
+  X, y = _data(classes=classes)
+  for gated, solver in ((True, "apg"), (False, "al")):
+    kw = dict(beta=0.1, num_patterns=8, gated=gated, loss="squared", key=KEY)
+    oracle = relu.exact_fit(X, y, **kw)
+    head = relu.fit(X, y, solver=solver, tol=1e-9, max_steps=100000, **kw)
+    assert _rel(head.objective, oracle.objective) < 1e-4, solver
+    assert float(head.violation) <= 1e-6
+
+
+def test_the_penalty_baseline_approaches_the_optimum():
+  X, y = _data()
+  kw = dict(beta=0.1, num_patterns=8, loss="hinge", key=KEY)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, solver="penalty", max_steps=4000,
+                  optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, 4000)), **kw)
+  # A subgradient method: it gets near the optimum, nearly feasible, not exact (a baseline;
+  # measured: 15% above the optimum after 4000 Adam steps here).
+  assert _rel(head.objective, oracle.objective) < 0.25
+  assert float(head.violation) < 1e-2
+
+
+def test_the_cg_paths_agree_with_the_cholesky_path():
+  X, y = _data(n=40)
+  kw = dict(beta=0.1, num_patterns=8, loss="squared", key=KEY, tol=1e-9, max_steps=20000)
+  ref = relu.fit(X, y, **kw)
+  for rank in (0, 5):
+    head = relu.fit(X, y, linear_solver="cg", nystrom_rank=rank, **kw)
+    assert _rel(head.objective, ref.objective) < 1e-6
+
+
+def test_recovered_network_equals_the_convex_model_on_the_training_data():
+  X, y = _data(classes=3)
+  head = relu.fit(X, y, beta=0.05, num_patterns=10, key=KEY, tol=1e-9, max_steps=30000)
+  Xj = jnp.asarray(X)
+  convex = relu.scores(head.weights, Xj, relu.sign_patterns(Xj, head.gates))
+  W1, w2 = relu.recover(head)
+  np.testing.assert_allclose(relu.network_scores(W1, w2, Xj), convex, atol=1e-5)
+  np.testing.assert_allclose(head.scores(Xj), convex, atol=1e-5)
+  gated = relu.fit(X, y, beta=0.05, num_patterns=10, gated=True, key=KEY, max_steps=3000)
+  W1, w2, G = relu.recover(gated)
+  rng = np.random.default_rng(1)
+  fresh = jnp.asarray(rng.normal(size=(20, 3)))  # gated heads are exact on any input
+  np.testing.assert_allclose(relu.network_scores(W1, w2, fresh, gates=G), gated.scores(fresh),
+                             atol=1e-10)
+
+
+@pytest.mark.parametrize("p", ["inf", 2])
+def test_robust_hinge_bounds_the_hinge_pgd_finds_on_the_recovered_network(p):
+  X, y = _data(n=40)
+  eps = 0.1
+  head = relu.fit(X, y, eps=eps, p=p, beta=0.05, num_patterns=12, key=KEY, tol=1e-9,
+                  max_steps=30000)
+  W1, w2 = relu.recover(head)
+  Xj, yj = jnp.asarray(X), jnp.asarray(y)
+  apply = lambda params, x: relu.network_scores(params[0], params[1], x)
+  X_adv = attacks.pgd(apply, (W1, w2), Xj, yj, eps, key=KEY, norm=p, steps=50, restarts=3)
+  attacked = jnp.maximum(1.0 - yj * apply((W1, w2), X_adv), 0.0)
+  theta = relu.example_weights(head.weights, relu.sign_patterns(Xj, head.gates))[:, :, 0]
+  q = relu.NORMS[p]
+  bound = jnp.maximum(1.0 - yj * jnp.sum(Xj * theta, 1) + eps * relu.dual_norm(theta, q, 1), 0.0)
+  assert np.all(np.asarray(attacked) <= np.asarray(bound) + 1e-6)
+  assert float(jnp.sum(attacked)) > 0  # the attack did find losses to bound
+
+
+@pytest.mark.parametrize("solver,gated", [("admm", False), ("admm", True), ("al", False)])
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, solver, gated):
+  X, y = _data()
+  loss = "squared" if solver == "al" else "hinge"  # neither converges within 200 steps
+  kw = dict(beta=0.1, num_patterns=8, gated=gated, loss=loss, key=KEY, solver=solver,
+            tol=1e-12, checkpoint_every=40)
+  full = relu.fit(X, y, max_steps=200, **kw)
+  relu.fit(X, y, max_steps=120, checkpoint_dir=str(tmp_path), **kw)
+  resumed = relu.fit(X, y, max_steps=200, checkpoint_dir=str(tmp_path), **kw)
+  assert int(resumed.steps) == int(full.steps) == 200
+  np.testing.assert_array_equal(np.asarray(resumed.weights), np.asarray(full.weights))
+
+
+def test_proximal_maps_are_exact():
+  import cvxpy as cp
+  rng = np.random.default_rng(0)
+  n, d = 6, 4
+  X = rng.normal(size=(n, d))
+  A, Bv = rng.normal(size=(1, 1, n, 1)), 3 * rng.normal(size=(1, 1, d, 1))
+  for q, eps in ((1, 0.3), (2, 0.5)):
+    T, R = admm.project_robust_cone(jnp.asarray(A), jnp.asarray(Bv), eps, q)
+    t, r = cp.Variable(n), cp.Variable(d)
+    cp.Problem(cp.Minimize(cp.sum_squares(t - A[0, 0, :, 0]) + cp.sum_squares(r - Bv[0, 0, :, 0])),
+               [t >= eps * cp.norm(r, q)]).solve()
+    np.testing.assert_allclose(np.asarray(T)[0, 0, :, 0], t.value, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(R)[0, 0, :, 0], r.value, atol=1e-6)
+    Z = rng.normal(size=(n, d, 1))
+    for step in (0.05, 3.0):
+      Xi = np.asarray(admm.prox_robust_hinge(jnp.asarray(Z), jnp.asarray(X), jnp.ones((n, 1)),
+                                             eps, q, step))
+      for i in range(n):
+        v = cp.Variable(d)
+        def prox(v, x=X[i], z=Z[i, :, 0], step=step, eps=eps, q=q):
+          return step * cp.pos(1 - x @ v + eps * cp.norm(v, q)) + 0.5 * cp.sum_squares(v - z)
+        best = cp.Problem(cp.Minimize(prox(v))).solve()
+        # 1-strongly convex: a value within 1e-9 of the optimum pins the point to 4.5e-5.
+        assert prox(Xi[i, :, 0]).value <= best + 1e-9
+  labels = rng.integers(0, 4, size=n)
+  t = relu.Targets(jnp.asarray(labels), jax.nn.one_hot(labels, 4), 1.0 - jax.nn.one_hot(labels, 4))
+  Aa = rng.normal(size=(n, 4))
+  M = np.asarray(admm.prox_loss_scores(jnp.asarray(Aa), t, "hinge", 0.7))
+  for i in range(n):
+    m = cp.Variable(4)
+    others = [c for c in range(4) if c != labels[i]]
+    def prox(m, label=labels[i], others=others, a=Aa[i]):
+      return 0.7 * cp.sum(cp.pos(1 - m[label] + m[others])) + 0.5 * cp.sum_squares(m - a)
+    best = cp.Problem(cp.Minimize(prox(m))).solve()
+    # The prox objective is 1-strongly convex: a value within 1e-9 of the optimum pins the point
+    # to within 4.5e-5, tighter than the conic solver's own point.
+    assert prox(M[i]).value <= best + 1e-9
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(p=1), "p must be"),
+    (dict(p="l2"), "p must be"),
+    (dict(num_patterns=0), "num_patterns"),
+    (dict(gates=np.ones((4, 5))), "gates must have shape"),
+    (dict(gates=np.ones(3)), "gates must have shape"),
+    (dict(eps=-0.1), "eps must be"),
+    (dict(beta=0.0), "beta must be"),
+    (dict(loss="logistic"), "loss must be"),
+    (dict(eps=0.1, loss="squared"), "robust training"),
+    (dict(solver="apg"), "solver='apg'"),
+    (dict(solver="newton"), "solver must be"),
+    (dict(key=None), "key must be"),
+    (dict(linear_solver="lu"), "linear_solver"),
+])
+def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
+  X, y = _data()
+  args = dict(key=KEY, num_patterns=4)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    relu.fit(X, y, **args)
+
+
+def test_bad_data_raise_a_value_error_naming_them():
+  X, y = _data()
+  with pytest.raises(ValueError, match="X must"):
+    relu.fit(np.where(X > 1, np.nan, X), y, key=KEY)
+  with pytest.raises(ValueError, match="y must"):
+    relu.fit(X, y[:-1], key=KEY)
+  with pytest.raises(ValueError, match="y must"):
+    relu.fit(X, y + 0.5, key=KEY)
