@@ -47,6 +47,58 @@ def unique_gates(X: np.ndarray, gates: np.ndarray) -> np.ndarray:
   return np.asarray(gates)[:, keep[D[:, keep].any(axis=0)]]
 
 
+def robust_cone_has_interior(X: np.ndarray, gates: np.ndarray, eps: float, p) -> np.ndarray:
+  """Which patterns' robust cones {v : (2D_ik − 1) x_iᵀv ≥ ε‖v‖_q ∀i} have an interior; (P,) bool.
+
+  By minimax, max_{‖v‖_q ≤ 1} min_i a_iᵀv = min_{λ∈Δ} ‖Σ_i λ_i a_i‖_p with a_i = (2D_ik − 1) x_i:
+  the cone has an interior exactly when the convex hull of the a_i lies farther than ε from the
+  origin in ℓ_p. Otherwise the cone is {0} (or, in a measure-zero case, lower-dimensional): its
+  neurons vanish at the optimum, and it has no Slater point, so ADMM's multipliers would diverge.
+  Host-side: an exact LP per pattern for p = ∞; for p = 2 Frank–Wolfe with its certified gap,
+  keeping any pattern it cannot certify as lying within ε.
+
+  Args:
+    X: (n, d) inputs. gates: (d, P). eps: the radius ε > 0. p: 2 or "inf".
+  """
+  import scipy.optimize  # host-side preprocessing
+  D = X @ gates >= 0
+  n, d = X.shape
+  keep = np.empty(gates.shape[1], bool)
+  for k in range(gates.shape[1]):
+    A = np.where(D[:, k:k + 1], X, -X)  # rows a_i
+    if p == "inf":
+      # min t  s.t. −t ≤ Aᵀλ ≤ t, Σλ = 1, λ ≥ 0.
+      A_ub = np.block([[A.T, -np.ones((d, 1))], [-A.T, -np.ones((d, 1))]])
+      res = scipy.optimize.linprog(np.r_[np.zeros(n), 1.0], A_ub=A_ub, b_ub=np.zeros(2 * d),
+                                   A_eq=np.r_[np.ones(n), 0.0][None], b_eq=[1.0],
+                                   bounds=(0, None), method="highs")
+      keep[k] = res.fun > eps
+    else:
+      keep[k] = _hull_norm_upper(A, eps) > eps
+  return keep
+
+
+def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
+  """Frank–Wolfe on min_{λ∈Δ} ‖Aᵀλ‖₂², stopped once the answer relative to ε is certain.
+
+  Returns the norm of the best hull point (an upper bound), or +inf once the Wolfe gap certifies
+  that the minimum exceeds ε.
+  """
+  point = A[np.argmin(np.linalg.norm(A, axis=1))].copy()
+  for _ in range(iters):
+    sq = point @ point
+    if sq <= eps ** 2:
+      break
+    scores = A @ point
+    j = int(np.argmin(scores))
+    if 2 * scores[j] - sq > eps ** 2:  # f* ≥ f(x) − ⟨∇f(x), x − s⟩ = 2 sᵀx − ‖x‖²
+      return np.inf
+    direction = A[j] - point
+    step = np.clip(-(point @ direction) / max(direction @ direction, 1e-300), 0.0, 1.0)
+    point = point + step * direction
+  return float(np.linalg.norm(point))
+
+
 def neuron_signs(gated: bool) -> jnp.ndarray:
   """σ: (1,) for gated ReLU (u), (2,) = (+1, −1) for convex ReLU (v, w)."""
   return jnp.array([1.0]) if gated else jnp.array([1.0, -1.0])
@@ -300,8 +352,10 @@ class Problem(NamedTuple):
   beta: float
 
 
-def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key) -> Problem:
-  """Validates the arguments of `fit` / `exact_fit` and samples the gates (before any compute)."""
+def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
+                  drop_empty_cones=True) -> Problem:
+  """Validates the arguments of `fit` / `exact_fit`, samples the gates and, for robust ReLU,
+  drops the patterns whose robust cone has no interior (see `robust_cone_has_interior`)."""
   X = check_array(X, "X").astype(np.float64)
   targets, binary = encode_targets(y, X.shape[0])
   if p not in NORMS:
@@ -328,6 +382,9 @@ def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key) 
                        f"got shape {gates.shape}")
     if not np.all(np.isfinite(gates)):
       raise ValueError("gates must be finite; they hold NaN or inf")
+  if eps > 0 and not gated and drop_empty_cones:
+    keep = robust_cone_has_interior(X, gates, float(eps), p)
+    gates = gates[:, keep | (np.arange(keep.size) == 0) if not keep.any() else keep]
   D = (X @ gates >= 0).astype(np.float64)
   return Problem(X, D, gates, targets, binary, bool(gated), loss, float(eps), NORMS[p],
                  float(beta))
@@ -337,8 +394,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
         gates=None, gated: bool = False, loss: str = "hinge", solver: str = "auto",
         key: Optional[jax.Array] = None, tol: float = 1e-6, max_steps: Optional[int] = None,
         linear_solver: str = "cholesky", nystrom_rank: int = 0, optimizer=None,
-        penalty_rho: float = 10.0, checkpoint_dir: Optional[str] = None,
-        checkpoint_every: int = 500, progress: bool = False) -> ReluHead:
+        penalty_rho: float = 10.0, drop_empty_cones: bool = True,
+        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 500,
+        progress: bool = False) -> ReluHead:
   """Trains a convex ReLU or gated-ReLU head to global optimality (MATH.md §4).
 
   Solves min_W loss(W) + β Σ‖W[s, k, :, c]‖₂ over the sign patterns of `gates` (sampled from
@@ -373,6 +431,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     nystrom_rank: rank of CG's Nyström preconditioner (0: none).
     optimizer: optax transformation for "penalty".
     penalty_rho: the penalty weight of "penalty".
+    drop_empty_cones: for robust ReLU, drop the patterns whose robust cone has no interior
+      (their neurons are zero at the optimum; see `robust_cone_has_interior`).
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run resumes from the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -385,7 +445,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     ValueError: if an argument is malformed, or the solver does not handle the problem.
   """
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
-                          gated=gated, loss=loss, key=key)
+                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones)
   from cvxjax.solvers import relu_driver  # the solvers import this module
   solver = relu_driver.check_solver(solver, problem)
   if not (np.isscalar(tol) and tol > 0):
@@ -406,11 +466,12 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
 
 def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: int = 100,
               gates=None, gated: bool = False, loss: str = "hinge", key=None,
-              solver: str = "CLARABEL", verbose: bool = False) -> ReluHead:
+              drop_empty_cones: bool = True, solver: str = "CLARABEL",
+              verbose: bool = False) -> ReluHead:
   """The same problem as `fit`, solved with CVXPY: an oracle for small problems.
 
   Args:
-    X, y, eps, p, beta, num_patterns, gates, gated, loss, key: as for `fit`.
+    X, y, eps, p, beta, num_patterns, gates, gated, loss, key, drop_empty_cones: as for `fit`.
     solver: a CVXPY conic solver ("CLARABEL" or "SCS").
     verbose: print the solver's log.
 
@@ -418,7 +479,7 @@ def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patter
     A `ReluHead` whose objective and violation are evaluated exactly at the solver's weights.
   """
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
-                          gated=gated, loss=loss, key=key)
+                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones)
   from cvxjax import exact  # cvxpy is an optional extra
   from cvxjax.solvers import relu_driver
   W = exact.solve_relu(problem, solver=solver, verbose=verbose)

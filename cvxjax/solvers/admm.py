@@ -9,7 +9,7 @@ The head's weights W (S, P, d, C) are copied into blocks that each carry one sim
     Ξ = E Θ W        robust hinge per pair       (ε > 0: Θ W = θ_i, E = the pair differences)
 
 Every block shares one penalty ρ, so the W-update solves H W = rhs with H = Σ LᵀL independent of
-ρ: ρ adapts (residual balancing) without refactoring. H has structure that makes it cheap:
+ρ: ρ adapts (OSQP's √(primal/dual) rule at steps 2^k) without refactoring. H is cheap to solve:
 (2D − I)² = I gives GᵀG = I ⊗ XᵀX, so H = I ⊗ B + FᵀF (plain; FᵀF has rank n: Woodbury with an
 n×n capacitance matrix, Cholesky-factored once or solved by CG, optionally Nyström-preconditioned)
 or H = I ⊗ B + K ⊗ I_d (robust binary; a Kronecker sum, solved in the eigenbases of B and K), with
@@ -26,7 +26,7 @@ from cvxjax import relu
 
 _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past float64 resolution
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
-_BALANCE = 10.0  # ρ doubles or halves when one residual exceeds the other by this factor
+_FIRST_ADAPTATION = 32  # the first step at which ρ adapts
 
 
 class Setup(NamedTuple):
@@ -341,7 +341,7 @@ def _adjoint(T, M, setup: Setup, *, gated: bool, robust: bool, num_blocks: int):
 
 def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: int, beta: float,
          linear_solver: str, cg_tol: float) -> State:
-  """One over-relaxed ADMM iteration, with ρ balancing the residuals."""
+  """One over-relaxed ADMM iteration (ρ adapts at steps 32, 64, 128, …)."""
   robust = eps > 0
   S = state.W.shape[0]
   shape = dict(gated=gated, robust=robust)
@@ -384,8 +384,12 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
     moved = moved + setup.gamma * (R - state.R)
   dual = jnp.sqrt(_sq(moved) / jnp.maximum(_sq(U_Z) + _sq(U_M) + _sq(U_T) + _sq(U_R), tiny))
 
-  # Residual balancing (Boyd et al. §3.4.1); the scaled duals u = y/ρ rescale with ρ.
-  factor = jnp.where(primal > _BALANCE * dual, 2.0, jnp.where(dual > _BALANCE * primal, 0.5, 1.0))
+  # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 10× a time) at steps 32, 64, 128, …: adapted
+  # once the residuals mean something, then rarely enough that ADMM's convergence theory holds;
+  # the scaled duals u = y/ρ rescale with ρ.
+  k = state.step + 1
+  factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 0.1, 10.0)
+  factor = jnp.where(((k & (k - 1)) == 0) & (k >= _FIRST_ADAPTATION), factor, 1.0)
   scale = lambda U: None if U is None else U / factor
   return State(W=W, Z=Z, U_Z=scale(U_Z), T=T, U_T=scale(U_T), R=R, U_R=scale(U_R), M=M,
                U_M=scale(U_M), rho=state.rho * factor, step=state.step + 1, primal=primal,
