@@ -19,6 +19,7 @@ from cvxjax.solvers.admm import shrink
 
 _POWER_ITERS = 50
 _LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
+_FIRST_INNER_TOL = 1e-2
 
 
 class State(NamedTuple):
@@ -28,6 +29,8 @@ class State(NamedTuple):
     W: (S, P, d, C) the iterate. Y: the extrapolated point. t: the momentum counter.
     lam: (S, P, n, C) multipliers of G W ≥ 0, or None.
     step: iterations. outer: multiplier updates. residual: the last relative prox-gradient.
+    inner_tol: the prox-gradient at which AL's inner problem counts as solved (it tightens
+      tenfold per multiplier update, down to the final tolerance).
     violation: the largest cone violation at W (0 for APG).
   """
 
@@ -38,6 +41,7 @@ class State(NamedTuple):
   step: jnp.ndarray
   outer: jnp.ndarray
   residual: jnp.ndarray
+  inner_tol: jnp.ndarray
   violation: jnp.ndarray
 
 
@@ -73,13 +77,14 @@ def init(X, D, targets: relu.Targets, *, num_blocks: int, augmented: bool) -> St
   lam = jnp.zeros((num_blocks, D.shape[1], n, C), X.dtype) if augmented else None
   zero = jnp.asarray(0.0, X.dtype)
   return State(W=W, Y=W, t=jnp.asarray(1.0, X.dtype), lam=lam, step=jnp.asarray(0),
-               outer=jnp.asarray(0), residual=zero + jnp.inf, violation=zero)
+               outer=jnp.asarray(0), residual=zero + jnp.inf, inner_tol=zero + _FIRST_INNER_TOL,
+               violation=zero)
 
 
 def step(state: State, X, D, targets: relu.Targets, *, beta: float, L, delta: float,
          tol: float) -> State:
   """One FISTA step with gradient-based restart; for AL, a multiplier step once the inner
-  problem is solved to `tol` (relative prox-gradient)."""
+  problem is solved to `state.inner_tol` (relative prox-gradient)."""
   grad = _smooth_grad(state.Y, state.lam, X, D, targets.onehot, delta)
   W = shrink(state.Y - grad / L, beta / L, 2)
   t = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t ** 2))
@@ -88,17 +93,19 @@ def step(state: State, X, D, targets: relu.Targets, *, beta: float, L, delta: fl
   Y = jnp.where(restart, W, W + ((state.t - 1.0) / t) * (W - state.W))
   residual = L * jnp.linalg.norm(W - state.Y) / jnp.maximum(
       jnp.linalg.norm(grad), jnp.finfo(W.dtype).tiny)
-  lam, outer, violation = state.lam, state.outer, jnp.zeros_like(state.violation)
+  lam, outer, inner_tol = state.lam, state.outer, state.inner_tol
+  violation = jnp.zeros_like(state.violation)
   if lam is not None:
     slack = relu.cone_slacks(W, X, D)
     violation = jnp.max(jnp.maximum(-slack, 0.0))
-    inner_done = residual <= tol
+    inner_done = residual <= inner_tol
+    inner_tol = jnp.where(inner_done, jnp.maximum(0.1 * inner_tol, tol), inner_tol)
     lam = jnp.where(inner_done, jnp.maximum(lam - delta * slack, 0.0), lam)
     outer = outer + inner_done
     Y = jnp.where(inner_done, W, Y)
     t = jnp.where(inner_done, 1.0, t)
   return State(W=W, Y=Y, t=t, lam=lam, step=state.step + 1, outer=outer, residual=residual,
-               violation=violation)
+               inner_tol=inner_tol, violation=violation)
 
 
 def run(state: State, X, D, targets, *, num_steps, beta, L, delta, tol, constraint_tol):
