@@ -8,20 +8,21 @@ attacks and solvers it calls are jitted.
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import attacks, certify, poly
+from cvxjax import attacks, certify, poly, relu
 
 # The result keys that hold one accuracy per attack radius: title, radius key, radius label.
 CURVES = {
     "fgsm_linf_accuracy": ("FGSM ℓ∞", "linf_eps", "ℓ∞ attack radius ε"),
     "pgd_linf_accuracy": ("PGD ℓ∞", "linf_eps", "ℓ∞ attack radius ε"),
     "pgd_l2_accuracy": ("PGD ℓ₂", "l2_radii", "ℓ₂ attack radius ε"),
-    "certified_l2_accuracy": ("certified ℓ₂ (exact radius)", "l2_radii", "ℓ₂ radius ε"),
+    "certified_l2_accuracy": ("certified ℓ₂ (exact or Lipschitz radius)", "l2_radii",
+                              "ℓ₂ radius ε"),
 }
 
 
@@ -108,8 +109,32 @@ def evaluate_head(head: poly.PolyHead, X, y, *, linf_eps: Sequence[float],
   return results
 
 
-def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *, r: float,
-                   betas: Sequence[float], **fit_kwargs) -> Tuple[poly.PolyHead, float, float]:
+def evaluate_relu_head(head: relu.ReluHead, X, y, *, linf_eps: Sequence[float],
+                       l2_radii: Sequence[float], pgd_steps: int, pgd_restarts: int,
+                       key: jax.Array) -> Dict[str, Any]:
+  """Everything reported about a ReLU or gated-ReLU head, with the keys of `evaluate_head`.
+
+  The attacks act on the head's network (`ReluHead.scores`: the recovered ReLU network, or the
+  gated model). "certified_l2_accuracy" comes from the Lipschitz margin bound
+  (`certify.lipschitz_certified_radius`) for ReLU heads and is None for gated heads, whose
+  gates make them discontinuous; "gap" is None (no certificate is computed).
+  """
+  results = evaluate_attacks(relu.ReluHead.scores, head, X, y, linf_eps=linf_eps,
+                             l2_radii=l2_radii, pgd_steps=pgd_steps,
+                             pgd_restarts=pgd_restarts, key=key)
+  network = relu.recover(head)
+  certified = None
+  if not head.gated:
+    radii = certify.lipschitz_certified_radius(network[0], network[1], X, y)
+    certified = certify.certified_accuracy(radii, l2_radii).tolist()
+  results.update(certified_l2_accuracy=certified, objective=float(head.objective), gap=None,
+                 steps=int(head.steps), width=int(network[0].shape[1]))
+  return results
+
+
+def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *,
+                   fit: Callable[[Any, Any, float], Any],
+                   betas: Sequence[float]) -> Tuple[Any, float, float]:
   """Fits a head for each β and keeps the most accurate on the validation split.
 
   Never looks at a test split. Ties go to the first β listed.
@@ -117,16 +142,15 @@ def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *, r: float,
   Args:
     train: (X, y) training split.
     val: (X, y) validation split.
-    r: adversarial training radius.
+    fit: (X, y, β) -> a head with `predict`.
     betas: the candidate regularisation weights.
-    **fit_kwargs: passed to `poly.fit` (tol, max_steps, progress, ...).
 
   Returns:
     (head, β, validation accuracy) of the chosen fit.
   """
   best = None
   for beta in betas:
-    head = poly.fit(*train, r=float(r), beta=float(beta), **fit_kwargs)
+    head = fit(*train, float(beta))
     acc = float(np.mean(np.asarray(head.predict(jnp.asarray(val[0]))) == np.asarray(val[1])))
     if best is None or acc > best[2]:
       best = (head, float(beta), acc)
@@ -144,15 +168,17 @@ def _to_builtin(value):
     return {str(k): _to_builtin(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [_to_builtin(v) for v in value]
+  if value is None or isinstance(value, str):
+    return value
   array = np.asarray(value)
   if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-    raise ValueError(f"results must hold numbers only, got {value!r}")
+    raise ValueError(f"results must hold numbers, labels or None, got {value!r}")
   return array.tolist()
 
 
 def write_results(workdir: str, results: Mapping[str, Any],
                   name: str = "results.json") -> str:
-  """Writes the results (numbers and nested lists of numbers) as JSON into workdir.
+  """Writes the results (numbers, labels, None and nested lists of them) as JSON into workdir.
 
   Args:
     workdir: output directory (created if missing).
@@ -163,7 +189,7 @@ def write_results(workdir: str, results: Mapping[str, Any],
     The path written.
 
   Raises:
-    ValueError: if a value is not numeric.
+    ValueError: if a value is neither a number, a string nor None.
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, name)
@@ -222,43 +248,27 @@ def plot_accuracy(path: str, panels: Sequence[Panel], *, suptitle: str = "") -> 
   return path
 
 
-def plot_sweep(workdir: str, results: Mapping[str, Any], sweep_key: str = "r",
-               sweep_label: str = "training radius r") -> List[str]:
-  """The two standard plots of a sweep over a training setting (e.g. r).
-
-  `accuracy_vs_<sweep_key>.png`: one panel per attack, accuracy against the sweep, one line per
-  attack radius (and clean). `accuracy_vs_eps.png`: accuracy against the attack radius, one
-  line per sweep value.
+def plot_models(workdir: str, results: Mapping[str, Any]) -> str:
+  """`accuracy_vs_eps.png`: one panel per attack, accuracy against the attack radius, one line
+  per model (models without a value, such as certificates of gated heads, are left out).
 
   Args:
     workdir: output directory.
-    results: `collect`ed results with `sweep_key`, "clean_accuracy", "linf_eps", "l2_radii"
-      and the keys of `CURVES` that are present.
-    sweep_key: the swept setting.
-    sweep_label: its axis label.
+    results: `collect`ed results with "model" labels, "linf_eps", "l2_radii" and the keys of
+      `CURVES` that are present.
 
   Returns:
-    The paths written.
+    The path written.
   """
-  sweep = results[sweep_key]
-  keys = [k for k in CURVES if k in results]
-  by_sweep, by_radius = [], []
-  for k in keys:
+  panels = []
+  for k in (k for k in CURVES if k in results):
     title, radius_key, radius_label = CURVES[k]
-    curves = {"clean": results["clean_accuracy"]}
-    for j, rho in enumerate(results[radius_key]):
-      if rho > 0:  # ε = 0 is the clean line
-        curves[f"ε={rho:g}"] = [row[j] for row in results[k]]
-    by_sweep.append(Panel(title, sweep_label, sweep, curves))
-    curves = {f"{sweep_key}={s:g}": results[k][i] for i, s in enumerate(sweep)}
-    by_radius.append(Panel(title, radius_label, results[radius_key], curves))
+    curves = {m: acc for m, acc in zip(results["model"], results[k], strict=True)
+              if acc is not None}
+    panels.append(Panel(title, radius_label, results[radius_key], curves))
   os.makedirs(workdir, exist_ok=True)
-  return [
-      plot_accuracy(os.path.join(workdir, f"accuracy_vs_{sweep_key}.png"), by_sweep,
-                    suptitle=f"Test accuracy against {sweep_label}"),
-      plot_accuracy(os.path.join(workdir, "accuracy_vs_eps.png"), by_radius,
-                    suptitle=f"Test accuracy against the attack radius, one line per {sweep_key}"),
-  ]
+  return plot_accuracy(os.path.join(workdir, "accuracy_vs_eps.png"), panels,
+                       suptitle="Test accuracy against the attack radius, one line per model")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -267,28 +277,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def format_table(results: Mapping[str, Any], sweep_key: str = "r") -> str:
-  """The results of a sweep as plain-text tables: a summary, then one table per attack.
+def format_table(results: Mapping[str, Any]) -> str:
+  """The results as plain-text tables, one row per model: a summary, then one per attack.
 
   Args:
-    results: `collect`ed results (see `plot_sweep`), optionally with "beta", "objective",
-      "gap", "width", "val_accuracy", "seconds".
+    results: `collect`ed results (see `plot_models`), optionally with "beta", "objective",
+      "gap", "width", "val_accuracy", "seconds"; None shows as "—".
 
   Returns:
     The tables, separated by blank lines.
   """
-  sweep = results[sweep_key]
+  models = results["model"]
+  cell = lambda fmt, v: "—" if v is None else fmt.format(v)
   summary = [("beta", "β", "{:.0e}"), ("objective", "objective", "{:.6g}"),
              ("gap", "gap", "{:.1e}"), ("width", "width", "{:d}"),
              ("val_accuracy", "val acc", "{:.3f}"), ("clean_accuracy", "test acc", "{:.3f}"),
              ("seconds", "fit s", "{:.1f}")]
   summary = [s for s in summary if s[0] in results]
-  blocks = [_table([sweep_key] + [s[1] for s in summary],
-                   [[f"{v:g}"] + [fmt.format(results[k][i]) for k, _, fmt in summary]
-                    for i, v in enumerate(sweep)])]
+  blocks = [_table(["model"] + [s[1] for s in summary],
+                   [[m] + [cell(fmt, results[k][i]) for k, _, fmt in summary]
+                    for i, m in enumerate(models)])]
   for k in (k for k in CURVES if k in results):
     title, radius_key, _ = CURVES[k]
-    header = [sweep_key] + [f"ε={rho:g}" for rho in results[radius_key]]
-    rows = [[f"{v:g}"] + [f"{a:.3f}" for a in results[k][i]] for i, v in enumerate(sweep)]
+    header = ["model"] + [f"ε={rho:g}" for rho in results[radius_key]]
+    rows = [[m] + ([cell("{:.3f}", a) for a in results[k][i]] if results[k][i] is not None
+                   else ["—"] * len(results[radius_key])) for i, m in enumerate(models)]
     blocks.append(f"{title} test accuracy\n" + _table(header, rows))
   return "\n\n".join(blocks)

@@ -1,9 +1,9 @@
-r"""Breast-cancer experiment: adversarially trained polynomial heads, swept over r.
+r"""Breast-cancer experiment: polynomial, convex ReLU and gated-ReLU heads, plain and robust.
 
   python -m experiments.wbc --config=experiments/configs/wbc.py --workdir=/tmp/wbc
 
 See experiments/configs/wbc.py for the settings and the smoke variant. Writes results.json,
-config.json and accuracy_vs_r.png / accuracy_vs_eps.png into --workdir and prints a table.
+config.json and accuracy_vs_eps.png into --workdir and prints a table (one row per model).
 """
 
 import os
@@ -18,7 +18,7 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import data, report  # noqa: E402
+from cvxjax import data, poly, relu, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -26,8 +26,25 @@ config_flags.DEFINE_config_file("config", None, "Experiment configuration file."
 flags.DEFINE_string("workdir", None, "Directory for results.json and the plots.")
 
 
+def _models(config: ml_collections.ConfigDict):
+  """(label, family, training radius, fit(X, y, β)) for every head of the experiment."""
+  for r in config.radii:
+    yield (f"poly r={r:g}", "poly", r, lambda X, y, beta, r=r: poly.fit(
+        X, y, r=float(r), beta=beta, tol=config.tol, max_steps=config.max_steps,
+        progress=config.progress))
+  key = jax.random.key(config.seed)
+  for family in config.relu.families:
+    for eps in config.relu.eps:
+      yield (f"{family} ε={eps:g}", family, eps,
+             lambda X, y, beta, eps=eps, family=family: relu.fit(
+                 X, y, eps=float(eps), p=config.relu.p, beta=beta,
+                 num_patterns=config.relu.num_patterns, gated=family == "gated", key=key,
+                 tol=config.relu.tol, max_steps=config.relu.max_steps,
+                 progress=config.progress))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the sweep over r and writes results.json, config.json and the plots into workdir.
+  """Fits every head, evaluates it on the test split, writes results and plots into workdir.
 
   Float64 is the caller's choice: `main` enables `jax_enable_x64` (the certified gaps need it).
 
@@ -36,26 +53,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir: output directory.
 
   Returns:
-    The results dict written to results.json (lists indexed by r, then by radius).
+    The results dict written to results.json (lists indexed by model, then by radius).
   """
   splits = data.breast_cancer_splits(config.seed, config.val_fraction, config.test_fraction,
                                      max_train=config.n_train, num_features=config.num_features)
   key = jax.random.PRNGKey(config.seed)
   rows = []
-  for r in config.radii:
+  for label, family, radius, fit in _models(config):
     start = time.perf_counter()
-    head, beta, val_accuracy = report.fit_and_select(
-        splits.train, splits.val, r=r, betas=config.betas, tol=config.tol,
-        max_steps=config.max_steps, progress=config.progress)
+    betas = config.betas if family == "poly" else config.relu.betas
+    head, beta, val_accuracy = report.fit_and_select(splits.train, splits.val, fit=fit,
+                                                     betas=betas)
     seconds = time.perf_counter() - start
-    row = report.evaluate_head(head, *splits.test, linf_eps=config.linf_eps,
-                               l2_radii=config.l2_radii, pgd_steps=config.pgd_steps,
-                               pgd_restarts=config.pgd_restarts, key=key)
-    rows.append(dict(row, r=r, beta=beta, val_accuracy=val_accuracy, seconds=seconds))
-    # The solver stops at a relative gap of tol; a much larger gap means it stalled.
-    stalled = row["gap"] > 10 * config.tol * abs(row["objective"])
-    print(f"r={r:g}  β={beta:g}  objective={row['objective']:.6g}  gap={row['gap']:.1e}  "
-          f"width={row['width']}  test acc={row['clean_accuracy']:.3f}  ({seconds:.1f} s fit)"
+    evaluate = report.evaluate_head if family == "poly" else report.evaluate_relu_head
+    row = evaluate(head, *splits.test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
+                   pgd_steps=config.pgd_steps, pgd_restarts=config.pgd_restarts, key=key)
+    rows.append(dict(row, model=label, family=family, train_radius=radius, beta=beta,
+                     val_accuracy=val_accuracy, seconds=seconds))
+    # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.
+    stalled = row["gap"] is not None and row["gap"] > 10 * config.tol * abs(row["objective"])
+    print(f"{label}  β={beta:g}  objective={row['objective']:.6g}  width={row['width']}  "
+          f"test acc={row['clean_accuracy']:.3f}  ({seconds:.1f} s fit)"
           + ("  WARNING: the solver stalled; this head is not certified optimal" * stalled),
           flush=True)
   results = dict(report.collect(rows), linf_eps=config.linf_eps, l2_radii=config.l2_radii,
@@ -63,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report.write_results(workdir, results)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
-  report.plot_sweep(workdir, results)
+  report.plot_models(workdir, results)
   print(report.format_table(results), flush=True)
   return results
 

@@ -1,4 +1,4 @@
-"""The breast-cancer experiment end to end on its smoke config (tiny: 60 points, two r)."""
+"""The breast-cancer experiment end to end on its smoke config (tiny: 60 points, six heads)."""
 
 import json
 import os
@@ -19,18 +19,26 @@ def run(tmp_path_factory):
     return config, workdir, returned, json.load(f)
 
 
-def test_results_have_one_entry_per_r_and_radius(run):
+def test_results_have_one_entry_per_model_and_radius(run):
   config, _, returned, results = run
   assert set(returned) == set(results)
-  n_r, n_linf, n_l2 = len(config.radii), len(config.linf_eps), len(config.l2_radii)
-  assert results["r"] == list(config.radii)
+  n_models = len(config.radii) + len(config.relu.families) * len(config.relu.eps)
+  n_linf, n_l2 = len(config.linf_eps), len(config.l2_radii)
+  assert results["train_radius"][:len(config.radii)] == list(config.radii)
+  assert results["family"] == (["poly"] * len(config.radii)
+                               + [f for f in config.relu.families for _ in config.relu.eps])
+  assert len(set(results["model"])) == n_models
   assert results["n_train"] == config.n_train
   for key in ("objective", "gap", "width", "clean_accuracy", "val_accuracy", "beta"):
-    assert np.shape(results[key]) == (n_r,), key
+    assert np.shape(results[key]) == (n_models,), key
   for key, size in (("fgsm_linf_accuracy", n_linf), ("pgd_linf_accuracy", n_linf),
-                    ("pgd_l2_accuracy", n_l2), ("certified_l2_accuracy", n_l2)):
-    assert np.shape(results[key]) == (n_r, size), key
-  assert np.all(np.asarray(results["gap"]) >= 0)
+                    ("pgd_l2_accuracy", n_l2)):
+    assert np.shape(results[key]) == (n_models, size), key
+  for family, certified in zip(results["family"], results["certified_l2_accuracy"], strict=True):
+    assert (certified is None) == (family == "gated")
+    assert certified is None or len(certified) == n_l2
+  poly_gaps = [g for g, f in zip(results["gap"], results["family"], strict=True) if f == "poly"]
+  assert np.all(np.asarray(poly_gaps) >= 0)
   assert np.all(np.asarray(results["width"]) >= 1)
 
 
@@ -38,15 +46,16 @@ def test_accuracies_are_ordered(run):
   _, _, _, results = run
   clean = np.asarray(results["clean_accuracy"])[:, None]
   curves = {k: np.asarray(results[k]) for k in
-            ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy",
-             "certified_l2_accuracy")}
+            ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy")}
   for key, acc in curves.items():
     assert np.all((acc >= 0) & (acc <= 1)), key
   assert np.all((clean >= 0) & (clean <= 1))
   for key in ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy"):
     assert np.all(curves[key] <= clean), key
   # Certified examples survive every attack in the ball; PGD ℓ∞ at ε = 0 is the clean point.
-  assert np.all(curves["certified_l2_accuracy"] <= curves["pgd_l2_accuracy"])
+  for certified, pgd in zip(results["certified_l2_accuracy"], curves["pgd_l2_accuracy"],
+                            strict=True):
+    assert certified is None or np.all(np.asarray(certified) <= pgd)
   zero = np.asarray(results["linf_eps"]) == 0
   np.testing.assert_array_equal(curves["pgd_linf_accuracy"][:, zero],
                                 np.broadcast_to(clean, curves["pgd_linf_accuracy"].shape)[:, zero])
@@ -54,8 +63,8 @@ def test_accuracies_are_ordered(run):
 
 def test_plots_and_config_are_written(run):
   _, workdir, _, _ = run
-  for name in ("accuracy_vs_r.png", "accuracy_vs_eps.png", "config.json"):
+  for name in ("accuracy_vs_eps.png", "config.json"):
     path = os.path.join(workdir, name)
     assert os.path.getsize(path) > 0, name
-  with open(os.path.join(workdir, "accuracy_vs_r.png"), "rb") as f:
+  with open(os.path.join(workdir, "accuracy_vs_eps.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

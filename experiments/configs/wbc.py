@@ -1,10 +1,12 @@
-r"""Adversarially trained polynomial heads on the Wisconsin breast-cancer data (sweep over r).
+r"""Convex heads on the Wisconsin breast-cancer data: polynomial (sweep over r), convex ReLU and
+gated ReLU (sweep over the robust-training radius ε).
 
-For each training radius r: fit the head to global optimality (`cvxjax.poly.fit`, float64),
-then report on the test split its objective and certified gap, clean accuracy, FGSM-ℓ∞ and
-PGD-ℓ∞ accuracy at each ε, PGD-ℓ₂ and exact certified ℓ₂ accuracy at each radius, and the
-width of the recovered two-layer network. β is chosen on the validation split when `betas`
-lists several values (never on the test split).
+For each model: fit the head to global optimality (`cvxjax.poly.fit` / `cvxjax.relu.fit`,
+float64), then report on the test split its objective (and the polynomial heads' certified
+gap), clean accuracy, FGSM-ℓ∞ and PGD-ℓ∞ accuracy at each ε, PGD-ℓ₂ and certified ℓ₂ accuracy
+at each radius (exact radius for polynomial heads, the Lipschitz bound for ReLU heads, none for
+gated heads), and the width of the recovered two-layer network. β is chosen on the validation
+split when several values are listed (never on the test split).
 
 Full run (a few minutes on 2 CPU cores):
 
@@ -36,6 +38,18 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.max_steps = 300
   config.progress = False  # the solver's progress bar
 
+  config.relu = ml_collections.ConfigDict()
+  config.relu.families = ("relu", "gated")  # convex ReLU (cone constraints) and gated ReLU
+  # Robust-training radii of the ReLU heads, in ℓ₂ like r. Their cone constraints fix every
+  # neuron's pattern on each training ball: on this data ℓ∞ balls of ε ≥ 0.05 leave no pattern
+  # with a nonzero neuron, ℓ₂ balls of ε = 0.1 leave 13 of 100.
+  config.relu.eps = (0.0, 0.05, 0.1)
+  config.relu.p = 2  # their ball: 2 or "inf" (the weights then pay ℓ₁)
+  config.relu.betas = (0.1, 1.0)
+  config.relu.num_patterns = 100  # sampled gates, before duplicate patterns are dropped
+  config.relu.tol = 1e-6  # ADMM's relative residuals at which it stops
+  config.relu.max_steps = 20000
+
   config.linf_eps = (0.0, 0.05, 0.1, 0.2, 0.3)  # FGSM / PGD ℓ∞ radii (standardised features)
   config.l2_radii = (0.0, 0.25, 0.5, 1.0, 1.5)  # PGD and certified ℓ₂ radii
   config.pgd_steps = 20
@@ -49,6 +63,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.l2_radii = (0.0, 0.5, 1.5)
     config.pgd_steps = 10
     config.pgd_restarts = 1
+    config.relu.eps = (0.0, 0.2)
+    config.relu.betas = (1.0,)
+    config.relu.num_patterns = 12
+    config.relu.max_steps = 2000
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; expected '' or 'smoke'")
   return config.lock()
