@@ -1,9 +1,12 @@
 """Tests of `cvxjax.certify` against brute force over the ball (sampling polished by SLSQP)."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import optimize
 
+from cvxjax import attacks, certify
 from cvxjax.certify import certified_accuracy, poly_certified_radius, poly_worst_case_margin
 
 ACTIVATION = (0.09, 0.5, 0.47)
@@ -180,3 +183,25 @@ def test_certified_accuracy_rejects_bad_radii():
     certified_accuracy(np.zeros((2, 2)), [0.0])
   with pytest.raises(ValueError, match="correct"):
     certified_accuracy(np.zeros(3), [0.0], correct=[True])
+
+
+@pytest.mark.parametrize("classes", [1, 4])
+def test_lipschitz_radius_is_never_beaten_by_pgd(classes):
+  rng = np.random.default_rng(0)
+  n, d, H = 60, 5, 12
+  W1 = jnp.asarray(rng.normal(size=(d, H)))
+  w2 = jnp.asarray(rng.normal(size=(H,) if classes == 1 else (H, classes)))
+  X = jnp.asarray(rng.normal(size=(n, d)))
+  apply = lambda params, x: jax.nn.relu(x @ params[0]) @ params[1]
+  f = apply((W1, w2), X)
+  y = jnp.sign(f) if classes == 1 else jnp.argmax(f, axis=1)  # all correct at the clean point
+  radii = certify.lipschitz_certified_radius(W1, w2, X, y)
+  assert np.all(np.asarray(radii) > 0)
+  for eps in np.quantile(np.asarray(radii), [0.25, 0.5, 0.75]):
+    X_adv = attacks.pgd(apply, (W1, w2), X, y, float(eps), key=jax.random.key(1), norm=2,
+                        steps=40, restarts=3)
+    still = np.asarray(attacks.margin(apply((W1, w2), X_adv), y)) > 0
+    assert np.all(still[np.asarray(radii) > eps])
+  # Scaling the input map by L divides the radii by L.
+  halved = certify.lipschitz_certified_radius(W1, w2, X, y, backbone_lipschitz=2.0)
+  np.testing.assert_allclose(halved, radii / 2.0, rtol=1e-12)
