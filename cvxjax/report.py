@@ -117,7 +117,8 @@ def evaluate_relu_head(head: relu.ReluHead, X, y, *, linf_eps: Sequence[float],
   The attacks act on the head's network (`ReluHead.scores`: the recovered ReLU network, or the
   gated model). "certified_l2_accuracy" comes from the Lipschitz margin bound
   (`certify.lipschitz_certified_radius`) for ReLU heads and is None for gated heads, whose
-  gates make them discontinuous; "gap" is None (no certificate is computed).
+  gates make them discontinuous; "gap" is None (no certificate is computed); "violation" is the
+  largest cone violation of the returned weights.
   """
   results = evaluate_attacks(relu.ReluHead.scores, head, X, y, linf_eps=linf_eps,
                              l2_radii=l2_radii, pgd_steps=pgd_steps,
@@ -128,7 +129,8 @@ def evaluate_relu_head(head: relu.ReluHead, X, y, *, linf_eps: Sequence[float],
     radii = certify.lipschitz_certified_radius(network[0], network[1], X, y)
     certified = certify.certified_accuracy(radii, l2_radii).tolist()
   results.update(certified_l2_accuracy=certified, objective=float(head.objective), gap=None,
-                 steps=int(head.steps), width=int(network[0].shape[1]))
+                 violation=float(head.violation), steps=int(head.steps),
+                 width=int(network[0].shape[1]))
   return results
 
 
@@ -282,7 +284,7 @@ def format_table(results: Mapping[str, Any]) -> str:
 
   Args:
     results: `collect`ed results (see `plot_models`), optionally with "beta", "objective",
-      "gap", "width", "val_accuracy", "seconds"; None shows as "—".
+      "gap", "violation", "width", "val_accuracy", "seconds"; None shows as "—".
 
   Returns:
     The tables, separated by blank lines.
@@ -290,7 +292,8 @@ def format_table(results: Mapping[str, Any]) -> str:
   models = results["model"]
   cell = lambda fmt, v: "—" if v is None else fmt.format(v)
   summary = [("beta", "β", "{:.0e}"), ("objective", "objective", "{:.6g}"),
-             ("gap", "gap", "{:.1e}"), ("width", "width", "{:d}"),
+             ("gap", "gap", "{:.1e}"), ("violation", "violation", "{:.1e}"),
+             ("width", "width", "{:d}"),
              ("val_accuracy", "val acc", "{:.3f}"), ("clean_accuracy", "test acc", "{:.3f}"),
              ("seconds", "fit s", "{:.1f}")]
   summary = [s for s in summary if s[0] in results]

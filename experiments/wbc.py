@@ -68,8 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate = report.evaluate_head if family == "poly" else report.evaluate_relu_head
     row = evaluate(head, *splits.test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
                    pgd_steps=config.pgd_steps, pgd_restarts=config.pgd_restarts, key=key)
-    rows.append(dict(row, model=label, family=family, train_radius=radius, beta=beta,
-                     val_accuracy=val_accuracy, seconds=seconds))
+    rows.append(dict({"violation": None}, **row, model=label, family=family, train_radius=radius,
+                     beta=beta, val_accuracy=val_accuracy, seconds=seconds))
     # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.
     stalled = row["gap"] is not None and row["gap"] > 10 * config.tol * abs(row["objective"])
     print(f"{label}  β={beta:g}  objective={row['objective']:.6g}  width={row['width']}  "
