@@ -26,7 +26,8 @@ from cvxjax import relu
 
 _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past float64 resolution
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
-_FIRST_ADAPTATION = 32  # the first step at which ρ adapts
+_FIRST_ADAPTATION = 1024  # the first step at which ρ adapts
+_MAX_FACTOR = 2.0  # the most ρ changes at once
 
 
 class Setup(NamedTuple):
@@ -412,7 +413,7 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
   # once the residuals mean something, then rarely enough that ADMM's convergence theory holds;
   # the scaled duals u = y/ρ rescale with ρ.
   k = state.step + 1
-  factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 0.1, 10.0)
+  factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 1 / _MAX_FACTOR, _MAX_FACTOR)
   factor = jnp.where(((k & (k - 1)) == 0) & (k >= _FIRST_ADAPTATION), factor, 1.0)
   scale = lambda U: None if U is None else U / factor
   return State(W=W, Z=Z, U_Z=scale(U_Z), T=T, U_T=scale(U_T), R=R, U_R=scale(U_R), M=M,
