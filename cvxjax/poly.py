@@ -288,8 +288,8 @@ def check_array(X, name: str) -> np.ndarray:
   return X
 
 
-def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
-  """Labels → (C, n) signs: ±1 labels give one binary head, integers 0..C−1 give C heads."""
+def check_labels(y, n: int) -> tuple[np.ndarray, bool]:
+  """Validates labels: ±1 → (float ±1, binary=True); integers ≥ 0 → (int class indices, False)."""
   y = np.asarray(y)
   if y.ndim != 1 or y.shape[0] != n:
     raise ValueError(f"y must have shape ({n},) to match X, got shape {y.shape}")
@@ -297,12 +297,20 @@ def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
     raise ValueError("y must hold finite numbers")
   values = np.unique(y)
   if np.all(np.isin(values, (-1, 1))):
-    return y[None, :].astype(np.float64), True
+    return y.astype(np.float64), True
   if np.all(values == np.round(values)) and values.min() >= 0:
-    classes = int(values.max()) + 1
-    return np.where(np.arange(classes)[:, None] == y[None, :], 1.0, -1.0), False
+    return y.astype(np.int64), False
   raise ValueError(
-      f"y must hold labels in {{-1, +1}} (binary) or integers 0..C-1 (one-vs-all); got {values}")
+      f"y must hold labels in {{-1, +1}} (binary) or integers 0..C-1 (multi-class); got {values}")
+
+
+def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
+  """Labels → (C, n) signs: ±1 labels give one binary head, integers 0..C−1 give C heads."""
+  labels, binary = check_labels(y, n)
+  if binary:
+    return labels[None, :], True
+  classes = int(labels.max()) + 1
+  return np.where(np.arange(classes)[:, None] == labels[None, :], 1.0, -1.0), False
 
 
 def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax.poly import check_array
+from cvxjax.poly import check_array, check_labels
 
 LOSSES = ("squared", "hinge")
 NORMS = {"inf": 1, 2: 2}  # ball norm p → dual norm q of the weights
@@ -319,22 +319,14 @@ def recover(head: ReluHead, *, prune: float = 1e-10):
 
 def encode_targets(y, n: int) -> tuple[Targets, bool]:
   """Validates labels: ±1 → binary (C = 1); integers 0..C−1 → multi-class (C ≥ 2)."""
-  y = np.asarray(y)
-  if y.ndim != 1 or y.shape[0] != n:
-    raise ValueError(f"y must have shape ({n},) to match X, got shape {y.shape}")
-  if not (np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))):
-    raise ValueError("y must hold finite numbers")
-  values = np.unique(y)
-  if np.all(np.isin(values, (-1, 1))):
-    labels = y.astype(np.float64)
+  labels, binary = check_labels(y, n)
+  if binary:
     return Targets(labels, labels[:, None], np.ones((n, 1))), True
-  if np.all(values == np.round(values)) and values.min() >= 0 and values.max() >= 1:
-    labels = y.astype(np.int64)
-    C = int(labels.max()) + 1
-    onehot = (np.arange(C)[None, :] == labels[:, None]).astype(np.float64)
-    return Targets(labels, onehot, 1.0 - onehot), False
-  raise ValueError(
-      f"y must hold labels in {{-1, +1}} (binary) or integers 0..C-1 (multi-class); got {values}")
+  C = int(labels.max()) + 1
+  if C < 2:
+    raise ValueError(f"y must hold at least two classes 0..C-1 (multi-class); got {np.unique(y)}")
+  onehot = (np.arange(C)[None, :] == labels[:, None]).astype(np.float64)
+  return Targets(labels, onehot, 1.0 - onehot), False
 
 
 class Problem(NamedTuple):
