@@ -13,11 +13,12 @@ fresh lambda per call): it is a static argument of the jitted attack, and a new 
 
 The returned points satisfy the ball (‖x_adv − x‖∞ ≤ ε or ‖x_adv − x‖₂ ≤ ε) and the input
 bounds exactly as computed in floating point: a final repair pulls back any point that the
-rounding of x + δ pushed out of the ball by an ulp. Precision: the attacks run in X's dtype.
+rounding of x + δ pushed out of the ball by an ulp (for ℓ₂ to a few ulps inside, so that the
+norm computed in another summation order holds too). Precision: the attacks run in X's dtype.
 """
 
 import functools
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +66,36 @@ def log_likelihood(scores: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
   return jnp.take_along_axis(log_probs, y.astype(jnp.int32)[:, None], axis=-1)[:, 0]
 
 
+def difference_of_logits_ratio(scores: jnp.ndarray, y: jnp.ndarray,
+                               target: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+  """The DLR objective of Croce & Hein (2020), invariant to shifting and scaling the logits.
+
+  Untargeted: (z_y − max_{c≠y} z_c) / (z_π1 − z_π3); targeted at class t:
+  (z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2), with z_π1 ≥ z_π2 ≥ ... the sorted logits. Minimising
+  it is the DLR attack; it is > 0 iff the margin is.
+
+  Args:
+    scores: (n, C) logits, C ≥ 3 (C ≥ 4 when targeted).
+    y: (n,) integer labels.
+    target: None, or (n,) integer target classes.
+
+  Returns:
+    (n,) values.
+  """
+  top = -jnp.sort(-scores, axis=-1)
+  if target is None:
+    numerator, scale = margin(scores, y), top[:, 0] - top[:, 2]
+  else:
+    true = jnp.take_along_axis(scores, y.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+    numerator = true - jnp.take_along_axis(scores, target[:, None], axis=-1)[:, 0]
+    scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3])
+  return numerator / (scale + 1e-12)
+
+
 # What an attack minimises, by name; the kept point is always the one of lowest margin.
-OBJECTIVES = {"margin": margin, "ce": log_likelihood}
+OBJECTIVES = {"margin": margin, "ce": log_likelihood, "dlr": difference_of_logits_ratio}
+# Logits an objective needs: DLR divides by z_π1 − z_π3, targeted DLR by a mean with z_π4.
+_MIN_CLASSES = {"dlr": 3}
 
 
 def _expand(v: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
@@ -120,22 +149,29 @@ def steepest_direction(grad: jnp.ndarray, norm) -> jnp.ndarray:
   return grad / _expand(jnp.where(length > 0, length, 1.0), grad)
 
 
+def _inner_radius(eps, norm, dtype):
+  """The radius the repair enforces: ε for ℓ∞, a few ulps less for ℓ₂, whose norm another
+  summation order (a fused kernel, NumPy) may compute an ulp larger."""
+  return eps if norm == "inf" else eps * (1 - 16 * jnp.finfo(dtype).eps)
+
+
 def _outside(X_adv: jnp.ndarray, X: jnp.ndarray, eps, norm) -> jnp.ndarray:
   """Which entries (ℓ∞: per component) or examples (ℓ₂) lie outside the ball as computed."""
-  delta = X_adv - X
-  return jnp.abs(delta) > eps if norm == "inf" else norm_of(delta, 2) > eps
+  delta, limit = X_adv - X, _inner_radius(eps, norm, X.dtype)
+  return jnp.abs(delta) > limit if norm == "inf" else norm_of(delta, 2) > limit
 
 
 def _repair(X_adv: jnp.ndarray, X: jnp.ndarray, eps, norm) -> jnp.ndarray:
   """Pulls points that rounding left just outside the ball back in, by shrinking δ."""
   ulp = jnp.finfo(X.dtype).eps
+  limit = _inner_radius(eps, norm, X.dtype)
 
   def body(carry):
     k, X_adv = carry
     delta = X_adv - X
     size = jnp.abs(delta) if norm == "inf" else _expand(norm_of(delta, 2), X)
     # Shrink a little more every round, so that the loop ends (δ = 0 is inside).
-    scale = eps / jnp.maximum(size, jnp.finfo(X.dtype).tiny) * (1.0 - ulp * 2.0**k)
+    scale = limit / jnp.maximum(size, jnp.finfo(X.dtype).tiny) * (1.0 - ulp * 2.0**k)
     scale = jnp.clip(scale, 0.0, 1.0)
     bad = _outside(X_adv, X, eps, norm)
     bad = bad if norm == "inf" else _expand(bad, X)
@@ -178,19 +214,28 @@ def project(X_adv: jnp.ndarray, X: jnp.ndarray, eps, norm, bounds: Bounds = None
   return X_adv
 
 
-def _value_and_grad(apply: Apply, params, y: jnp.ndarray, objective: str):
-  """x -> ((Σ objective, per-example margins), ∇_x Σ objective)."""
+def _value_and_grad(apply: Apply, params, y: jnp.ndarray, objective: str, target=None):
+  """x -> ((Σ objective, (per-example objectives, margins)), ∇_x Σ objective)."""
 
   def total(x):
     scores = apply(params, x)
-    return jnp.sum(OBJECTIVES[objective](scores, y)), margin(scores, y)
+    values = (OBJECTIVES[objective](scores, y) if target is None
+              else difference_of_logits_ratio(scores, y, target))
+    return jnp.sum(values), (values, margin(scores, y))
 
   return jax.value_and_grad(total, has_aux=True)
 
 
+def _keep_lowest(best, X_new: jnp.ndarray, m_new: jnp.ndarray):
+  """Per example, the candidate (X_best, m_best) or (X_new, m_new) of lower margin."""
+  X_best, m_best = best
+  lower = m_new < m_best
+  return jnp.where(_expand(lower, X_new), X_new, X_best), jnp.where(lower, m_new, m_best)
+
+
 @functools.partial(jax.jit, static_argnames=("apply", "norm", "loss"))
 def _fgsm(apply, params, X, y, eps, bounds, *, norm, loss):
-  (_, _), grad = _value_and_grad(apply, params, y, loss)(X)
+  _, grad = _value_and_grad(apply, params, y, loss)(X)
   return project(X - eps * steepest_direction(grad, norm), X, eps, norm, bounds)
 
 
@@ -200,15 +245,10 @@ def _pgd(apply, params, X, y, eps, step_size, key, bounds, *, norm, steps, resta
          random_start):
   value_and_grad = _value_and_grad(apply, params, y, loss)
 
-  def keep_lowest(best, X_new, m_new):
-    X_best, m_best = best
-    lower = m_new < m_best
-    return jnp.where(_expand(lower, X), X_new, X_best), jnp.where(lower, m_new, m_best)
-
   def step(_, carry):
     X_cur, best = carry
-    (_, m), grad = value_and_grad(X_cur)
-    best = keep_lowest(best, X_cur, m)
+    (_, (_, m)), grad = value_and_grad(X_cur)
+    best = _keep_lowest(best, X_cur, m)
     X_cur = project(X_cur - step_size * steepest_direction(grad, norm), X, eps, norm, bounds)
     return X_cur, best
 
@@ -216,11 +256,98 @@ def _pgd(apply, params, X, y, eps, step_size, key, bounds, *, norm, steps, resta
     start = random_init(key, X, eps, norm) if random_start else jnp.zeros_like(X)
     X_cur = project(X + start, X, eps, norm, bounds)
     X_cur, best = jax.lax.fori_loop(0, steps, step, (X_cur, best))
-    return keep_lowest(best, X_cur, margin(apply(params, X_cur), y)), None
+    return _keep_lowest(best, X_cur, margin(apply(params, X_cur), y)), None
 
   # The clean point is the first candidate, so the attack never raises a margin.
   best = (X, margin(apply(params, X), y))
   (X_best, _), _ = jax.lax.scan(restart, best, jax.random.split(key, restarts))
+  return X_best
+
+
+def apgd_checkpoints(steps: int) -> np.ndarray:
+  """AutoAttack's checkpoints: where APGD may halve its step, and the length of each stretch.
+
+  The first stretch is 22% of the steps; each next one is 3% of the steps shorter, down to 6%
+  (Croce & Hein 2020, as in their code).
+
+  Args:
+    steps: iterations N ≥ 0.
+
+  Returns:
+    (N,) int array: at iteration i (0-based), the length of the stretch that ends there, or 0
+    where i is not a checkpoint.
+  """
+  lengths = np.zeros(steps, np.int32)
+  stretch, shrink, shortest = (max(int(f * steps), 1) for f in (0.22, 0.03, 0.06))
+  end = stretch - 1
+  while end < steps:
+    lengths[end] = stretch
+    stretch = max(stretch - shrink, shortest)
+    end += stretch
+  return lengths
+
+
+def _targets(scores: jnp.ndarray, y: jnp.ndarray, rank) -> jnp.ndarray:
+  """(n,) the class of the rank-th largest logit other than y's (rank 0: the runner-up)."""
+  others = jnp.where(jax.nn.one_hot(y, scores.shape[-1], dtype=bool), -jnp.inf, scores)
+  return jnp.argsort(-others, axis=-1)[:, rank]
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "norm", "steps", "restarts", "loss",
+                                             "targets"))
+def _apgd(apply, params, X, y, eps, key, bounds, *, norm, steps, restarts, loss, targets,
+          momentum, rho):
+  dtype = X.dtype
+  checkpoints = jnp.asarray(np.append(apgd_checkpoints(steps), 0))  # never empty
+  to_ball = lambda Z: project(Z, X, eps, norm, bounds)
+  clean_scores = apply(params, X)
+
+  def run(best, run_key, rank):
+    target = None if targets == 0 else _targets(clean_scores, y, rank)
+    value_and_grad = _value_and_grad(apply, params, y, loss, target)
+    x = to_ball(X + random_init(run_key, X, eps, norm))
+    (_, (obj, m)), grad = value_and_grad(x)
+    best = _keep_lowest(best, x, m)
+    # The kept state mirrors AutoAttack's: the iterate and the one before it (momentum), the
+    # point of lowest objective (restarted from when the step halves), and the step's record.
+    state = dict(x=x, x_prev=x, grad=grad, obj=obj, step=jnp.full(obj.shape, 2.0, dtype) * eps,
+                 x_low=x, grad_low=grad, obj_low=obj, obj_low_at_check=obj,
+                 halved_at_check=jnp.ones(obj.shape, bool), decreases=jnp.zeros(obj.shape, int),
+                 best=best)
+
+    def iteration(i, s):
+      a = jnp.where(i == 0, 1.0, momentum).astype(dtype)
+      z = to_ball(s["x"] - _expand(s["step"], X) * steepest_direction(s["grad"], norm))
+      x = to_ball(s["x"] + a * (z - s["x"]) + (1 - a) * (s["x"] - s["x_prev"]))
+      (_, (obj, m)), grad = value_and_grad(x)
+      lower = obj < s["obj_low"]
+      s = dict(s, x_prev=s["x"], x=x, grad=grad, obj=obj,
+               decreases=s["decreases"] + (obj < s["obj"]),
+               x_low=jnp.where(_expand(lower, X), x, s["x_low"]),
+               grad_low=jnp.where(_expand(lower, X), grad, s["grad_low"]),
+               obj_low=jnp.where(lower, obj, s["obj_low"]), best=_keep_lowest(s["best"], x, m))
+      # At a checkpoint, halve the step and go back to the lowest point where the objective
+      # fell in at most ρ of the stretch's steps, or where it did not fall since the last one.
+      stretch = checkpoints[i]
+      stalled = ~s["halved_at_check"] & (s["obj_low_at_check"] <= s["obj_low"])
+      halve = (stretch > 0) & ((s["decreases"] <= rho * stretch) | stalled)
+      at_check = lambda new, old: jnp.where(stretch > 0, new, old)
+      return dict(
+          s, step=jnp.where(halve, s["step"] / 2, s["step"]),
+          x=jnp.where(_expand(halve, X), s["x_low"], s["x"]),
+          grad=jnp.where(_expand(halve, X), s["grad_low"], s["grad"]),
+          halved_at_check=at_check(halve, s["halved_at_check"]),
+          obj_low_at_check=at_check(s["obj_low"], s["obj_low_at_check"]),
+          decreases=at_check(jnp.zeros_like(s["decreases"]), s["decreases"]))
+
+    return jax.lax.fori_loop(0, steps, iteration, state)["best"], None
+
+  runs = max(targets, 1)
+  keys = jax.random.split(key, restarts * runs)
+  ranks = jnp.tile(jnp.arange(runs), restarts)
+  # The clean point is the first candidate, so the attack never raises a margin.
+  best = (X, margin(clean_scores, y))
+  (X_best, _), _ = jax.lax.scan(lambda b, kr: run(b, *kr), best, (keys, ranks))
   return X_best
 
 
@@ -239,8 +366,11 @@ def _check_norm(norm) -> Union[str, int]:
   raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
 
 
-def _check_inputs(X, y, eps, bounds, loss):
-  """Validates and converts the arguments shared by the attacks; returns (X, y, eps, bounds)."""
+def _check_inputs(apply: Apply, params, X, y, eps, bounds, loss):
+  """Validates and converts the arguments shared by the attacks; returns (X, y, eps, bounds).
+
+  The model's output shape is found by `jax.eval_shape`, without running it.
+  """
   X = jnp.asarray(X)
   if X.ndim < 2 or X.shape[0] == 0 or not jnp.issubdtype(X.dtype, jnp.floating):
     raise ValueError(f"X must be a non-empty float array (n, ...), got {X.shape} {X.dtype}")
@@ -252,6 +382,23 @@ def _check_inputs(X, y, eps, bounds, loss):
   if _is_concrete(eps) and not (np.ndim(eps) == 0 and np.isfinite(eps) and eps >= 0):
     raise ValueError(f"eps must be a finite scalar >= 0, got {eps!r}")
   eps = jnp.asarray(eps, X.dtype)
+  scores = jax.eval_shape(apply, params, X)
+  if scores.ndim not in (1, 2) or scores.shape[0] != X.shape[0] or scores.shape[1:] == (1,):
+    raise ValueError(f"apply(params, X) must return ({X.shape[0]},) binary scores or "
+                     f"({X.shape[0]}, C) logits to match the labels, got shape {scores.shape}")
+  classes = 2 if scores.ndim == 1 else scores.shape[1]
+  if classes < _MIN_CLASSES.get(loss, 1):
+    raise ValueError(f"loss {loss!r} needs logits of at least {_MIN_CLASSES[loss]} classes, "
+                     f"apply(params, X) has shape {scores.shape}")
+  if _is_concrete(y):
+    labels = np.asarray(y)
+    valid = (np.isin(labels, (-1, 1)) if scores.ndim == 1
+             else (labels == np.round(labels)) & (labels >= 0) & (labels < classes))
+    if not np.all(valid):
+      expected = "±1 for (n,) scores" if scores.ndim == 1 else f"in 0..{classes - 1} (integers)"
+      raise ValueError(f"y must hold labels {expected}, got {np.unique(labels)[:10]}")
+  if scores.ndim == 2:
+    y = y.astype(jnp.int32)
   if bounds is not None:
     if len(bounds) != 2:
       raise ValueError(f"bounds must be None or (lower, upper), got {bounds!r}")
@@ -259,6 +406,12 @@ def _check_inputs(X, y, eps, bounds, loss):
     if _is_concrete(X, bounds) and not bool(jnp.all((X >= bounds[0]) & (X <= bounds[1]))):
       raise ValueError("X must lie within bounds (lower, upper)")
   return X, y, eps, bounds
+
+
+def _check_count(name: str, value, least: int) -> int:
+  if not (isinstance(value, (int, np.integer)) and value >= least):
+    raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+  return int(value)
 
 
 def fgsm(apply: Apply, params, X, y, eps, *, norm="inf", bounds: Bounds = None,
@@ -285,7 +438,7 @@ def fgsm(apply: Apply, params, X, y, eps, *, norm="inf", bounds: Bounds = None,
     ValueError: if an argument is malformed (named in the message).
   """
   norm = _check_norm(norm)
-  X, y, eps, bounds = _check_inputs(X, y, eps, bounds, loss)
+  X, y, eps, bounds = _check_inputs(apply, params, X, y, eps, bounds, loss)
   return _fgsm(apply, params, X, y, eps, bounds, norm=norm, loss=loss)
 
 
@@ -322,49 +475,168 @@ def pgd(apply: Apply, params, X, y, eps, *, key: jax.Array, norm="inf", steps: i
     ValueError: if an argument is malformed (named in the message).
   """
   norm = _check_norm(norm)
-  X, y, eps, bounds = _check_inputs(X, y, eps, bounds, loss)
-  if not (isinstance(steps, (int, np.integer)) and steps >= 0):
-    raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-  if not (isinstance(restarts, (int, np.integer)) and restarts >= 1):
-    raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+  X, y, eps, bounds = _check_inputs(apply, params, X, y, eps, bounds, loss)
+  steps, restarts = _check_count("steps", steps, 0), _check_count("restarts", restarts, 1)
   if step_size is None:
     step_size = 2.5 * eps / max(int(steps), 1)
   elif _is_concrete(step_size) and not (np.ndim(step_size) == 0 and step_size > 0):
     raise ValueError(f"step_size must be a scalar > 0, got {step_size!r}")
   return _pgd(apply, params, X, y, eps, jnp.asarray(step_size, X.dtype), key, bounds,
-              norm=norm, steps=int(steps), restarts=int(restarts), loss=loss,
+              norm=norm, steps=steps, restarts=restarts, loss=loss,
               random_start=bool(random_start))
 
 
-def robust_accuracy(apply: Apply, params, X, y, eps, attack: Attack, *,
-                    batch_size: Optional[int] = None) -> float:
-  """Accuracy under attack: an example counts only if its clean and attacked margins are > 0.
+def apgd(apply: Apply, params, X, y, eps, *, key: jax.Array, norm="inf", steps: int = 100,
+         restarts: int = 1, loss: str = "ce", targets: int = 0, bounds: Bounds = None,
+         momentum: float = 0.75, rho: float = 0.75) -> jnp.ndarray:
+  """Auto-PGD (Croce & Hein 2020): PGD with momentum and a step that halves when progress stalls.
+
+  From a random point of the ball, steps of 2ε shrink at AutoAttack's checkpoints
+  (`apgd_checkpoints`) whenever the objective fell in at most ρ of the stretch's steps or its
+  lowest value did not improve since the last checkpoint; the iterate then restarts from the
+  lowest point. With `targets` = T > 0 it runs the targeted DLR attack once per target, the T
+  classes of highest clean logit besides the label (APGD-T of AutoAttack, T = 9 there). Every
+  iterate of every run, and the clean point, is a candidate: per example the one with the
+  lowest margin is returned, so the attack never raises a margin.
 
   Args:
-    apply: (params, x) -> scores.
+    apply: (params, x) -> scores, (n,) binary or (n, C) logits.
+    params: the model's parameters (any pytree).
+    X: (n, ...) float inputs.
+    y: (n,) labels: ±1 for binary scores, 0..C−1 for logits.
+    eps: radius ≥ 0 of the ball.
+    key: PRNG key for the random starts.
+    norm: "inf" or 2.
+    steps: iterations per run, ≥ 0 (100 in AutoAttack).
+    restarts: independent random starts, ≥ 1.
+    loss: "ce" (APGD-CE), "dlr" (APGD-DLR, C ≥ 3; targeted with `targets`, C ≥ 4) or "margin".
+    targets: 0 (untargeted), or the number T ≥ 1 of target classes (loss "dlr" only).
+    bounds: None or (lower, upper) broadcastable to X.
+    momentum: the weight α of the new step against the previous move.
+    rho: the fraction of steps in a stretch that must lower the objective to keep the step.
+
+  Returns:
+    (n, ...) adversarial inputs with ‖x_adv − x‖ ≤ ε and within bounds, exactly.
+
+  Raises:
+    ValueError: if an argument is malformed (named in the message).
+  """
+  norm = _check_norm(norm)
+  X, y, eps, bounds = _check_inputs(apply, params, X, y, eps, bounds, loss)
+  steps, restarts = _check_count("steps", steps, 0), _check_count("restarts", restarts, 1)
+  targets = _check_count("targets", targets, 0)
+  if targets:
+    classes = jax.eval_shape(apply, params, X).shape[1:]
+    if loss != "dlr" or not classes or classes[0] < 4:
+      raise ValueError(f"targets > 0 needs loss 'dlr' and at least 4 classes, got loss {loss!r} "
+                       f"and scores of shape (n,) + {classes}")
+    targets = min(targets, classes[0] - 1)
+  for name, value in (("momentum", momentum), ("rho", rho)):
+    if not 0 <= value <= 1:
+      raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+  return _apgd(apply, params, X, y, eps, key, bounds, norm=norm, steps=steps,
+               restarts=restarts, loss=loss, targets=targets, momentum=momentum, rho=rho)
+
+
+def standard_attacks(norm="inf", *, key: jax.Array, classes: int = 2, pgd_steps: int = 20,
+                     apgd_steps: int = 100, restarts: int = 1) -> Dict[str, Attack]:
+  """The attacks a robustness report runs, by name, for one norm.
+
+  FGSM (the papers' number), PGD on the margin with a random start, APGD-CE, and for logits
+  APGD-DLR (C ≥ 3) and APGD-T with up to 9 targets (C ≥ 4) as in AutoAttack's standard suite.
+
+  Args:
+    norm: "inf" or 2.
+    key: PRNG key of the random starts (each attack gets its own).
+    classes: 2 for binary scores, else the number C of logits.
+    pgd_steps: PGD's steps (step 2.5·ε/steps).
+    apgd_steps: each APGD run's iterations.
+    restarts: random restarts of PGD and APGD.
+
+  Returns:
+    {name: attack}, each (apply, params, X, y, eps, bounds=...) -> X_adv.
+  """
+  norm = _check_norm(norm)
+  k_pgd, k_ce, k_dlr, k_t = jax.random.split(key, 4)
+  suite = {
+      "fgsm": functools.partial(fgsm, norm=norm),
+      "pgd": functools.partial(pgd, norm=norm, key=k_pgd, steps=pgd_steps, restarts=restarts),
+      "apgd-ce": functools.partial(apgd, norm=norm, key=k_ce, steps=apgd_steps,
+                                   restarts=restarts, loss="ce"),
+  }
+  if classes >= 3:
+    suite["apgd-dlr"] = functools.partial(apgd, norm=norm, key=k_dlr, steps=apgd_steps,
+                                          restarts=restarts, loss="dlr")
+  if classes >= 4:
+    suite["apgd-t"] = functools.partial(apgd, norm=norm, key=k_t, steps=apgd_steps,
+                                        restarts=restarts, loss="dlr", targets=9)
+  return suite
+
+
+def robust_accuracy(apply: Apply, params, X, y, eps_list: Sequence[float],
+                    attacks: Optional[Mapping[str, Attack]] = None, *, norm="inf",
+                    bounds: Bounds = None, key: Optional[jax.Array] = None,
+                    batch_size: Optional[int] = None) -> Dict[str, Any]:
+  """Clean accuracy, accuracy under each attack at each ε, and under the worst of them all.
+
+  An example counts as robust to an attack if its clean and attacked margins are both > 0; it
+  counts as robust to all only if every attack fails on it (the worst-of-all evaluation).
+
+      report = cvxjax.robust_accuracy(apply, params, X, y, [0.0, 4 / 255, 8 / 255],
+                                      bounds=(0.0, 1.0), key=jax.random.key(0))
+      report["attacks"]["apgd-ce"], report["worst_of_all"]
+
+  Args:
+    apply: (params, x) -> scores, (n,) binary or (n, C) logits.
     params: the model's parameters.
-    X: (n, ...) inputs.
-    y: (n,) labels.
-    eps: radius of the ball.
-    attack: (apply, params, X, y, eps) -> X_adv, e.g. `fgsm` or
-      `functools.partial(pgd, norm=2, key=key)`.
+    X: (n, ...) inputs; y: (n,) labels.
+    eps_list: the radii ε ≥ 0.
+    attacks: {name: attack}, each (apply, params, X, y, eps, bounds=...) -> X_adv; None: the
+      `standard_attacks` of `norm` (then `key` is required).
+    norm: the ball of the standard attacks, "inf" or 2.
+    bounds: None or (lower, upper) input bounds, passed to every attack.
+    key: PRNG key of the standard attacks.
     batch_size: attack this many examples at a time (the last batch is padded, so that every
       batch has one shape and compiles once); None: all at once.
 
   Returns:
-    The fraction of examples that stay correctly classified, in [0, 1].
+    {"eps": [T], "clean": float, "attacks": {name: [T] accuracies}, "worst_of_all": [T]}.
+
+  Raises:
+    ValueError: if an argument is malformed (named in the message).
   """
   X, y = jnp.asarray(X), jnp.asarray(y)
+  eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps_list, dtype=float))]
+  if not eps_list or any(not (np.isfinite(e) and e >= 0) for e in eps_list):
+    raise ValueError(f"eps_list must hold finite radii >= 0, got {eps_list!r}")
+  X, y, _, bounds = _check_inputs(apply, params, X, y, 0.0, bounds, "margin")
+  if attacks is None:
+    if key is None:
+      raise ValueError("key is required when attacks is None (the standard attacks' starts)")
+    shape = jax.eval_shape(apply, params, X).shape
+    attacks = standard_attacks(norm, key=key, classes=2 if len(shape) == 1 else shape[1])
+  if not attacks:
+    raise ValueError("attacks must name at least one attack")
   n = X.shape[0]
   size = n if batch_size is None else int(batch_size)
   if size < 1:
     raise ValueError(f"batch_size must be None or >= 1, got {batch_size!r}")
-  robust = 0
+  robust = np.zeros((len(attacks), len(eps_list)), np.int64)
+  worst = np.zeros(len(eps_list), np.int64)
+  clean = 0
   for start in range(0, n, size):
     index = jnp.minimum(jnp.arange(start, start + size), n - 1)  # pad with the last example
-    Xb, yb = X[index], y[index]
-    X_adv = attack(apply, params, Xb, yb, eps)
-    ok = (margin(apply(params, Xb), yb) > 0) & (margin(apply(params, X_adv), yb) > 0)
-    robust += int(jnp.sum(ok[: min(size, n - start)]))
-  return robust / n
-
+    Xb, yb, real = X[index], y[index], min(size, n - start)
+    correct = np.asarray(margin(apply(params, Xb), yb) > 0)[:real]
+    clean += int(correct.sum())
+    for j, eps in enumerate(eps_list):
+      survives = correct.copy()
+      for i, attack in enumerate(attacks.values()):
+        X_adv = attack(apply, params, Xb, yb, eps, bounds=bounds)
+        ok = correct & (np.asarray(margin(apply(params, X_adv), yb) > 0)[:real])
+        robust[i, j] += int(ok.sum())
+        survives &= ok
+      worst[j] += int(survives.sum())
+  return {"eps": eps_list, "clean": clean / n,
+          "attacks": {name: (robust[i] / n).tolist() for i, name in enumerate(attacks)},
+          "worst_of_all": (worst / n).tolist()}

@@ -454,10 +454,15 @@ def worst_case_margin(head: PolyHead, X, y, r) -> jnp.ndarray:
   return certify.poly_worst_case_margin(head.Z, head.Zp, X, y, r, head.activation, head.binary)
 
 
-def certified_radius(head: PolyHead, X, y) -> jnp.ndarray:
+def certified_radius(head: PolyHead, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
   """The exact ℓ₂ distance of each example to the decision boundary, shape (n,).
 
-  0 for misclassified examples, +inf where no perturbation flips the prediction.
+  0 for misclassified examples, +inf where no perturbation flips the prediction. With X the
+  features of an L-Lipschitz backbone, `backbone_lipschitz` = L gives radii in its input space
+  (divided by L; certified, no longer exact: MATH.md §7).
   """
   from cvxjax import certify
-  return certify.poly_certified_radius(head.Z, head.Zp, X, y, head.activation, head.binary)
+  if not backbone_lipschitz > 0:
+    raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")
+  radii = certify.poly_certified_radius(head.Z, head.Zp, X, y, head.activation, head.binary)
+  return radii / backbone_lipschitz

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cvxjax import certify
 from cvxjax.poly import check_array, check_labels
 
 LOSSES = ("squared", "hinge")
@@ -315,6 +316,21 @@ def recover(head: ReluHead, *, prune: float = 1e-10):
   if S == 1:
     return W1, w2, np.asarray(head.gates)[:, k]
   return W1, w2
+
+
+def certified_radius(head: ReluHead, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+  """ℓ₂ radii certified for the head's network, shape (n,), 0 where x_i is misclassified.
+
+  A ReLU head's recovered network has the Lipschitz margin bound (MATH.md §7,
+  `certify.lipschitz_certified_radius`); a gated head, discontinuous at its gates, has the
+  gate-aware bound `certify.gated_certified_radius`. Both are sound lower bounds on the distance
+  to the decision boundary; `backbone_lipschitz` divides them (radii in the backbone's input).
+  """
+  if head.gated:
+    return certify.gated_certified_radius(head.u, head.gates, X, y,
+                                          backbone_lipschitz=backbone_lipschitz)
+  W1, w2 = recover(head)
+  return certify.lipschitz_certified_radius(W1, w2, X, y, backbone_lipschitz=backbone_lipschitz)
 
 
 def encode_targets(y, n: int) -> tuple[Targets, bool]:

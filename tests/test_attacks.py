@@ -1,4 +1,5 @@
-"""FGSM and PGD against analytic worst cases (linear models) and the exact TRS (poly heads)."""
+"""FGSM, PGD and APGD against analytic worst cases (linear models) and the exact TRS (poly
+heads); the worst-of-all report; the validation of every argument."""
 
 import functools
 
@@ -32,26 +33,30 @@ def _linear_problem(seed, n=16, d=5):
   return X, y, (w, 0.3)
 
 
-@pytest.mark.parametrize("attack", ["fgsm", "pgd", "pgd_ce"])
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "pgd_ce", "apgd_ce"])
 def test_linf_reaches_the_analytic_worst_margin(attack):
   X, y, (w, b) = _linear_problem(0)
   eps = 0.2
   if attack == "fgsm":
     X_adv = attacks.fgsm(linear, (w, b), X, y, eps)
+  elif attack == "apgd_ce":
+    X_adv = attacks.apgd(linear, (w, b), X, y, eps, key=KEY, steps=10)
   else:
     X_adv = attacks.pgd(linear, (w, b), X, y, eps, key=KEY, steps=10,
                         loss="ce" if attack == "pgd_ce" else "margin")
   worst = y * (X @ w + b) - eps * np.abs(w).sum()
-  # FGSM is exact for a linear model; PGD's 2.5ε of travel also ends at the cube's corner.
+  # FGSM is exact for a linear model; PGD's 2.5ε and APGD's 2ε of travel reach the corner too.
   np.testing.assert_allclose(y * linear((w, b), X_adv), worst, atol=1e-12)
 
 
-@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "apgd"])
 def test_l2_reaches_the_analytic_worst_margin(attack):
   X, y, (w, b) = _linear_problem(1)
   eps = 0.3
   if attack == "fgsm":
     X_adv = attacks.fgsm(linear, (w, b), X, y, eps, norm=2)
+  elif attack == "apgd":
+    X_adv = attacks.apgd(linear, (w, b), X, y, eps, key=KEY, norm=2, steps=100)
   else:
     X_adv = attacks.pgd(linear, (w, b), X, y, eps, key=KEY, norm=2, steps=50,
                         step_size=eps / 2)
@@ -72,7 +77,9 @@ def test_ball_and_bounds_hold_exactly(norm, dtype):
   for eps in (0.0, 0.1, 0.7):
     for X_adv in (attacks.fgsm(mlp, params, X, y, eps, norm=norm, bounds=(0.0, 1.0)),
                   attacks.pgd(mlp, params, X, y, eps, key=KEY, norm=norm, steps=5, restarts=2,
-                              bounds=(0.0, 1.0))):
+                              bounds=(0.0, 1.0)),
+                  attacks.apgd(mlp, params, X, y, eps, key=KEY, norm=norm, steps=8, loss="dlr",
+                               bounds=(0.0, 1.0))):
       assert X_adv.dtype == dtype
       assert np.all(np.asarray(attacks.norm_of(X_adv - X, norm)) <= dtype(eps))
       assert np.all((np.asarray(X_adv) >= 0) & (np.asarray(X_adv) <= 1))
@@ -98,7 +105,7 @@ def test_margin_of_logits():
 
 def test_multiclass_linear_logits_reach_the_analytic_worst_margin():
   rng = np.random.default_rng(4)
-  n, d, C, eps = 24, 4, 3, 0.25
+  n, d, C, eps = 24, 4, 4, 0.25
   X = rng.normal(size=(n, d))
   W, b = rng.normal(size=(d, C)), rng.normal(size=(1, C))  # b as a row: no rank promotion
   y = rng.integers(0, C, size=n)
@@ -112,6 +119,13 @@ def test_multiclass_linear_logits_reach_the_analytic_worst_margin():
   found = np.asarray(attacks.margin(linear((W, b), X_adv), y))
   assert np.all(found >= worst - 1e-9)
   np.testing.assert_allclose(found, worst, atol=1e-6)
+  # APGD-T tries the runner-up classes in turn. DLR's minimiser need not be the margin's, but
+  # the attack finds a misclassifying point wherever one exists.
+  X_apgd = attacks.apgd(linear, (W, b), X, y, eps, key=KEY, steps=50, loss="dlr", targets=9)
+  found = np.asarray(attacks.margin(linear((W, b), X_apgd), y))
+  assert np.all(found >= worst - 1e-9)
+  np.testing.assert_array_equal(found <= 0, worst <= 0)
+  assert 0 < np.sum(worst <= 0) < n
   # FGSM on the cross-entropy makes no example more robust than it was.
   X_fgsm = attacks.fgsm(linear, (W, b), X, y, eps, loss="ce")
   assert np.all(np.asarray(attacks.margin(linear((W, b), X_fgsm), y)) >= worst - 1e-9)
@@ -130,15 +144,20 @@ def _random_head(seed, d, width=3):
                        objective=jnp.zeros(()), gap=jnp.inf, steps=jnp.zeros((), int))
 
 
-def test_pgd_on_a_polynomial_head_approaches_the_exact_worst_case():
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_attacks_on_a_polynomial_head_approach_the_exact_worst_case(attack):
   head = _random_head(5, d=4)
   rng = np.random.default_rng(5)
   X = rng.normal(size=(20, 4))
   y = np.where(np.asarray(head.scores(jnp.asarray(X))) >= 0, 1.0, -1.0)
   r = 0.5
   exact = np.asarray(jax.jit(poly.worst_case)(head.Z[0] - head.Zp[0], X, y, r).margin)
-  X_adv = attacks.pgd(poly.PolyHead.scores, head, X, y, r, key=KEY, norm=2, steps=100,
-                      step_size=r / 10, restarts=3)
+  if attack == "pgd":
+    X_adv = attacks.pgd(poly.PolyHead.scores, head, X, y, r, key=KEY, norm=2, steps=100,
+                        step_size=r / 10, restarts=3)
+  else:
+    X_adv = attacks.apgd(poly.PolyHead.scores, head, X, y, r, key=KEY, norm=2, loss="margin",
+                         restarts=3)
   assert np.all(np.asarray(attacks.norm_of(X_adv - X, 2)) <= r)
   found = y * np.asarray(head.scores(X_adv))
   assert np.all(found >= exact - 1e-9)  # the TRS is the true minimum
@@ -147,28 +166,110 @@ def test_pgd_on_a_polynomial_head_approaches_the_exact_worst_case():
 
 def test_robust_accuracy_matches_the_analytic_count_and_batches_agree():
   X, y, (w, b) = _linear_problem(6, n=40)
-  eps = 0.15
+  eps_list = [0.0, 0.15, 0.3]
   clean = y * (X @ w + b)
-  expected = np.mean((clean > 0) & (clean - eps * np.abs(w).sum() > 0))
-  assert attacks.robust_accuracy(linear, (w, b), X, y, eps, attacks.fgsm) == expected
-  pgd = functools.partial(attacks.pgd, key=KEY, steps=10)
-  assert attacks.robust_accuracy(linear, (w, b), X, y, eps, pgd, batch_size=16) == expected
-  assert attacks.robust_accuracy(linear, (w, b), X, y, 0.0, attacks.fgsm) == np.mean(clean > 0)
+  expected = [np.mean((clean > 0) & (clean - eps * np.abs(w).sum() > 0)) for eps in eps_list]
+  suite = {"fgsm": attacks.fgsm, "pgd": functools.partial(attacks.pgd, key=KEY, steps=10)}
+  whole = attacks.robust_accuracy(linear, (w, b), X, y, eps_list, suite)
+  batched = attacks.robust_accuracy(linear, (w, b), X, y, eps_list, suite, batch_size=16)
+  assert whole == batched
+  assert whole["clean"] == np.mean(clean > 0) and whole["eps"] == eps_list
+  for accuracy in (*whole["attacks"].values(), whole["worst_of_all"]):
+    np.testing.assert_array_equal(accuracy, expected)
+
+
+def test_worst_of_all_counts_an_example_robust_only_if_every_attack_fails():
+  X, y, (w, b) = _linear_problem(8, n=30)
+  # Each fake attack moves a different third of the examples to the other side.
+  def flip(part):
+    def attack(apply, params, X, y, eps, bounds=None):
+      far = 10 * jnp.sign(jnp.asarray(w)) * jnp.asarray(-y)[:, None]
+      return jnp.where((jnp.arange(X.shape[0]) % 3 == part)[:, None], X + far, X)
+    return attack
+  report = attacks.robust_accuracy(linear, (w, b), X, y, [1.0], {str(k): flip(k) for k in
+                                                                  range(3)})
+  correct = y * (X @ w + b) > 0
+  for k in range(3):
+    assert report["attacks"][str(k)] == [np.mean(correct & (np.arange(30) % 3 != k))]
+  assert report["worst_of_all"] == [0.0]
+
+
+def _relu_logits(params, x):
+  return jax.nn.relu(x.reshape(x.shape[0], -1) @ params[0]) @ params[1]
+
+
+@pytest.mark.parametrize("model", ["linear", "relu", "poly"])
+def test_stronger_attacks_never_report_higher_accuracy(model):
+  rng = np.random.default_rng(9)
+  if model == "poly":
+    head = _random_head(9, d=6)
+    apply, params, X = poly.PolyHead.scores, head, rng.normal(size=(60, 6))
+    y = np.where(np.asarray(head.scores(jnp.asarray(X))) >= 0, 1.0, -1.0)
+    eps_list, bounds = [0.0, 0.1, 0.3, 0.6], None
+  else:
+    C = 5
+    X = rng.random(size=(60, 2, 3))  # image-shaped, within the pixel bounds
+    if model == "linear":
+      apply, params = linear_images, (rng.normal(size=(6, C)), rng.normal(size=(1, C)))
+    else:
+      apply, params = _relu_logits, (rng.normal(size=(6, 16)), rng.normal(size=(16, C)))
+    y = np.array(jnp.argmax(apply(params, jnp.asarray(X)), axis=1))
+    y[:6] = (y[:6] + 1) % C  # some examples start misclassified
+    eps_list, bounds = [0.0, 0.02, 0.05, 0.1], (0.0, 1.0)
+  report = attacks.robust_accuracy(apply, params, X, y, eps_list, bounds=bounds, key=KEY,
+                                   norm="inf" if model != "poly" else 2)
+  found = report["attacks"]
+  apgd = np.min([found[k] for k in found if k.startswith("apgd")], axis=0)
+  tie = 1.0 / len(y)  # one example
+  assert np.all(apgd <= np.asarray(found["pgd"]) + tie)
+  assert np.all(np.asarray(found["pgd"]) <= np.asarray(found["fgsm"]) + tie)
+  assert np.all(np.asarray(found["fgsm"]) <= report["clean"])
+  # Different attacks break different examples: together they break at least as many.
+  assert np.all(np.asarray(report["worst_of_all"]) <= np.min(list(found.values()), axis=0))
+  assert report["worst_of_all"][-1] < report["clean"]  # the radii are large enough to matter
+
+
+def linear_images(params, x):
+  """Linear logits of image-shaped inputs (n, h, w)."""
+  return linear(params, x.reshape(x.shape[0], -1))
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(norm=1), "norm"),
     (dict(eps=-0.1), "eps"),
     (dict(y=np.ones(3)), "y must have shape"),
+    (dict(y=np.zeros(8)), "y must hold labels ±1"),
     (dict(bounds=(0.0, 0.5)), "within bounds"),
     (dict(loss="hinge"), "loss"),
+    (dict(loss="dlr"), "at least 3 classes"),
     (dict(steps=-1), "steps"),
     (dict(restarts=0), "restarts"),
+    (dict(params=(np.ones((5, 1)), 0.0)), r"apply\(params, X\) must return \(8,\)"),
 ])
-def test_malformed_arguments_are_named(kwargs, match):
+@pytest.mark.parametrize("attack", [attacks.pgd, attacks.apgd])
+def test_malformed_arguments_are_named(attack, kwargs, match):
   X, y, params = _linear_problem(7, n=8)
   X = np.abs(X) / np.abs(X).max()
-  args = dict(eps=0.1, y=y, norm="inf", bounds=None, loss="margin", steps=2, restarts=1)
+  args = dict(eps=0.1, y=y, params=params, norm="inf", bounds=None, loss="margin", steps=2,
+              restarts=1)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    attacks.pgd(linear, params, X, args.pop("y"), args.pop("eps"), key=KEY, **args)
+    attack(linear, args.pop("params"), X, args.pop("y"), args.pop("eps"), key=KEY, **args)
+
+
+def test_malformed_reports_and_targets_are_named():
+  X, y, params = _linear_problem(7, n=8)
+  W = (np.ones((5, 3)), np.zeros((1, 3)))
+  labels = np.arange(8) % 3
+  with pytest.raises(ValueError, match="targets > 0 needs loss 'dlr' and at least 4 classes"):
+    attacks.apgd(linear, W, X, labels, 0.1, key=KEY, loss="dlr", targets=2)
+  with pytest.raises(ValueError, match="labels in 0..2"):
+    attacks.fgsm(linear, W, X, labels + 1, 0.1)
+  with pytest.raises(ValueError, match="eps_list"):
+    attacks.robust_accuracy(linear, params, X, y, [0.1, -1.0], key=KEY)
+  with pytest.raises(ValueError, match="key is required"):
+    attacks.robust_accuracy(linear, params, X, y, [0.1])
+  with pytest.raises(ValueError, match="norm"):
+    attacks.robust_accuracy(linear, params, X, y, [0.1], key=KEY, norm="l1")
+  with pytest.raises(ValueError, match="within bounds"):
+    attacks.robust_accuracy(linear, params, X, y, [0.1], key=KEY, bounds=(0.0, 1.0))

@@ -1,12 +1,14 @@
 """Tests of `cvxjax.certify` against brute force over the ball (sampling polished by SLSQP)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import optimize
 
-from cvxjax import attacks, certify
+from cvxjax import attacks, certify, poly
 from cvxjax.certify import certified_accuracy, poly_certified_radius, poly_worst_case_margin
 
 ACTIVATION = (0.09, 0.5, 0.47)
@@ -205,3 +207,94 @@ def test_lipschitz_radius_is_never_beaten_by_pgd(classes):
   # Scaling the input map by L divides the radii by L.
   halved = certify.lipschitz_certified_radius(W1, w2, X, y, backbone_lipschitz=2.0)
   np.testing.assert_allclose(halved, radii / 2.0, rtol=1e-12)
+
+
+def _gated_model(classes, seed=0, n=50, d=4, P=6):
+  rng = np.random.default_rng(seed)
+  U, G = rng.normal(size=(P, d, classes)), rng.normal(size=(d, P))
+  X = rng.normal(size=(n, d))
+  # f_c(x) = Σ_k 1[xᵀh_k ≥ 0] xᵀu_{k,c}, written out independently of cvxjax.relu.
+  apply = lambda params, x: jnp.einsum("np,nd,pdc->nc", x @ params[1] >= 0, x, params[0])
+  f = np.asarray(apply((U, G), X))
+  keep = np.abs(f).max(axis=1) > 0  # an example with every gate off has f = 0: no label
+  X, f = X[keep], f[keep]
+  y = np.sign(f[:, 0]) if classes == 1 else np.argmax(f, axis=1)
+  scores = (lambda params, x: apply(params, x)[:, 0]) if classes == 1 else apply
+  return scores, (jnp.asarray(U), jnp.asarray(G)), X, y
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_gated_radius_is_never_beaten_by_sampling_or_pgd(classes):
+  apply, (U, G), X, y = _gated_model(classes)
+  radii = np.asarray(certify.gated_certified_radius(U, G, X, y))
+  assert np.all(radii > 0) and np.all(np.isfinite(radii))
+  rng = np.random.default_rng(1)
+  for eps in np.quantile(radii, [0.25, 0.5, 0.75]):
+    safe = radii > eps
+    # The gates make the model discontinuous: sample the sphere and the ball, then run PGD.
+    for _ in range(20):
+      step = rng.normal(size=X.shape)
+      step *= eps / np.linalg.norm(step, axis=1, keepdims=True)
+      step *= rng.random((len(X), 1)) ** np.where(rng.random() < 0.5, 0.0, 0.25)
+      assert np.all(np.asarray(attacks.margin(apply((U, G), X + step), y))[safe] > 0)
+    X_adv = attacks.pgd(apply, (U, G), X, y, float(eps), key=jax.random.key(2), norm=2,
+                        steps=30, restarts=2)
+    assert np.all(np.asarray(attacks.margin(apply((U, G), X_adv), y))[safe] > 0)
+
+
+def test_gated_radius_is_exact_where_no_gate_can_flip():
+  apply, (U, G), X, y = _gated_model(1, seed=3)
+  radii = np.asarray(certify.gated_certified_radius(U, G, X, y))
+  dist = np.abs(X @ np.asarray(G)) / np.linalg.norm(np.asarray(G), axis=0)  # (n, P)
+  on = X @ np.asarray(G) >= 0
+  # With every gate fixed the margin is linear, y xᵀa with a = Σ_on u_k: its distance to 0 is
+  # y xᵀa / ‖a‖, and the certificate must equal it when that is below every gate distance.
+  a = np.einsum("np,pd->nd", on, np.asarray(U)[:, :, 0]) * y[:, None]
+  linear = np.einsum("nd,nd->n", X, a) / np.linalg.norm(a, axis=1)
+  inside = linear < dist.min(axis=1)
+  assert inside.sum() >= 5
+  np.testing.assert_allclose(radii[inside], linear[inside], rtol=1e-9)
+  assert np.all(radii <= np.maximum(linear, 0) + 1e-12)  # never more than the linear piece's
+  np.testing.assert_allclose(certify.gated_certified_radius(U, G, X, y, backbone_lipschitz=4.0),
+                             radii / 4, rtol=1e-12)
+
+
+def test_certified_accuracy_never_exceeds_pgd_accuracy_for_every_head():
+  rho = [0.05, 0.2, 0.5]
+  key = jax.random.key(4)
+  Z, Zp, X, y = _head(4, binary=False)
+  head = poly.PolyHead(Z=jnp.asarray(Z), Zp=jnp.asarray(Zp), objective=jnp.zeros(()),
+                       gap=jnp.inf, steps=jnp.zeros((), int), binary=False)
+  gated, gated_params, Xg, yg = _gated_model(3, seed=5)
+  rng = np.random.default_rng(6)
+  W1, w2 = jnp.asarray(rng.normal(size=(D_IN, 8))), jnp.asarray(rng.normal(size=(8, CLASSES)))
+  network = lambda params, x: jax.nn.relu(x @ params[0]) @ params[1]
+  yr = np.asarray(jnp.argmax(network((W1, w2), jnp.asarray(X)), axis=1))
+  cases = [
+      (poly.PolyHead.scores, head, X, y, poly.certified_radius(head, X, y)),
+      (network, (W1, w2), X, yr, certify.lipschitz_certified_radius(W1, w2, X, yr)),
+      (gated, gated_params, Xg, yg, certify.gated_certified_radius(*gated_params, Xg, yg)),
+  ]
+  for apply, params, Xc, yc, radii in cases:
+    pgd = {"pgd": functools.partial(attacks.pgd, norm=2, key=key, steps=30, restarts=2)}
+    robust = attacks.robust_accuracy(apply, params, Xc, yc, rho, pgd)["attacks"]["pgd"]
+    assert np.all(certified_accuracy(radii, rho) <= np.asarray(robust))
+
+
+def test_poly_radius_composes_with_a_lipschitz_backbone():
+  Z, Zp, X, y = _head(7, binary=True)
+  head = poly.PolyHead(Z=jnp.asarray(Z), Zp=jnp.asarray(Zp), objective=jnp.zeros(()),
+                       gap=jnp.inf, steps=jnp.zeros((), int))
+  M = np.random.default_rng(7).normal(size=(D_IN, D_IN))  # a linear backbone x -> M x
+  L = np.linalg.norm(M, 2)
+  inputs = np.linalg.solve(M, X.T).T  # the inputs whose features are X
+  radii = np.asarray(poly.certified_radius(head, X, y, backbone_lipschitz=L))
+  np.testing.assert_allclose(radii, np.asarray(poly.certified_radius(head, X, y)) / L)
+  composed = lambda params, x: poly.PolyHead.scores(params[0], x @ params[1].T)
+  for eps in np.quantile(radii[radii > 0], [0.3, 0.9]):
+    X_adv = attacks.pgd(composed, (head, jnp.asarray(M)), inputs, y, float(eps),
+                        key=jax.random.key(8), norm=2, steps=40, restarts=3)
+    margins = np.asarray(attacks.margin(composed((head, jnp.asarray(M)), X_adv), y))
+    assert np.all(margins[radii > eps] > 0)
+  with pytest.raises(ValueError, match="backbone_lipschitz"):
+    poly.certified_radius(head, X, y, backbone_lipschitz=0.0)
