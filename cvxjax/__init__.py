@@ -2,13 +2,17 @@
 
 The polynomial-activation heads live in `cvxjax.poly` (fit, exact_fit, decompose,
 worst_case_margin, certified_radius), the convex ReLU and gated-ReLU heads in `cvxjax.relu`
-(fit, exact_fit, recover); the formulations are in the project's MATH.md.
+(fit, exact_fit, recover, certified_radius); attacks and certificates of any model in
+`cvxjax.attacks` and `cvxjax.certify`, reported by `robust_accuracy` and drawn by
+`plot_robust_accuracy`. The formulations are in the project's MATH.md.
 """
 
 from cvxjax import activations, attacks, certify, poly, psd, relu
 from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic, relu_fit
+from cvxjax.attacks import robust_accuracy
 from cvxjax.poly import PolyHead
 from cvxjax.relu import ReluHead
+from cvxjax.report import plot_robust_accuracy
 
 __all__ = [
     "DEFAULT_ACTIVATION",
@@ -18,8 +22,10 @@ __all__ = [
     "activations",
     "attacks",
     "certify",
+    "plot_robust_accuracy",
     "poly",
     "psd",
     "relu",
     "relu_fit",
+    "robust_accuracy",
 ]

@@ -2,7 +2,8 @@
 
 An experiment fits heads, turns each into a flat dict of numbers with `evaluate_head` (or
 `evaluate_attacks` for any model), stacks the dicts with `collect`, and writes them with
-`write_results`, `plot_sweep` and `format_table`. Everything here runs on the host; the
+`write_results`, `plot_models` and `format_table` (`plot_robust_accuracy` draws
+`attacks.robust_accuracy` reports directly). Everything here runs on the host; the
 attacks and solvers it calls are jitted.
 """
 
@@ -16,12 +17,17 @@ import numpy as np
 
 from cvxjax import attacks, certify, poly, relu
 
+# The attacks of `attacks.standard_attacks` (and the worst of them) and the balls they run in.
+_ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
+                  "apgd_t": "APGD-T", "worst": "worst of all attacks"}
+_BALLS = {"linf": ("ℓ∞", "linf_eps"), "l2": ("ℓ₂", "l2_radii")}
+
 # The result keys that hold one accuracy per attack radius: title, radius key, radius label.
 CURVES = {
-    "fgsm_linf_accuracy": ("FGSM ℓ∞", "linf_eps", "ℓ∞ attack radius ε"),
-    "pgd_linf_accuracy": ("PGD ℓ∞", "linf_eps", "ℓ∞ attack radius ε"),
-    "pgd_l2_accuracy": ("PGD ℓ₂", "l2_radii", "ℓ₂ attack radius ε"),
-    "certified_l2_accuracy": ("certified ℓ₂ (exact or Lipschitz radius)", "l2_radii",
+    **{f"{attack}_{ball}_accuracy": (f"{title} {symbol}", radius_key, f"{symbol} attack radius ε")
+       for ball, (symbol, radius_key) in _BALLS.items()
+       for attack, title in _ATTACK_TITLES.items()},
+    "certified_l2_accuracy": ("certified ℓ₂ (exact or bounded radius)", "l2_radii",
                               "ℓ₂ radius ε"),
 }
 
@@ -44,10 +50,13 @@ def network_width(alpha, rel_tol: float = 1e-6) -> int:
 
 
 def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[float],
-                     l2_radii: Sequence[float], pgd_steps: int, pgd_restarts: int,
+                     l2_radii: Sequence[float], pgd_steps: int, apgd_steps: int, restarts: int,
                      key: jax.Array, bounds: attacks.Bounds = None,
                      batch_size: Optional[int] = None) -> Dict[str, Any]:
-  """Clean accuracy, and accuracy under FGSM-ℓ∞, PGD-ℓ∞ and PGD-ℓ₂ at each radius.
+  """Clean accuracy, and accuracy under every standard attack and the worst of them, per radius.
+
+  Runs `attacks.standard_attacks` (FGSM, PGD, APGD-CE, and APGD-DLR / APGD-T for logits of
+  3 / 4+ classes) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each of `l2_radii`.
 
   Args:
     apply: (params, x) -> scores, as for `cvxjax.attacks`.
@@ -55,82 +64,72 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
     X: (n, ...) inputs; y: (n,) labels.
     linf_eps: ℓ∞ radii.
     l2_radii: ℓ₂ radii.
-    pgd_steps, pgd_restarts: PGD settings (default step 2.5·ε/steps).
+    pgd_steps: PGD's steps (step 2.5·ε/steps).
+    apgd_steps: each APGD run's iterations.
+    restarts: random restarts of PGD and APGD.
     key: PRNG key of the random starts.
     bounds: None or (lower, upper) input bounds.
     batch_size: examples attacked at a time (None: all).
 
   Returns:
-    {"clean_accuracy": float, "fgsm_linf_accuracy": [per ε], "pgd_linf_accuracy": [per ε],
-     "pgd_l2_accuracy": [per radius]}.
+    {"clean_accuracy": float, "<attack>_<ball>_accuracy": [per radius]} for attack in fgsm,
+    pgd, apgd_ce, (apgd_dlr, apgd_t,) worst and ball in linf, l2 (the keys of `CURVES`).
   """
-  X, y = jnp.asarray(X), jnp.asarray(y)
-  fgsm = lambda *a: attacks.fgsm(*a, norm="inf", bounds=bounds)
-
-  def pgd(norm, index):
-    return lambda *a: attacks.pgd(*a, norm=norm, steps=pgd_steps, restarts=pgd_restarts,
-                                  key=jax.random.fold_in(key, index), bounds=bounds)
-
-  curve = lambda radii, attack: [
-      attacks.robust_accuracy(apply, params, X, y, float(e), attack(i), batch_size=batch_size)
-      for i, e in enumerate(radii)]
-  clean = float(np.mean(np.asarray(attacks.margin(apply(params, X), y)) > 0))
-  return {
-      "clean_accuracy": clean,
-      "fgsm_linf_accuracy": curve(linf_eps, lambda i: fgsm),
-      "pgd_linf_accuracy": curve(linf_eps, lambda i: pgd("inf", i)),
-      "pgd_l2_accuracy": curve(l2_radii, lambda i: pgd(2, len(linf_eps) + i)),
-  }
+  X = jnp.asarray(X)
+  shape = jax.eval_shape(apply, params, X).shape
+  results = {}
+  for index, (ball, norm, radii) in enumerate((("linf", "inf", linf_eps), ("l2", 2, l2_radii))):
+    suite = attacks.standard_attacks(norm, key=jax.random.fold_in(key, index),
+                                     classes=2 if len(shape) == 1 else shape[1],
+                                     pgd_steps=pgd_steps, apgd_steps=apgd_steps,
+                                     restarts=restarts)
+    found = attacks.robust_accuracy(apply, params, X, y, radii, suite, bounds=bounds,
+                                    batch_size=batch_size)
+    results["clean_accuracy"] = found["clean"]
+    for name, accuracy in found["attacks"].items():
+      results[f"{name.replace('-', '_')}_{ball}_accuracy"] = accuracy
+    results[f"worst_{ball}_accuracy"] = found["worst_of_all"]
+  return results
 
 
-def evaluate_head(head: poly.PolyHead, X, y, *, linf_eps: Sequence[float],
-                  l2_radii: Sequence[float], pgd_steps: int, pgd_restarts: int,
-                  key: jax.Array) -> Dict[str, Any]:
+def evaluate_head(head: poly.PolyHead, X, y, **attack_settings) -> Dict[str, Any]:
   """Everything reported about a trained polynomial head, as a flat dict of numbers.
 
   Args:
     head: a trained `PolyHead` (binary or one-vs-all).
     X: (n, d) test inputs; y: (n,) test labels.
-    linf_eps, l2_radii, pgd_steps, pgd_restarts, key: as for `evaluate_attacks`.
+    **attack_settings: linf_eps, l2_radii, pgd_steps, apgd_steps, restarts, key: as for
+      `evaluate_attacks`.
 
   Returns:
     `evaluate_attacks`'s dict plus "certified_l2_accuracy" ([per radius], from the exact
     radius `poly.certified_radius`), "objective", "gap" and "steps" of the solver, and
     "width" (neurons of the recovered network `poly.decompose`, |α| ≥ 1e-6·max|α|).
   """
-  results = evaluate_attacks(poly.PolyHead.scores, head, X, y, linf_eps=linf_eps,
-                             l2_radii=l2_radii, pgd_steps=pgd_steps,
-                             pgd_restarts=pgd_restarts, key=key)
+  results = evaluate_attacks(poly.PolyHead.scores, head, X, y, **attack_settings)
   radii = poly.certified_radius(head, X, y)
-  results["certified_l2_accuracy"] = certify.certified_accuracy(radii, l2_radii).tolist()
+  results["certified_l2_accuracy"] = certify.certified_accuracy(
+      radii, attack_settings["l2_radii"]).tolist()
   _, alpha = poly.decompose(head)
   results.update(objective=float(head.objective), gap=float(head.gap), steps=int(head.steps),
                  width=network_width(alpha))
   return results
 
 
-def evaluate_relu_head(head: relu.ReluHead, X, y, *, linf_eps: Sequence[float],
-                       l2_radii: Sequence[float], pgd_steps: int, pgd_restarts: int,
-                       key: jax.Array) -> Dict[str, Any]:
+def evaluate_relu_head(head: relu.ReluHead, X, y, **attack_settings) -> Dict[str, Any]:
   """Everything reported about a ReLU or gated-ReLU head, with the keys of `evaluate_head`.
 
   The attacks act on the head's network (`ReluHead.scores`: the recovered ReLU network, or the
-  gated model). "certified_l2_accuracy" comes from the Lipschitz margin bound
-  (`certify.lipschitz_certified_radius`) for ReLU heads and is None for gated heads, whose
-  gates make them discontinuous; "gap" is None (no certificate is computed); "violation" is the
-  largest cone violation of the returned weights.
+  gated model). "certified_l2_accuracy" comes from `relu.certified_radius` (the Lipschitz margin
+  bound of a ReLU head, the gate-aware bound of a gated head); "gap" is None (no certificate of
+  optimality is computed); "violation" is the largest cone violation of the returned weights.
   """
-  results = evaluate_attacks(relu.ReluHead.scores, head, X, y, linf_eps=linf_eps,
-                             l2_radii=l2_radii, pgd_steps=pgd_steps,
-                             pgd_restarts=pgd_restarts, key=key)
-  network = relu.recover(head)
-  certified = None
-  if not head.gated:
-    radii = certify.lipschitz_certified_radius(network[0], network[1], X, y)
-    certified = certify.certified_accuracy(radii, l2_radii).tolist()
-  results.update(certified_l2_accuracy=certified, objective=float(head.objective), gap=None,
-                 violation=float(head.violation), steps=int(head.steps),
-                 width=int(network[0].shape[1]))
+  results = evaluate_attacks(relu.ReluHead.scores, head, X, y, **attack_settings)
+  radii = relu.certified_radius(head, X, y)
+  results.update(
+      certified_l2_accuracy=certify.certified_accuracy(radii, attack_settings["l2_radii"]).tolist(),
+      objective=float(head.objective), gap=None, violation=float(head.violation),
+      steps=int(head.steps), width=int(relu.recover(head)[0].shape[1]))
   return results
 
 
@@ -248,6 +247,36 @@ def plot_accuracy(path: str, panels: Sequence[Panel], *, suptitle: str = "") -> 
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
+
+
+def plot_robust_accuracy(path: str, reports: Mapping[str, Mapping[str, Any]], *,
+                         xlabel: str = "attack radius ε") -> str:
+  """Accuracy against ε from `attacks.robust_accuracy` reports: a panel per attack and one for
+  the worst of all, a line per model (each starting at its clean accuracy, ε = 0).
+
+      reports = {name: cvxjax.robust_accuracy(apply, params, X, y, eps) for ...}
+      cvxjax.plot_robust_accuracy("robust.png", reports)
+
+  Args:
+    path: the PNG's path.
+    reports: model label -> its `robust_accuracy` report (models may run different attacks).
+    xlabel: the x axis' label.
+
+  Returns:
+    The path written.
+  """
+  if not reports:
+    raise ValueError("reports must hold at least one model's robust_accuracy report")
+  eps = list(reports.values())[0]["eps"]
+  if any(list(r["eps"]) != list(eps) for r in reports.values()):
+    raise ValueError("reports must share one eps list, to share the plots' x axis")
+  curves = {name: {model: r["attacks"][name] for model, r in reports.items()
+                   if name in r["attacks"]}
+            for r in reports.values() for name in r["attacks"]}
+  curves["worst of all attacks"] = {model: r["worst_of_all"] for model, r in reports.items()}
+  panels = [Panel(name if name.startswith("worst") else name.upper(), xlabel, eps, lines)
+            for name, lines in curves.items()]
+  return plot_accuracy(path, panels, suptitle="Accuracy against the attack radius")
 
 
 def plot_models(workdir: str, results: Mapping[str, Any]) -> str:

@@ -67,7 +67,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seconds = time.perf_counter() - start
     evaluate = report.evaluate_head if family == "poly" else report.evaluate_relu_head
     row = evaluate(head, *splits.test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
-                   pgd_steps=config.pgd_steps, pgd_restarts=config.pgd_restarts, key=key)
+                   pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
+                   restarts=config.restarts, key=key)
     rows.append(dict({"violation": None}, **row, model=label, family=family, train_radius=radius,
                      beta=beta, val_accuracy=val_accuracy, seconds=seconds))
     # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import cvxjax
 from cvxjax import attacks, poly
 
 KEY = jax.random.PRNGKey(0)
@@ -273,3 +274,16 @@ def test_malformed_reports_and_targets_are_named():
     attacks.robust_accuracy(linear, params, X, y, [0.1], key=KEY, norm="l1")
   with pytest.raises(ValueError, match="within bounds"):
     attacks.robust_accuracy(linear, params, X, y, [0.1], key=KEY, bounds=(0.0, 1.0))
+
+
+def test_plot_robust_accuracy_draws_every_model_and_checks_the_radii(tmp_path):
+  X, y, (w, b) = _linear_problem(10, n=20)
+  suite = {"fgsm": attacks.fgsm}
+  reports = {f"w×{s}": cvxjax.robust_accuracy(linear, (s * w, b), X, y, [0.0, 0.1, 0.2], suite)
+             for s in (1.0, 3.0)}
+  path = cvxjax.plot_robust_accuracy(str(tmp_path / "robust.png"), reports)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  reports["other"] = attacks.robust_accuracy(linear, (w, b), X, y, [0.0, 0.3], suite)
+  with pytest.raises(ValueError, match="one eps list"):
+    cvxjax.plot_robust_accuracy(str(tmp_path / "bad.png"), reports)

@@ -9,6 +9,9 @@ import pytest
 from experiments import wbc
 from experiments.configs import wbc as wbc_config
 
+# The attacks run on every (binary) head, and the worst of them.
+ATTACKS = ("fgsm", "pgd", "apgd_ce", "worst")
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -31,12 +34,10 @@ def test_results_have_one_entry_per_model_and_radius(run):
   assert results["n_train"] == config.n_train
   for key in ("objective", "gap", "width", "clean_accuracy", "val_accuracy", "beta"):
     assert np.shape(results[key]) == (n_models,), key
-  for key, size in (("fgsm_linf_accuracy", n_linf), ("pgd_linf_accuracy", n_linf),
-                    ("pgd_l2_accuracy", n_l2)):
-    assert np.shape(results[key]) == (n_models, size), key
-  for family, certified in zip(results["family"], results["certified_l2_accuracy"], strict=True):
-    assert (certified is None) == (family == "gated")
-    assert certified is None or len(certified) == n_l2
+  for attack in ATTACKS:
+    for ball, size in (("linf", n_linf), ("l2", n_l2)):
+      assert np.shape(results[f"{attack}_{ball}_accuracy"]) == (n_models, size), attack
+  assert np.shape(results["certified_l2_accuracy"]) == (n_models, n_l2)
   poly_gaps = [g for g, f in zip(results["gap"], results["family"], strict=True) if f == "poly"]
   assert np.all(np.asarray(poly_gaps) >= 0)
   assert np.all(np.asarray(results["width"]) >= 1)
@@ -45,20 +46,20 @@ def test_results_have_one_entry_per_model_and_radius(run):
 def test_accuracies_are_ordered(run):
   _, _, _, results = run
   clean = np.asarray(results["clean_accuracy"])[:, None]
-  curves = {k: np.asarray(results[k]) for k in
-            ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy")}
-  for key, acc in curves.items():
-    assert np.all((acc >= 0) & (acc <= 1)), key
   assert np.all((clean >= 0) & (clean <= 1))
-  for key in ("fgsm_linf_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy"):
-    assert np.all(curves[key] <= clean), key
-  # Certified examples survive every attack in the ball; PGD ℓ∞ at ε = 0 is the clean point.
-  for certified, pgd in zip(results["certified_l2_accuracy"], curves["pgd_l2_accuracy"],
-                            strict=True):
-    assert certified is None or np.all(np.asarray(certified) <= pgd)
-  zero = np.asarray(results["linf_eps"]) == 0
-  np.testing.assert_array_equal(curves["pgd_linf_accuracy"][:, zero],
-                                np.broadcast_to(clean, curves["pgd_linf_accuracy"].shape)[:, zero])
+  for ball in ("linf", "l2"):
+    curves = {a: np.asarray(results[f"{a}_{ball}_accuracy"]) for a in ATTACKS}
+    for attack, accuracy in curves.items():
+      assert np.all((accuracy >= 0) & (accuracy <= clean)), (attack, ball)
+      # The worst of all counts an example only if every attack failed on it.
+      assert np.all(curves["worst"] <= accuracy), (attack, ball)
+    # Every attack keeps the clean point as a candidate: at ε = 0 it is clean accuracy.
+    zero = np.asarray(results["linf_eps" if ball == "linf" else "l2_radii"]) == 0
+    for accuracy in curves.values():
+      np.testing.assert_array_equal(accuracy[:, zero], np.broadcast_to(clean, accuracy.shape)[:,
+                                                                                            zero])
+  # Certified examples survive every attack in the ball.
+  assert np.all(np.asarray(results["certified_l2_accuracy"]) <= results["worst_l2_accuracy"])
 
 
 def test_plots_and_config_are_written(run):

@@ -3,8 +3,9 @@ gated ReLU (sweep over the robust-training radius ε).
 
 For each model: fit the head to global optimality (`cvxjax.poly.fit` / `cvxjax.relu.fit`,
 float64), then report on the test split its objective (and the polynomial heads' certified
-gap), clean accuracy, FGSM-ℓ∞ and PGD-ℓ∞ accuracy at each ε, PGD-ℓ₂ and certified ℓ₂ accuracy
-at each radius (exact radius for polynomial heads, the Lipschitz bound for ReLU heads, none for
+gap), clean accuracy, accuracy under FGSM, PGD, APGD-CE and the worst of the three in the ℓ∞
+ball at each ε and in the ℓ₂ ball at each radius, certified ℓ₂ accuracy at each radius (the
+exact radius of polynomial heads, the Lipschitz bound of ReLU heads, the gate-aware bound of
 gated heads), and the width of the recovered two-layer network. β is chosen on the validation
 split when several values are listed (never on the test split).
 
@@ -50,10 +51,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.relu.tol = 1e-6  # ADMM's relative residuals at which it stops
   config.relu.max_steps = 4000  # ADMM steps (robust ones cost ~16 ms here)
 
-  config.linf_eps = (0.0, 0.05, 0.1, 0.2, 0.3)  # FGSM / PGD ℓ∞ radii (standardised features)
-  config.l2_radii = (0.0, 0.25, 0.5, 1.0, 1.5)  # PGD and certified ℓ₂ radii
+  config.linf_eps = (0.0, 0.05, 0.1, 0.2, 0.3)  # attack radii in ℓ∞ (standardised features)
+  config.l2_radii = (0.0, 0.25, 0.5, 1.0, 1.5)  # attack and certified radii in ℓ₂
   config.pgd_steps = 20
-  config.pgd_restarts = 2
+  config.apgd_steps = 100  # AutoAttack's
+  config.restarts = 2  # random restarts of PGD and APGD
 
   if variant == "smoke":
     config.n_train = 60
@@ -62,7 +64,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.linf_eps = (0.0, 0.1, 0.3)
     config.l2_radii = (0.0, 0.5, 1.5)
     config.pgd_steps = 10
-    config.pgd_restarts = 1
+    config.apgd_steps = 20
+    config.restarts = 1
     config.relu.eps = (0.0, 0.2)
     config.relu.betas = (1.0,)
     config.relu.num_patterns = 12
