@@ -38,8 +38,8 @@ machine idle (the JSON file records the load averages).
 Run from the repository root (torchattacks: `pip install --no-deps torchattacks` beside
 torch==2.14.1 and torchvision==0.29.1):
 
-    python benchmarks/attacks_vs_torchattacks.py           # 4 radii: about 5 minutes on 2 cores
-    python benchmarks/attacks_vs_torchattacks.py --quick   # ε = 0.1, one timed run: ~1 minute
+    python benchmarks/attacks_vs_torchattacks.py           # 4 radii, 3 runs: 18 min at load 6
+    python benchmarks/attacks_vs_torchattacks.py --quick   # ε = 0.1, 1 run: 3 min at load 3
 
 See benchmarks/README.md for the figures and the JSON file.
 """

@@ -52,11 +52,13 @@ def network_width(alpha, rel_tol: float = 1e-6) -> int:
 def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[float],
                      l2_radii: Sequence[float], pgd_steps: int, apgd_steps: int, restarts: int,
                      key: jax.Array, bounds: attacks.Bounds = None,
-                     batch_size: Optional[int] = None) -> Dict[str, Any]:
+                     batch_size: Optional[int] = None, targets: int = 9,
+                     names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Clean accuracy, and accuracy under every standard attack and the worst of them, per radius.
 
   Runs `attacks.standard_attacks` (FGSM, PGD, APGD-CE, and APGD-DLR / APGD-T for logits of
-  3 / 4+ classes) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each of `l2_radii`.
+  3 / 4+ classes) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each of `l2_radii`
+  (a ball with no radii is skipped).
 
   Args:
     apply: (params, x) -> scores, as for `cvxjax.attacks`.
@@ -70,6 +72,8 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
     key: PRNG key of the random starts.
     bounds: None or (lower, upper) input bounds.
     batch_size: examples attacked at a time (None: all).
+    targets: APGD-T's target classes.
+    names: run only these attacks of the standard suite (None: all).
 
   Returns:
     {"clean_accuracy": float, "<attack>_<ball>_accuracy": [per radius]} for attack in fgsm,
@@ -77,12 +81,16 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
   """
   X = jnp.asarray(X)
   shape = jax.eval_shape(apply, params, X).shape
+  if not (len(linf_eps) or len(l2_radii)):
+    raise ValueError("linf_eps and l2_radii must not both be empty")
   results = {}
   for index, (ball, norm, radii) in enumerate((("linf", "inf", linf_eps), ("l2", 2, l2_radii))):
+    if not len(radii):
+      continue
     suite = attacks.standard_attacks(norm, key=jax.random.fold_in(key, index),
                                      classes=2 if len(shape) == 1 else shape[1],
                                      pgd_steps=pgd_steps, apgd_steps=apgd_steps,
-                                     restarts=restarts)
+                                     restarts=restarts, targets=targets, names=names)
     found = attacks.robust_accuracy(apply, params, X, y, radii, suite, bounds=bounds,
                                     batch_size=batch_size)
     results["clean_accuracy"] = found["clean"]

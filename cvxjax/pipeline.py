@@ -1,0 +1,289 @@
+"""The deep experiment: a backbone's last two layers replaced by a convex head, attacked in pixels.
+
+Stages (ARCHITECTURE.md "How data flows"), each resumable from what it left in the workdir:
+
+  1. backbones   a PreAct ResNet-18 trained with SGD and one with SAM (orbax checkpoints);
+  2. features    the SGD backbone's frozen features, cached per checkpoint;
+  3. heads       convex heads (polynomial, ReLU, gated ReLU; plain and robust) and a nonconvex
+                 head retrained normally, on standardised features, β chosen on validation;
+  4. evaluation  every model assembled with its backbone into one `apply(params, x)` and
+                 attacked in pixel space (clean, FGSM, PGD, APGD at ε = k/255).
+
+`train_and_evaluate` runs them in order and writes results.json, accuracy_vs_eps.png and a
+table; `config.stop_after` ends the run after a stage (the resumption tests use it).
+"""
+
+import functools
+import json
+import os
+import pickle
+import re
+import resource
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from cvxjax import data, features, poly, relu, report
+from cvxjax.models import PreActResNet18
+from cvxjax.train import backbone
+from cvxjax.train import head as network_head
+
+STAGES = ("backbones", "features", "heads", "evaluation")
+
+
+class Model(NamedTuple):
+  """One network to attack: a backbone with a head on its standardised features.
+
+  Attributes:
+    label: its name in the results.
+    apply: (params, images) -> logits, the whole network (a stable function: jit's static arg).
+    params: (backbone variables, head parameters, (feature mean, feature std)).
+    info: numbers reported beside the accuracies (β, validation accuracy, fit seconds, ...).
+  """
+
+  label: str
+  apply: Callable
+  params: Any
+  info: Dict[str, Any]
+
+
+_HEAD_SCORES = {"poly": poly.PolyHead.scores, "relu": relu.ReluHead.scores,
+                "network": network_head.scores}
+
+
+@functools.cache
+def _assembled(model: PreActResNet18, kind: str) -> Callable:
+  """(params, images) -> head scores of (features(images) − mean) / std, for a head kind.
+
+  Cached: one function object per (architecture, kind), so that the jitted attacks, whose static
+  argument it is, compile once per process and not once per run.
+  """
+  head_scores = _HEAD_SCORES[kind]
+
+  def apply(params, images):
+    variables, head, (mean, std) = params
+    feats = model.apply(variables, images, method=PreActResNet18.features)
+    return head_scores(head, (feats - mean) / std)
+
+  return apply
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  """Fails fast on settings that would only break hours into the run."""
+  if config.stop_after is not None and config.stop_after not in STAGES:
+    raise ValueError(f"config.stop_after must be None or one of {STAGES}, got "
+                     f"{config.stop_after!r}")
+  for name in config.backbones:
+    if name not in ("sgd", "sam"):
+      raise ValueError(f"config.backbones must hold 'sgd' and/or 'sam', got {name!r}")
+  if config.heads.backbone not in config.backbones:
+    raise ValueError(f"config.heads.backbone {config.heads.backbone!r} must be one of "
+                     f"config.backbones {tuple(config.backbones)}")
+  if any(k < 0 for k in config.eval.eps_k):
+    raise ValueError(f"config.eval.eps_k must hold k >= 0 (ε = k/255), got {config.eval.eps_k}")
+
+
+def train_backbones(config, splits: data.ImageSplits, workdir: str) -> Dict[str, Any]:
+  """Stage 1: {name: TrainState} for each of config.backbones, trained or restored."""
+  model = PreActResNet18(num_classes=splits.num_classes, width=config.model.width,
+                         head_width=config.model.head_width,
+                         dtype=jnp.dtype(config.train.dtype))
+  states = {}
+  for index, name in enumerate(config.backbones):
+    train_config = ml_collections.ConfigDict(config.train.to_dict())
+    train_config.optimizer = name
+    states[name] = backbone.train_backbone(
+        model, train_config, (splits.train.X, splits.train.y),
+        checkpoint_dir=os.path.join(workdir, f"backbone_{name}"),
+        key=jax.random.fold_in(jax.random.key(config.seed), index), progress=config.progress)
+  return states
+
+
+def extract_features(config, model: PreActResNet18, state, splits: data.ImageSplits,
+                     workdir: str) -> Tuple[data.Split, data.Split, data.Split]:
+  """Stage 2: the backbone's features of train, val and test, from the cache when seen before."""
+  feature_fn = lambda variables, x: model.apply(variables, x, method=PreActResNet18.features)
+  cache = os.path.join(workdir, "features")
+  return tuple(
+      data.Split(features.cached(cache, f"{config.heads.backbone}-{name}", feature_fn,
+                                 state.variables, split.X,
+                                 batch_size=config.features_batch_size,
+                                 progress=config.progress), split.y)
+      for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)))
+
+
+def _head_fits(config, classes: int):
+  """(label, kind, fit(X, y, β) -> head, betas) for every head of config.heads."""
+  heads = config.heads
+  for r in heads.poly.radii:
+    yield (f"poly r={r:g}", "poly", lambda X, y, beta, r=r: poly.fit(
+        X, y, r=float(r), beta=beta, tol=heads.poly.tol, max_steps=heads.poly.max_steps,
+        progress=config.progress), heads.poly.betas)
+  key = jax.random.key(config.seed)
+  for family in heads.relu.families:
+    for eps in heads.relu.eps:
+      yield (f"{family} ε={eps:g}", "relu", lambda X, y, beta, eps=eps, family=family: relu.fit(
+          X, y, eps=float(eps), p=heads.relu.p, beta=beta, num_patterns=heads.relu.num_patterns,
+          gated=family == "gated", key=key, tol=heads.relu.tol, max_steps=heads.relu.max_steps,
+          progress=config.progress), heads.relu.betas)
+  if heads.network.steps > 0:
+    yield ("network head", "network", lambda X, y, weight_decay: network_head.fit(
+        X, y, hidden=config.model.head_width, steps=heads.network.steps,
+        learning_rate=heads.network.learning_rate, weight_decay=weight_decay,
+        key=jax.random.fold_in(key, classes)), heads.network.weight_decays)
+
+
+class _Predictor(NamedTuple):
+  """`network_head` parameters with the `predict` that `report.fit_and_select` calls."""
+
+  params: Any
+
+  def predict(self, X):
+    return jnp.argmax(network_head.scores(self.params, X), axis=-1)
+
+
+def _file_name(label: str) -> str:
+  """A label as a file name: runs of anything but letters, digits and dots become "_"."""
+  return re.sub(r"[^\w.]+", "_", label)
+
+
+def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
+  """Stage 3: every head on the standardised features, each saved once fitted (resumable).
+
+  Returns:
+    ({label: (kind, head parameters, info)}, (mean, std) of the training features); info holds
+    β (or the weight decay), the validation accuracy and the fit's seconds.
+  """
+  train, val, _ = feats
+  mean, std = train.X.mean(axis=0), train.X.std(axis=0) + 1e-6
+  # The convex solvers certify their optimum in float64 where the caller enabled it.
+  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  standard = lambda split: (jnp.asarray((split.X - mean) / std, dtype), split.y)
+  directory = os.path.join(workdir, "heads")
+  os.makedirs(directory, exist_ok=True)
+  fitted = {}
+  for label, kind, fit, betas in _head_fits(config, int(train.y.max()) + 1):
+    path = os.path.join(directory, _file_name(label) + ".pkl")
+    if not os.path.exists(path):
+      start = time.perf_counter()
+      wrapped = (lambda X, y, b, fit=fit: _Predictor(fit(X, y, b))) if kind == "network" else fit
+      head, beta, val_accuracy = report.fit_and_select(standard(train), standard(val),
+                                                       fit=wrapped, betas=betas)
+      head = head.params if kind == "network" else head
+      info = {"beta": beta, "val_accuracy": val_accuracy,
+              "seconds": time.perf_counter() - start}
+      with open(path + ".partial", "wb") as f:  # written whole, then renamed: never truncated
+        pickle.dump((kind, jax.device_get(head), info), f)
+      os.replace(path + ".partial", path)
+      print(f"{label}: β={beta:g} val acc={val_accuracy:.3f} ({info['seconds']:.1f} s)",
+            flush=True)
+    with open(path, "rb") as f:
+      fitted[label] = pickle.load(f)
+  return fitted, (mean, std)
+
+
+def assemble(config, model: PreActResNet18, states, heads, standardisation) -> List[Model]:
+  """The models to attack: each backbone with its own head, and each fitted head."""
+  assembled = {kind: _assembled(model, kind) for kind in _HEAD_SCORES}
+  # The backbones' own heads see raw features: a standardisation of (0, 1).
+  identity = (jnp.zeros(model.width * 8), jnp.ones(model.width * 8))
+  names = {"sgd": "standard (SGD)", "sam": "SAM"}
+  models = [Model(names[name], assembled["network"],
+                  (state.variables, network_head.from_model_params(state.params), identity),
+                  {}) for name, state in states.items()]
+  variables = states[config.heads.backbone].variables
+  mean, std = (jnp.asarray(v, jnp.float32) for v in standardisation)
+  for label, (kind, head, info) in heads.items():
+    head = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head)
+    models.append(Model(label, assembled[kind], (variables, head, (mean, std)), info))
+  return models
+
+
+def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> List[Dict]:
+  """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done."""
+  directory = os.path.join(workdir, "evaluation")
+  os.makedirs(directory, exist_ok=True)
+  eps = [k / 255 for k in config.eval.eps_k]
+  rows = []
+  for model in models:
+    path = os.path.join(directory, _file_name(model.label) + ".json")
+    if not os.path.exists(path):
+      start = time.perf_counter()
+      row = report.evaluate_attacks(
+          model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
+          pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
+          restarts=config.eval.restarts, targets=config.eval.targets,
+          names=tuple(config.eval.attacks), key=jax.random.key(config.seed), bounds=(0.0, 1.0),
+          batch_size=config.eval.batch_size)
+      row.update(model.info, model=model.label, eval_seconds=time.perf_counter() - start)
+      report.write_results(directory, row, name=os.path.basename(path))
+      print(f"{model.label}: clean {row['clean_accuracy']:.3f}, worst-of-all "
+            + ", ".join(f"{a:.3f}" for a in row["worst_linf_accuracy"]), flush=True)
+    with open(path) as f:
+      rows.append(json.load(f))
+  return rows
+
+
+def _memory() -> Dict[str, float]:
+  """Peak host memory of this process, and the device's peak where the backend reports it."""
+  peak = {"host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    peak["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+  return peak
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Runs (or resumes) every stage; writes results.json, accuracy_vs_eps.png into workdir.
+
+  Args:
+    config: see experiments/configs/cifar.py.
+    workdir: the run's directory: checkpoints, feature cache, heads, evaluations, results.
+
+  Returns:
+    The results written to results.json (lists indexed by model, then by ε), or the stage
+    timings only when `config.stop_after` ends the run early.
+  """
+  _check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  timings = {}
+  start = time.perf_counter()
+  splits = data.image_splits(config.data.source, data_dir=config.data.data_dir,
+                             val_fraction=config.data.val_fraction, seed=config.seed,
+                             max_train=config.data.max_train, max_test=config.data.max_test)
+  timings["data"] = time.perf_counter() - start
+
+  def stage(name, fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    timings[name] = time.perf_counter() - start
+    return out, config.stop_after == name
+
+  states, stop = stage("backbones", train_backbones, config, splits, workdir)
+  if stop:
+    return {"timings": timings}
+  model = PreActResNet18(num_classes=splits.num_classes, width=config.model.width,
+                         head_width=config.model.head_width)
+  feats, stop = stage("features", extract_features, config, model,
+                      states[config.heads.backbone], splits, workdir)
+  if stop:
+    return {"timings": timings}
+  (heads, standardisation), stop = stage("heads", fit_heads, config, feats, workdir)
+  if stop:
+    return {"timings": timings}
+  models = assemble(config, model, states, heads, standardisation)
+  rows, _ = stage("evaluation", evaluate, config, models, splits.test, workdir)
+  rows = [dict({k: None for k in ("beta", "val_accuracy", "seconds")}, **row) for row in rows]
+  results = dict(report.collect(rows), linf_eps=[k / 255 for k in config.eval.eps_k],
+                 timings=timings, memory=_memory(), n_train=len(splits.train.y),
+                 n_val=len(splits.val.y), n_test=len(splits.test.y))
+  report.write_results(workdir, results)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
+  report.plot_models(workdir, results)
+  print(report.format_table(results), flush=True)
+  print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+  return results

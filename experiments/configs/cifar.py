@@ -1,0 +1,125 @@
+r"""A PreAct ResNet-18's last two layers replaced by convex heads, attacked in pixel space.
+
+Trains the backbone with SGD and with SAM, extracts the SGD backbone's frozen features, fits
+polynomial, ReLU and gated-ReLU heads (plain and robust) and a nonconvex head on them, and
+reports clean, FGSM, PGD and APGD accuracy at ε = k/255 for every assembled network
+(`cvxjax.pipeline`; MATH.md §5).
+
+Full CIFAR-10 run (one GPU; the data prepared once with TFDS, see the README):
+
+  python -m experiments.cifar --config=experiments/configs/cifar.py --workdir=runs/cifar \
+      --config.data.data_dir=~/tensorflow_datasets
+
+From a local copy of the binary archive instead (cifar-10-binary.tar.gz or its folder):
+
+  python -m experiments.cifar --config=experiments/configs/cifar.py --workdir=runs/cifar \
+      --config.data.source=archive --config.data.data_dir=/data/cifar-10-batches-bin
+
+Offline on a CPU in minutes (scikit-learn's digits resized to 32×32×3, a narrow network):
+
+  python -m experiments.cifar --config=experiments/configs/cifar.py:digits --workdir=runs/digits
+
+Smoke run (tiny; the tests use it):
+
+  python -m experiments.cifar --config=experiments/configs/cifar.py:smoke --workdir=/tmp/smoke
+
+Every stage resumes from the workdir: rerun the same command after an interruption.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from cvxjax.train import backbone
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The experiment's settings; `variant` is "" (CIFAR-10), "digits" or "smoke"."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.progress = True
+  config.stop_after = config_dict.placeholder(str)  # end after this stage (see cvxjax.pipeline)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "tfds"  # "tfds", "archive" (the CIFAR-10 binary format) or "digits"
+  config.data.data_dir = config_dict.placeholder(str)  # TFDS data dir, or the archive's path
+  config.data.val_fraction = 0.1  # carved out of the training set; β and heads chosen on it
+  config.data.max_train = config_dict.placeholder(int)  # caps for quick runs; None: all
+  config.data.max_test = config_dict.placeholder(int)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.width = 64  # channels of the first stage; features have 8 × width dimensions
+  config.model.head_width = 256  # the two-layer head 512 → 256 → 10
+
+  config.backbones = ("sgd", "sam")  # the standard network and the SAM network
+  config.train = backbone.default_config()
+  config.features_batch_size = 500
+
+  config.heads = ml_collections.ConfigDict()
+  config.heads.backbone = "sgd"  # whose frozen features the heads are trained on
+  config.heads.poly = ml_collections.ConfigDict()
+  config.heads.poly.radii = (0.0, 1.0)  # ℓ₂ training radii r on standardised features
+  config.heads.poly.betas = (1e-3, 1e-2)
+  config.heads.poly.tol = 1e-4
+  config.heads.poly.max_steps = 300
+  config.heads.relu = ml_collections.ConfigDict()
+  config.heads.relu.families = ("relu", "gated")
+  config.heads.relu.eps = (0.0, 0.1)  # ℓ∞ training radii on standardised features
+  config.heads.relu.p = "inf"
+  config.heads.relu.betas = (1e-3, 1e-2)
+  config.heads.relu.num_patterns = 256
+  config.heads.relu.tol = 1e-5
+  config.heads.relu.max_steps = 2000
+  config.heads.network = ml_collections.ConfigDict()  # the nonconvex head, retrained normally
+  config.heads.network.steps = 3000  # 0: skip it
+  config.heads.network.learning_rate = 1e-3
+  config.heads.network.weight_decays = (1e-4, 1e-2)  # chosen on validation, like β
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.eps_k = tuple(range(9))  # ℓ∞ radii ε = k/255 in pixel space
+  config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t")
+  config.eval.pgd_steps = 20
+  config.eval.apgd_steps = 100
+  config.eval.restarts = 1
+  config.eval.targets = 9  # APGD-T's target classes
+  config.eval.batch_size = 500
+
+  if variant in ("digits", "smoke"):
+    config.data.source = "digits"
+    config.model.width = 8
+    config.model.head_width = 32
+    config.train.epochs = 15
+    config.train.warmup_epochs = 1
+    config.train.batch_size = 64
+    config.train.learning_rate = 0.05
+    config.heads.poly.max_steps = 100
+    config.heads.relu.num_patterns = 64
+    config.heads.relu.max_steps = 1000
+    config.heads.network.steps = 1000
+    config.eval.apgd_steps = 30
+    config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
+  if variant == "smoke":
+    config.progress = False
+    config.data.max_train = 64  # one shape for every source: the runs share compilations
+    config.data.max_test = 32
+    config.model.width = 2
+    config.model.head_width = 8
+    config.train.epochs = 2
+    config.train.warmup_epochs = 0
+    config.train.batch_size = 32
+    config.heads.poly.radii = (0.0,)
+    config.heads.poly.betas = (1e-2,)
+    config.heads.relu.families = ("relu", "gated")
+    config.heads.relu.eps = (0.05,)
+    config.heads.relu.betas = (1e-2,)
+    config.heads.relu.num_patterns = 8
+    config.heads.relu.max_steps = 200
+    config.heads.network.steps = 50
+    config.heads.network.weight_decays = (1e-4,)
+    config.eval.eps_k = (0, 4)
+    config.eval.attacks = ("pgd", "apgd-ce")  # every attack runs the same wiring
+    config.eval.pgd_steps = 3
+    config.eval.apgd_steps = 4
+    config.eval.batch_size = 32
+  elif variant not in ("", "digits"):
+    raise ValueError(f"unknown variant {variant!r}; expected '', 'digits' or 'smoke'")
+  return config.lock()
