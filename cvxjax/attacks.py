@@ -588,6 +588,12 @@ def standard_attacks(norm="inf", *, key: jax.Array, classes: int = 2, pgd_steps:
   return {name: suite[name] for name in names}
 
 
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _margins(apply: Apply, params, X: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+  """margin(apply(params, X), y), compiled: run eagerly, a deep network dispatches op by op."""
+  return margin(apply(params, X), y)
+
+
 def robust_accuracy(apply: Apply, params, X, y, eps_list: Sequence[float],
                     attacks: Optional[Mapping[str, Attack]] = None, *, norm="inf",
                     bounds: Bounds = None, key: Optional[jax.Array] = None,
@@ -633,23 +639,26 @@ def robust_accuracy(apply: Apply, params, X, y, eps_list: Sequence[float],
   if not attacks:
     raise ValueError("attacks must name at least one attack")
   n = X.shape[0]
-  size = n if batch_size is None else int(batch_size)
-  if size < 1:
+  if batch_size is not None and int(batch_size) < 1:
     raise ValueError(f"batch_size must be None or >= 1, got {batch_size!r}")
+  size = n if batch_size is None else min(int(batch_size), n)  # no padding past n
   robust = np.zeros((len(attacks), len(eps_list)), np.int64)
   worst = np.zeros(len(eps_list), np.int64)
   clean = 0
   for start in range(0, n, size):
     index = jnp.minimum(jnp.arange(start, start + size), n - 1)  # pad with the last example
     Xb, yb, real = X[index], y[index], min(size, n - start)
-    correct = np.asarray(margin(apply(params, Xb), yb) > 0)[:real]
+    correct = np.asarray(_margins(apply, params, Xb, yb) > 0)[:real]
     clean += int(correct.sum())
     for j, eps in enumerate(eps_list):
       survives = correct.copy()
       for i, attack in enumerate(attacks.values()):
-        X_adv = attack(apply, params, Xb, yb, eps,
-                       bounds=None if bounds is None else (bounds[0][index], bounds[1][index]))
-        ok = correct & (np.asarray(margin(apply(params, X_adv), yb) > 0)[:real])
+        if eps == 0:  # the ball is {x}: every attack returns x, so spare the work
+          ok = correct
+        else:
+          X_adv = attack(apply, params, Xb, yb, eps, bounds=None if bounds is None
+                         else (bounds[0][index], bounds[1][index]))
+          ok = correct & (np.asarray(_margins(apply, params, X_adv, yb) > 0)[:real])
         robust[i, j] += int(ok.sum())
         survives &= ok
       worst[j] += int(survives.sum())

@@ -14,6 +14,7 @@ table; `config.stop_after` ends the run after a stage (the resumption tests use 
 """
 
 import functools
+import hashlib
 import json
 import os
 import pickle
@@ -120,8 +121,8 @@ def _head_fits(config, classes: int):
   heads = config.heads
   for r in heads.poly.radii:
     yield (f"poly r={r:g}", "poly", lambda X, y, beta, r=r: poly.fit(
-        X, y, r=float(r), beta=beta, tol=heads.poly.tol, max_steps=heads.poly.max_steps,
-        progress=config.progress), heads.poly.betas)
+        X, y, r=float(r), beta=beta, solver=heads.poly.solver, tol=heads.poly.tol,
+        max_steps=heads.poly.max_steps, progress=config.progress), heads.poly.betas)
   key = jax.random.key(config.seed)
   for family in heads.relu.families:
     for eps in heads.relu.eps:
@@ -150,6 +151,11 @@ def _file_name(label: str) -> str:
   return re.sub(r"[^\w.]+", "_", label)
 
 
+def _fingerprint(*parts: str) -> str:
+  """16 hex digits naming what a stage's output depends on, so a changed input never reuses it."""
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
   """Stage 3: every head on the standardised features, each saved once fitted (resumable).
 
@@ -162,7 +168,10 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
   # The convex solvers certify their optimum in float64 where the caller enabled it.
   dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
   standard = lambda split: (jnp.asarray((split.X - mean) / std, dtype), split.y)
-  directory = os.path.join(workdir, "heads")
+  # Saved heads are reused only for the same settings and the same features.
+  directory = os.path.join(workdir, "heads", _fingerprint(
+      config.heads.to_json(), str(config.model.head_width), str(config.seed),
+      features.identity((train.X, train.y)), features.identity((val.X, val.y))))
   os.makedirs(directory, exist_ok=True)
   fitted = {}
   for label, kind, fit, betas in _head_fits(config, int(train.y.max()) + 1):
@@ -204,12 +213,16 @@ def assemble(config, model: PreActResNet18, states, heads, standardisation) -> L
 
 def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> List[Dict]:
   """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done."""
-  directory = os.path.join(workdir, "evaluation")
+  directory = os.path.join(workdir, "evaluation",
+                           _fingerprint(config.eval.to_json(), str(config.seed),
+                                        features.identity((test.X, test.y))))
   os.makedirs(directory, exist_ok=True)
   eps = [k / 255 for k in config.eval.eps_k]
   rows = []
   for model in models:
-    path = os.path.join(directory, _file_name(model.label) + ".json")
+    # Named by the network's parameters too: a refitted head or backbone is evaluated anew.
+    name = f"{_file_name(model.label)}-{features.identity(model.params)}.json"
+    path = os.path.join(directory, name)
     if not os.path.exists(path):
       start = time.perf_counter()
       row = report.evaluate_attacks(
