@@ -56,7 +56,6 @@ import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Tuple  # noqa: E402
@@ -67,6 +66,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import torch  # noqa: E402
 import torchattacks  # noqa: E402
+from provenance import git_state  # noqa: E402  (beside this script)
 from sklearn import datasets  # noqa: E402
 
 from cvxjax import attacks  # noqa: E402
@@ -354,20 +354,6 @@ def print_tables(cvx, ta, eps_list, checks) -> None:
         + ", ".join(f"{t:.4f}" for t in cvx["timing"]["fgsm"]["median_s"]) + " s)")
   print(f"robust_accuracy (every attack, every eps, compiled): "
         f"{cvx['robust_accuracy_call_s']:.2f} s")
-
-
-def git_state() -> dict:
-  """The commit of the working tree and whether cvxjax/ differs from it (None outside git)."""
-  def git(*args):
-    try:
-      return subprocess.run(("git", *args), capture_output=True, text=True, check=True,
-                            timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-      return None
-
-  status = git("status", "--porcelain", "--", "cvxjax")
-  return dict(commit=git("rev-parse", "HEAD"), cvxjax_modified=None if status is None
-              else bool(status))
 
 
 def versions() -> Dict[str, str]:

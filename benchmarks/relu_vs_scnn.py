@@ -56,7 +56,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import NamedTuple  # noqa: E402
@@ -68,6 +67,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from provenance import git_state  # noqa: E402  (beside this script)
 from sklearn import datasets  # noqa: E402
 
 from cvxjax import relu  # noqa: E402
@@ -518,20 +518,6 @@ def print_table(results: list[dict]) -> None:
         "whole run time is used). 'final obj', 'rel gap' and 'violation' of a cvxjax solver are "
         "those of its largest budget run. cvxjax times exclude XLA compilation (one untimed "
         "max_steps=1 warm-up per solver).")
-
-
-def git_state() -> dict:
-  """The commit of the working tree and whether cvxjax/ differs from it (None outside git)."""
-  def git(*args):
-    try:
-      return subprocess.run(("git", *args), capture_output=True, text=True, check=True,
-                            timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-      return None
-
-  status = git("status", "--porcelain", "--", "cvxjax")
-  return dict(commit=git("rev-parse", "HEAD"), cvxjax_modified=None if status is None
-              else bool(status))
 
 
 def _strip(value):

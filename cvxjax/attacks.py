@@ -543,8 +543,9 @@ def standard_attacks(norm="inf", *, key: jax.Array, classes: int = 2, pgd_steps:
                      names: Optional[Sequence[str]] = None) -> Dict[str, Attack]:
   """The attacks a robustness report runs, by name, for one norm.
 
-  FGSM (the papers' number), PGD on the cross-entropy with a random start (Madry et al.; on
-  logits it finds more than PGD on the margin, as the torchattacks cross-check measured),
+  FGSM (the papers' number) and PGD with a random start (Madry et al.), both on the
+  cross-entropy as in their papers (on logits PGD finds more with it than on the margin, as the
+  torchattacks cross-check measured; on binary scores the two give the same steps),
   APGD-CE, and for logits APGD-DLR (C ≥ 3) and APGD-T with up to 9 targets (C ≥ 4) as in
   AutoAttack's standard suite.
 
@@ -567,7 +568,7 @@ def standard_attacks(norm="inf", *, key: jax.Array, classes: int = 2, pgd_steps:
   norm = _check_norm(norm)
   k_pgd, k_ce, k_dlr, k_t = jax.random.split(key, 4)
   suite = {
-      "fgsm": functools.partial(fgsm, norm=norm),
+      "fgsm": functools.partial(fgsm, norm=norm, loss="ce"),
       "pgd": functools.partial(pgd, norm=norm, key=k_pgd, steps=pgd_steps, restarts=restarts,
                                loss="ce"),
       "apgd-ce": functools.partial(apgd, norm=norm, key=k_ce, steps=apgd_steps,
