@@ -90,17 +90,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant in ("digits", "smoke"):
     # Sized for 2 CPU cores in about ten minutes; every stage still runs as on CIFAR-10.
     config.data.source = "digits"
-    config.data.max_test = 200
+    config.data.max_test = 160
     config.model.width = 4
     config.model.head_width = 32
-    config.train.epochs = 10
+    config.train.epochs = 8
     config.train.warmup_epochs = 1
     config.train.batch_size = 64
     config.train.learning_rate = 0.05
     config.train.dtype = "float32"  # CPUs emulate bfloat16 slowly
     config.heads.poly.betas = (1e-3,)
     config.heads.poly.solver = "projected"  # ten 33×33 barrier heads take minutes a step here
-    config.heads.poly.max_steps = 200
+    config.heads.poly.max_steps = 150
     config.heads.relu.betas = (1e-3,)
     config.heads.relu.num_patterns = 32
     config.heads.relu.max_steps = 300
