@@ -1,4 +1,9 @@
-"""Training the PreAct ResNet-18 backbone on CIFAR-sized images with SGD or SAM, resumably.
+"""Training a backbone on CIFAR-sized images with SGD or SAM, normally or adversarially, resumably.
+
+Any Flax module `model(x, train=...) -> logits` with batch norm (PreActResNet18) or without
+(SOCNet) trains here. `config.adversary` (`cvxjax.train.adversarial`) makes the run PGD
+adversarial training or SSDS; the augmented pixels are then perturbed within the ball and
+[0, 1], and SSDS's per-example perturbations and multipliers are part of the saved state.
 
 SAM is `optax.contrib.sam` in opaque mode: one `update` takes the ascent step
 ε = ρ g/‖g‖ internally (adversary: normalise, then SGD with learning rate ρ), asks `grad_fn`
@@ -12,12 +17,14 @@ checkpoint directory, beside `architecture.json` (the model's shape, checked on 
 load) and `config.json` (the last run's settings; its optimizer fixes the state's layout).
 """
 
+import dataclasses
 import functools
 import json
 import numbers
 import os
 from typing import Any, Dict, Optional, Tuple
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -27,7 +34,7 @@ import optax
 import tqdm
 
 from cvxjax import checkpoint
-from cvxjax.models import PreActResNet18
+from cvxjax.train import adversarial
 
 OPTIMIZERS = ("sgd", "sam")
 DTYPES = ("float32", "bfloat16")
@@ -48,12 +55,14 @@ class TrainState:
     params: the model's parameters {"backbone": ..., "head": ...}.
     batch_stats: the batch-norm running statistics.
     opt_state: the optimizer's state.
+    adversarial: the adversary's state (SSDS's per-example δᵢ, vᵢ and its λ, t; else {}).
   """
 
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  adversarial: Any
 
   @property
   def variables(self) -> Dict[str, Any]:
@@ -74,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 5
   config.dtype = "float32"  # computation dtype in training: "float32" or "bfloat16"
   config.checkpoint_every_steps = 0  # 0: checkpoint at the end of every epoch only
+  config.adversary = adversarial.default_config()  # method "pgd" or "ssds": adversarial training
   return config
 
 
@@ -103,6 +113,15 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   for key, valid, expected in rules:
     if not valid(config[key]):
       raise ValueError(f"config.{key} must be {expected}, got {config[key]!r}")
+  _adversary(config)
+
+
+def _adversary(config: ml_collections.ConfigDict) -> adversarial.Adversary:
+  """config.adversary validated (configs saved before adversarial training: standard)."""
+  try:
+    return adversarial.from_config(config.get("adversary"))
+  except ValueError as error:
+    raise ValueError(f"config.{error}") from None
 
 
 def _is_kernel(params: Any) -> Any:
@@ -174,23 +193,28 @@ def augment(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _init_variables(model: PreActResNet18, key: jax.Array) -> Dict[str, Any]:
+def _init_variables(model: nn.Module, key: jax.Array) -> Dict[str, Any]:
   return model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32), train=False)
 
 
-def _init_state(model: PreActResNet18, optimizer: optax.GradientTransformation,
+def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                adversary: adversarial.Adversary, num_examples: int,
                 key: jax.Array) -> TrainState:
   variables = _init_variables(model, key)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables["batch_stats"], opt_state=optimizer.init(params))
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=optimizer.init(params),
+                    adversarial=adversarial.init_state(adversary, (num_examples, *IMAGE_SHAPE)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def train_step(model: PreActResNet18, optimizer: optax.GradientTransformationExtraArgs,
-               state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
-               key: jax.Array) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
-  """One optimizer step on an augmented minibatch (SAM's two gradients included).
+@functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("adversary",))
+def train_step(model: nn.Module, optimizer: optax.GradientTransformationExtraArgs,
+               state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, key: jax.Array, *,
+               index: Optional[jnp.ndarray] = None,
+               adversary: adversarial.Adversary = adversarial.STANDARD
+               ) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
+  """One optimizer step on an augmented (and perturbed) minibatch, SAM's two gradients included.
 
   Args:
     model: the network (static).
@@ -198,36 +222,50 @@ def train_step(model: PreActResNet18, optimizer: optax.GradientTransformationExt
     state: the current state.
     images: (b, 32, 32, 3) pixels in [0, 1].
     labels: (b,) integer classes.
-    key: PRNG key of the augmentation.
+    key: PRNG key of the augmentation and PGD's random start.
+    index: (b,) the images' indices in the training set (SSDS's state is per example).
+    adversary: the perturbation trained on (static; `adversarial.from_config`).
 
   Returns:
-    The next state (batch statistics updated) and {"loss", "accuracy"} of the minibatch, both
-    () arrays, computed before the step.
+    The next state (batch statistics updated) and {"loss", "accuracy"} of the (perturbed)
+    minibatch, both () arrays, computed before the step.
   """
-  images = augment(key, images)
+  augment_key, attack_key = jax.random.split(key)
+  images = augment(augment_key, images)
 
-  def loss_fn(params):
-    logits, updated = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+  def forward(params, x):
+    logits, updated = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
                                   train=True, mutable=["batch_stats"])
-    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    return loss, (logits, updated["batch_stats"])
+    return logits, updated.get("batch_stats", {})
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  # SAM's gradient at its perturbed parameters; the statistics of that pass are dropped, and
-  # plain SGD ignores grad_fn.
-  grad_fn = lambda params, _: jax.grad(lambda p: loss_fn(p)[0])(params)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+  def loss_fn(params, x):
+    logits, batch_stats = forward(params, x)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return loss, (logits, batch_stats)
+
+  # PGD attacks the training-mode network, whose statistics it must not move.
+  logits_fn = lambda params, x: forward(params, x)[0]
+  out = adversarial.training_gradients(adversary, loss_fn, logits_fn, state.params, images,
+                                       labels, index=index, state=state.adversarial,
+                                       key=attack_key, bounds=(0.0, 1.0))
+  logits, batch_stats = out.aux
+  # SAM's gradient at its perturbed parameters, on the same inputs; the statistics of that
+  # pass are dropped, and plain SGD ignores grad_fn.
+  grad_fn = lambda params, _: jax.grad(lambda p: loss_fn(p, out.inputs)[0])(params)
+  updates, opt_state = optimizer.update(out.grads, state.opt_state, state.params,
+                                        grad_fn=grad_fn)
+  updates = adversarial.scale_updates(updates, out.weight)
   next_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          batch_stats=batch_stats, opt_state=opt_state)
-  return next_state, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+                          batch_stats=batch_stats, opt_state=opt_state, adversarial=out.state)
+  return next_state, {"loss": out.loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _predictions(model: PreActResNet18, variables: Any, images: jnp.ndarray) -> jnp.ndarray:
+def _predictions(model: nn.Module, variables: Any, images: jnp.ndarray) -> jnp.ndarray:
   return jnp.argmax(model.apply(variables, images, train=False), axis=-1)
 
 
-def accuracy(model: PreActResNet18, variables: Any, images: np.ndarray, labels: np.ndarray,
+def accuracy(model: nn.Module, variables: Any, images: np.ndarray, labels: np.ndarray,
              batch_size: int = 500) -> float:
   """The fraction of images classified correctly, in inference mode.
 
@@ -249,9 +287,11 @@ def accuracy(model: PreActResNet18, variables: Any, images: np.ndarray, labels: 
   return correct / len(labels)
 
 
-def _architecture(model: PreActResNet18) -> Dict[str, Any]:
-  return {"model": type(model).__name__, "num_classes": model.num_classes, "width": model.width,
-          "head_width": model.head_width}
+def _architecture(model: nn.Module) -> Dict[str, Any]:
+  """The module's class and its shape-determining fields, as JSON (the dtype is not one)."""
+  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+            if f.name not in ("parent", "name", "dtype")}
+  return json.loads(json.dumps(dict(model=type(model).__name__, **fields)))
 
 
 def _read_json(directory: str, name: str) -> Optional[Dict[str, Any]]:
@@ -262,8 +302,9 @@ def _read_json(directory: str, name: str) -> Optional[Dict[str, Any]]:
     return json.load(f)
 
 
-def _check_saved(directory: str, model: PreActResNet18, optimizer: Optional[str]) -> None:
-  """Raises ValueError if `directory` holds a different architecture or optimizer layout."""
+def _check_saved(directory: str, model: nn.Module,
+                 config: Optional[ml_collections.ConfigDict]) -> None:
+  """Raises ValueError if `directory` holds a different architecture or state layout."""
   saved = _read_json(directory, ARCHITECTURE_FILE)
   if saved is not None:
     expected = _architecture(model)
@@ -273,10 +314,17 @@ def _check_saved(directory: str, model: PreActResNet18, optimizer: Optional[str]
                           for k in differing)
       raise ValueError(f"the checkpoint in {directory!r} is of a different architecture "
                        f"({details})")
-  config = _read_json(directory, CONFIG_FILE)
-  if optimizer is not None and config is not None and config["optimizer"] != optimizer:
-    raise ValueError(f"the checkpoint in {directory!r} was trained with config.optimizer "
-                     f"{config['optimizer']!r}, not {optimizer!r}; use another directory")
+  saved = _read_json(directory, CONFIG_FILE)
+  if config is None or saved is None:
+    return
+  # Both fix the saved state's layout: SAM's extra state, SSDS's per-example variables.
+  layouts = (("optimizer", saved["optimizer"], config.optimizer),
+             ("adversary.method", _adversary(ml_collections.ConfigDict(saved)).method,
+              _adversary(config).method))
+  for key, there, here in layouts:
+    if there != here:
+      raise ValueError(f"the checkpoint in {directory!r} was trained with config.{key} "
+                       f"{there!r}, not {here!r}; use another directory")
 
 
 def _write_json(directory: str, name: str, content: Dict[str, Any]) -> None:
@@ -310,7 +358,7 @@ def _epoch_plan(data_key: jax.Array, epoch: int, n: int, steps: int,
   return order.reshape(steps, batch_size), augment_key
 
 
-def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
+def train_backbone(model: nn.Module, config: ml_collections.ConfigDict,
                    train: Tuple[Any, Any], *, checkpoint_dir: str, key: jax.Array,
                    progress: bool = True) -> TrainState:
   """Trains `model` on `train`, resuming from (and checkpointing to) `checkpoint_dir`.
@@ -322,7 +370,8 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
   The learning-rate schedule spans config.epochs, so resuming with other epochs changes it.
 
   Args:
-    model: the network; it trains in config.dtype whatever its own dtype.
+    model: the network (`model(x, train=...) -> logits`, e.g. PreActResNet18 or SOCNet); it
+      trains in config.dtype whatever its own dtype.
     config: see `default_config`.
     train: (images (n, 32, 32, 3) float pixels in [0, 1], labels (n,) integers).
     checkpoint_dir: where checkpoints, architecture.json and config.json live.
@@ -334,10 +383,10 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
 
   Raises:
     ValueError: on an invalid config or data, or if `checkpoint_dir` holds another
-      architecture or optimizer (checked before any computation).
+      architecture, optimizer or adversary (checked before any computation).
   """
   _check_config(config)
-  _check_saved(checkpoint_dir, model, config.optimizer)
+  _check_saved(checkpoint_dir, model, config)
   images, labels = _check_data(train, model.num_classes)
   n = len(images)
   if config.batch_size > n:
@@ -345,14 +394,16 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
                      f"{config.batch_size}")
   os.makedirs(checkpoint_dir, exist_ok=True)
   _write_json(checkpoint_dir, ARCHITECTURE_FILE, _architecture(model))
-  _write_json(checkpoint_dir, CONFIG_FILE, config.to_dict())
+  # The number of examples fixes the size of SSDS's per-example state.
+  _write_json(checkpoint_dir, CONFIG_FILE, dict(config.to_dict(), num_examples=n))
 
   model = model.clone(dtype=jnp.dtype(config.dtype))
   steps_per_epoch = n // config.batch_size
   total = config.epochs * steps_per_epoch
   optimizer = make_optimizer(config, steps_per_epoch)
   init_key, data_key = jax.random.split(key)
-  init = functools.partial(_init_state, model, optimizer, init_key)
+  adversary = _adversary(config)
+  init = functools.partial(_init_state, model, optimizer, adversary, n, init_key)
   mgr = checkpoint.manager(checkpoint_dir)
   state = checkpoint.restore_latest(mgr, jax.eval_shape(init))
   if state is None:
@@ -362,8 +413,9 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
   if start >= total:
     return state
 
+  method = "" if adversary.method == "standard" else f", {adversary.method}"
   bar = tqdm.tqdm(total=total, initial=start, disable=not progress, unit="step",
-                  desc=f"backbone ({config.optimizer})", dynamic_ncols=True)
+                  desc=f"backbone ({config.optimizer}{method})", dynamic_ncols=True)
   with bar:
     for epoch in range(start // steps_per_epoch, config.epochs):
       order, augment_key = _epoch_plan(data_key, epoch, n, steps_per_epoch, config.batch_size)
@@ -371,7 +423,8 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
       for index in range(int(state.step) - epoch * steps_per_epoch, steps_per_epoch):
         batch = order[index]
         state, metrics = train_step(model, optimizer, state, images[batch], labels[batch],
-                                    jax.random.fold_in(augment_key, index))
+                                    jax.random.fold_in(augment_key, index), index=batch,
+                                    adversary=adversary)
         step = epoch * steps_per_epoch + index + 1
         if index + 1 == steps_per_epoch or (config.checkpoint_every_steps > 0
                                             and step % config.checkpoint_every_steps == 0):
@@ -384,7 +437,7 @@ def train_backbone(model: PreActResNet18, config: ml_collections.ConfigDict,
   return state
 
 
-def load_backbone(checkpoint_dir: str, model: PreActResNet18) -> TrainState:
+def load_backbone(checkpoint_dir: str, model: nn.Module) -> TrainState:
   """The latest `TrainState` that `train_backbone` saved in `checkpoint_dir`, for inference.
 
   Raises:
@@ -395,9 +448,11 @@ def load_backbone(checkpoint_dir: str, model: PreActResNet18) -> TrainState:
     raise ValueError(f"no backbone checkpoint in {checkpoint_dir!r} (no {ARCHITECTURE_FILE} or "
                      f"{CONFIG_FILE})")
   _check_saved(checkpoint_dir, model, None)
-  # Only the optimizer's kind shapes its state; the schedule's length does not.
-  optimizer = make_optimizer(ml_collections.ConfigDict(config), steps_per_epoch=1)
-  like = jax.eval_shape(functools.partial(_init_state, model, optimizer, jax.random.key(0)))
+  # Only the optimizer's and the adversary's kinds shape the state; the schedule's length does not.
+  config = ml_collections.ConfigDict(config)
+  optimizer = make_optimizer(config, steps_per_epoch=1)
+  like = jax.eval_shape(functools.partial(_init_state, model, optimizer, _adversary(config),
+                                          config.get("num_examples", 0), jax.random.key(0)))
   state = checkpoint.restore_latest(checkpoint.manager(checkpoint_dir), like)
   if state is None:
     raise ValueError(f"no backbone checkpoint in {checkpoint_dir!r}")
