@@ -271,40 +271,81 @@ def certified_accuracy(radii, thresholds: Sequence[float], correct=None) -> np.n
   return certified.mean(axis=1)
 
 
-def lipschitz_certified_radius(W1, w2, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+def _pairwise_radius(f: jnp.ndarray, W_out: jnp.ndarray, y, lipschitz) -> jnp.ndarray:
+  """min_{t≠y} (f_y − f_t) / (L ‖w_y − w_t‖₂), clipped at 0, for f = h W_out + b with h L-Lipschitz.
+
+  Args:
+    f: (n,) binary scores (labels ±1) or (n, C) logits.
+    W_out: (H,) or (H, C) the output layer's weights.
+    y: (n,) labels ±1 or 0..C−1.
+    lipschitz: () the Lipschitz constant of the map from the input to h.
+
+  Returns:
+    (n,) radii, 0 where the example is misclassified.
+  """
+  if W_out.ndim == 1:
+    margin = jnp.asarray(y) * f
+    scale = jnp.maximum(lipschitz * jnp.linalg.norm(W_out), jnp.finfo(margin.dtype).tiny)
+    return jnp.maximum(margin, 0.0) / scale
+  y = jnp.asarray(y, jnp.int32)
+  diff = W_out[:, y].T[:, :, None] - W_out[None, :, :]  # (n, H, C): w_y − w_t
+  margins = jnp.take_along_axis(f, y[:, None], axis=1) - f
+  radii = margins / (lipschitz * jnp.maximum(jnp.linalg.norm(diff, axis=1),
+                                             jnp.finfo(f.dtype).tiny))
+  radii = jnp.where(jax.nn.one_hot(y, f.shape[1]) > 0, jnp.inf, radii)
+  return jnp.maximum(jnp.min(radii, axis=1), 0.0)
+
+
+def _check_lipschitz(backbone_lipschitz) -> None:
+  if not backbone_lipschitz > 0:
+    raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")
+
+
+def lipschitz_certified_radius(W1, w2, X, y, *, b1=None, b2=None,
+                               backbone_lipschitz: float = 1.0) -> jnp.ndarray:
   """ℓ₂ radii certified for a two-layer ReLU network by its Lipschitz margin bound (MATH.md §7).
 
-  For f(x) = w₂ᵀ relu(W₁ᵀ g(x)) with g L_g-Lipschitz, f_y − f_t is Lipschitz with constant at most
-  L_g ‖W₁‖₂ ‖w₂,y − w₂,t‖₂ (ReLU is 1-Lipschitz), so no perturbation shorter than
-  min_{t≠y} (f_y − f_t) / (L_g ‖W₁‖₂ ‖w₂,y − w₂,t‖₂) changes the label. A sound lower bound on
-  the true radius (the polynomial heads' radius is exact instead).
+  For f(x) = w₂ᵀ relu(W₁ᵀ g(x) + b₁) + b₂ with g L_g-Lipschitz, f_y − f_t is Lipschitz with
+  constant at most L_g ‖W₁‖₂ ‖w₂,y − w₂,t‖₂ (ReLU is 1-Lipschitz), so no perturbation shorter
+  than min_{t≠y} (f_y − f_t) / (L_g ‖W₁‖₂ ‖w₂,y − w₂,t‖₂) changes the label. A sound lower bound
+  on the true radius (the polynomial heads' radius is exact instead).
 
   Args:
     W1: (d, H) first-layer weights. w2: (H,) (binary, labels ±1) or (H, C) output weights.
     X: (n, d) features g(x). y: (n,) labels ±1 or 0..C−1.
+    b1: None or (H,) hidden biases. b2: None, () or (C,) output biases.
     backbone_lipschitz: L_g of the map from the input to X (1 when X is the input).
 
   Returns:
     (n,) radii, 0 where the example is misclassified.
   """
   W1, w2, X = jnp.asarray(W1), jnp.asarray(w2), jnp.asarray(X)
-  if not backbone_lipschitz > 0:
-    raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")
+  _check_lipschitz(backbone_lipschitz)
   if W1.shape[1] == 0:  # no neurons: f ≡ 0 classifies nothing
     return jnp.zeros(X.shape[0], X.dtype)
-  hidden = jax.nn.relu(X @ W1)
-  spectral = jnp.linalg.norm(W1, ord=2) * backbone_lipschitz
-  if w2.ndim == 1:
-    margin = jnp.asarray(y) * (hidden @ w2)
-    scale = jnp.maximum(spectral * jnp.linalg.norm(w2), jnp.finfo(margin.dtype).tiny)
-    return jnp.maximum(margin, 0.0) / scale
-  y = jnp.asarray(y, jnp.int32)
-  f = hidden @ w2  # (n, C)
-  diff = w2[:, y].T[:, :, None] - w2[None, :, :]  # (n, H, C): w₂,y − w₂,t
-  margins = jnp.take_along_axis(f, y[:, None], axis=1) - f
-  radii = margins / (spectral * jnp.maximum(jnp.linalg.norm(diff, axis=1), jnp.finfo(f.dtype).tiny))
-  radii = jnp.where(jax.nn.one_hot(y, f.shape[1]) > 0, jnp.inf, radii)
-  return jnp.maximum(jnp.min(radii, axis=1), 0.0)
+  hidden = jax.nn.relu(X @ W1 + (0.0 if b1 is None else b1))
+  f = hidden @ w2 + (0.0 if b2 is None else b2)
+  return _pairwise_radius(f, w2, y, jnp.linalg.norm(W1, ord=2) * backbone_lipschitz)
+
+
+def linear_certified_radius(W, b, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+  """ℓ₂ radii certified for a linear last layer f = g(x) W + b on an L_g-Lipschitz backbone g.
+
+  min_{t≠y} (f_y − f_t) / (L_g ‖w_y − w_t‖₂): exact for the linear layer itself, and the
+  margin/(√2 L_g) of 1-Lipschitz networks when W's columns are orthonormal (MATH.md §7).
+
+  Args:
+    W: (d, C) weights. b: None or (C,) biases.
+    X: (n, d) features g(x). y: (n,) labels 0..C−1.
+    backbone_lipschitz: L_g.
+
+  Returns:
+    (n,) radii, 0 where the example is misclassified.
+  """
+  W, X = jnp.asarray(W), jnp.asarray(X)
+  _check_lipschitz(backbone_lipschitz)
+  f = X @ W + (0.0 if b is None else b)
+  return _pairwise_radius(f, W, y, jnp.asarray(backbone_lipschitz, f.dtype))
 
 
 # Bisection steps on the gated radius: 2^-64 of the bracket is below float64's resolution.
@@ -353,8 +394,7 @@ def gated_certified_radius(U, gates, X, y, *, backbone_lipschitz: float = 1.0) -
   if U.ndim != 3 or gates.shape != (U.shape[1], U.shape[0]) or X.shape[1:] != (U.shape[1],):
     raise ValueError(f"U (P, d, C), gates (d, P) and X (n, d) must agree, got shapes "
                      f"{U.shape}, {gates.shape}, {X.shape}")
-  if not backbone_lipschitz > 0:
-    raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")
+  _check_lipschitz(backbone_lipschitz)
   return _gated_radius(U, gates, X, jnp.asarray(y)) / backbone_lipschitz
 
 

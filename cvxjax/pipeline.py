@@ -4,8 +4,9 @@ Stages (ARCHITECTURE.md "How data flows"), each resumable from what it left in t
 
   1. backbones   a PreAct ResNet-18 trained with SGD and one with SAM (orbax checkpoints);
   2. features    the SGD backbone's frozen features, cached per checkpoint;
-  3. heads       convex heads (polynomial, ReLU, gated ReLU; plain and robust) and a nonconvex
-                 head retrained normally, on standardised features, β chosen on validation;
+  3. heads       convex heads (polynomial, ReLU, gated ReLU; plain and robust) and nonconvex
+                 heads trained normally, by PGD-AT and by SSDS, on standardised features,
+                 β (or the weight decay) chosen on validation;
   4. evaluation  every model assembled with its backbone into one `apply(params, x)` and
                  attacked in pixel space (clean, FGSM, PGD, APGD at ε = k/255).
 
@@ -23,13 +24,15 @@ import resource
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from cvxjax import data, features, poly, relu, report
 from cvxjax.models import PreActResNet18
-from cvxjax.train import backbone
+from cvxjax.train import adversarial, backbone
 from cvxjax.train import head as network_head
 
 STAGES = ("backbones", "features", "heads", "evaluation")
@@ -52,21 +55,23 @@ class Model(NamedTuple):
 
 
 _HEAD_SCORES = {"poly": poly.PolyHead.scores, "relu": relu.ReluHead.scores,
-                "network": network_head.scores}
+                "network": network_head.scores,
+                "linear": lambda dense, f: f @ dense["kernel"] + dense["bias"]}
 
 
 @functools.cache
-def _assembled(model: PreActResNet18, kind: str) -> Callable:
-  """(params, images) -> head scores of (features(images) − mean) / std, for a head kind.
+def assembled(model: nn.Module, kind: str) -> Callable:
+  """(params, images) -> head scores of (model.features(images) − mean) / std, for a head kind.
 
   Cached: one function object per (architecture, kind), so that the jitted attacks, whose static
   argument it is, compile once per process and not once per run.
   """
   head_scores = _HEAD_SCORES[kind]
+  features_of = type(model).features
 
   def apply(params, images):
     variables, head, (mean, std) = params
-    feats = model.apply(variables, images, method=PreActResNet18.features)
+    feats = model.apply(variables, images, method=features_of)
     return head_scores(head, (feats - mean) / std)
 
   return apply
@@ -103,10 +108,10 @@ def train_backbones(config, splits: data.ImageSplits, workdir: str) -> Dict[str,
   return states
 
 
-def extract_features(config, model: PreActResNet18, state, splits: data.ImageSplits,
+def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
                      workdir: str) -> Tuple[data.Split, data.Split, data.Split]:
   """Stage 2: the backbone's features of train, val and test, from the cache when seen before."""
-  feature_fn = lambda variables, x: model.apply(variables, x, method=PreActResNet18.features)
+  feature_fn = lambda variables, x: model.apply(variables, x, method=type(model).features)
   cache = os.path.join(workdir, "features")
   return tuple(
       data.Split(features.cached(cache, f"{config.heads.backbone}-{name}", feature_fn,
@@ -130,20 +135,27 @@ def _head_fits(config, classes: int):
           X, y, eps=float(eps), p=heads.relu.p, beta=beta, num_patterns=heads.relu.num_patterns,
           gated=family == "gated", key=key, tol=heads.relu.tol, max_steps=heads.relu.max_steps,
           progress=config.progress), heads.relu.betas)
-  if heads.network.steps > 0:
-    yield ("network head", "network", lambda X, y, weight_decay: network_head.fit(
-        X, y, hidden=config.model.head_width, steps=heads.network.steps,
-        learning_rate=heads.network.learning_rate, weight_decay=weight_decay,
-        key=jax.random.fold_in(key, classes)), heads.network.weight_decays)
+  network = heads.network
+  for method in network.methods if network.steps > 0 else ():
+    adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
+        method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
+        pgd_steps=network.pgd_steps)))
+    yield (network_label(adversary), "network",
+           lambda X, y, weight_decay, adversary=adversary: network_head.FittedHead(
+               network_head.fit(X, y, hidden=config.model.head_width, steps=network.steps,
+                                learning_rate=network.learning_rate, weight_decay=weight_decay,
+                                key=jax.random.fold_in(key, classes), adversary=adversary,
+                                progress=config.progress)),
+           network.weight_decays)
 
 
-class _Predictor(NamedTuple):
-  """`network_head` parameters with the `predict` that `report.fit_and_select` calls."""
-
-  params: Any
-
-  def predict(self, X):
-    return jnp.argmax(network_head.scores(self.params, X), axis=-1)
+def network_label(adversary: adversarial.Adversary) -> str:
+  """The results' name of a nonconvex head trained with `adversary`."""
+  if adversary.method == "standard":
+    return "network head"
+  ball = "ℓ∞" if adversary.norm == "inf" else "ℓ₂"
+  name = {"pgd": "PGD-AT", "ssds": "SSDS"}[adversary.method]
+  return f"{name} head {ball} ε={adversary.eps:g}"
 
 
 def _file_name(label: str) -> str:
@@ -151,7 +163,7 @@ def _file_name(label: str) -> str:
   return re.sub(r"[^\w.]+", "_", label)
 
 
-def _fingerprint(*parts: str) -> str:
+def fingerprint(*parts: str) -> str:
   """16 hex digits naming what a stage's output depends on, so a changed input never reuses it."""
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -164,12 +176,15 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
     β (or the weight decay), the validation accuracy and the fit's seconds.
   """
   train, val, _ = feats
-  mean, std = train.X.mean(axis=0), train.X.std(axis=0) + 1e-6
+  mean = train.X.mean(axis=0)
+  # One scale for every feature keeps the map isotropic: its Lipschitz constant is L / std.
+  std = (train.X.std() if config.heads.get("isotropic", False) else train.X.std(axis=0)) + 1e-6
+  std = np.broadcast_to(std, mean.shape)
   # The convex solvers certify their optimum in float64 where the caller enabled it.
   dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
   standard = lambda split: (jnp.asarray((split.X - mean) / std, dtype), split.y)
   # Saved heads are reused only for the same settings and the same features.
-  directory = os.path.join(workdir, "heads", _fingerprint(
+  directory = os.path.join(workdir, "heads", fingerprint(
       config.heads.to_json(), str(config.model.head_width), str(config.seed),
       features.identity((train.X, train.y)), features.identity((val.X, val.y))))
   os.makedirs(directory, exist_ok=True)
@@ -178,9 +193,8 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
     path = os.path.join(directory, _file_name(label) + ".pkl")
     if not os.path.exists(path):
       start = time.perf_counter()
-      wrapped = (lambda X, y, b, fit=fit: _Predictor(fit(X, y, b))) if kind == "network" else fit
-      head, beta, val_accuracy = report.fit_and_select(standard(train), standard(val),
-                                                       fit=wrapped, betas=betas)
+      head, beta, val_accuracy = report.fit_and_select(standard(train), standard(val), fit=fit,
+                                                       betas=betas)
       head = head.params if kind == "network" else head
       info = {"beta": beta, "val_accuracy": val_accuracy,
               "seconds": time.perf_counter() - start}
@@ -196,47 +210,55 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
 
 def assemble(config, model: PreActResNet18, states, heads, standardisation) -> List[Model]:
   """The models to attack: each backbone with its own head, and each fitted head."""
-  assembled = {kind: _assembled(model, kind) for kind in _HEAD_SCORES}
+  models_of = {kind: assembled(model, kind) for kind in _HEAD_SCORES}
   # The backbones' own heads see raw features: a standardisation of (0, 1).
   identity = (jnp.zeros(model.width * 8), jnp.ones(model.width * 8))
   names = {"sgd": "standard (SGD)", "sam": "SAM"}
-  models = [Model(names[name], assembled["network"],
+  models = [Model(names[name], models_of["network"],
                   (state.variables, network_head.from_model_params(state.params), identity),
                   {}) for name, state in states.items()]
   variables = states[config.heads.backbone].variables
   mean, std = (jnp.asarray(v, jnp.float32) for v in standardisation)
   for label, (kind, head, info) in heads.items():
     head = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head)
-    models.append(Model(label, assembled[kind], (variables, head, (mean, std)), info))
+    models.append(Model(label, models_of[kind], (variables, head, (mean, std)), info))
   return models
+
+
+def cached_row(directory: str, model: Model, compute: Callable[[], Dict]) -> Dict[str, Any]:
+  """`compute()`'s result row for `model`, read from `directory` when it was computed before.
+
+  Named by the network's parameters too: a refitted head or backbone is evaluated anew.
+  """
+  os.makedirs(directory, exist_ok=True)
+  name = f"{_file_name(model.label)}-{features.identity(model.params)}.json"
+  path = os.path.join(directory, name)
+  if not os.path.exists(path):
+    start = time.perf_counter()
+    row = compute()
+    row.update(model.info, model=model.label, eval_seconds=time.perf_counter() - start)
+    report.write_results(directory, row, name=name)
+  with open(path) as f:
+    return json.load(f)
 
 
 def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> List[Dict]:
   """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done."""
   directory = os.path.join(workdir, "evaluation",
-                           _fingerprint(config.eval.to_json(), str(config.seed),
-                                        features.identity((test.X, test.y))))
-  os.makedirs(directory, exist_ok=True)
+                           fingerprint(config.eval.to_json(), str(config.seed),
+                                       features.identity((test.X, test.y))))
   eps = [k / 255 for k in config.eval.eps_k]
   rows = []
   for model in models:
-    # Named by the network's parameters too: a refitted head or backbone is evaluated anew.
-    name = f"{_file_name(model.label)}-{features.identity(model.params)}.json"
-    path = os.path.join(directory, name)
-    if not os.path.exists(path):
-      start = time.perf_counter()
-      row = report.evaluate_attacks(
-          model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
-          pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
-          restarts=config.eval.restarts, targets=config.eval.targets,
-          names=tuple(config.eval.attacks), key=jax.random.key(config.seed), bounds=(0.0, 1.0),
-          batch_size=config.eval.batch_size)
-      row.update(model.info, model=model.label, eval_seconds=time.perf_counter() - start)
-      report.write_results(directory, row, name=os.path.basename(path))
-      print(f"{model.label}: clean {row['clean_accuracy']:.3f}, worst-of-all "
-            + ", ".join(f"{a:.3f}" for a in row["worst_linf_accuracy"]), flush=True)
-    with open(path) as f:
-      rows.append(json.load(f))
+    row = cached_row(directory, model, lambda model=model: report.evaluate_attacks(
+        model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
+        pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
+        restarts=config.eval.restarts, targets=config.eval.targets,
+        names=tuple(config.eval.attacks), key=jax.random.key(config.seed), bounds=(0.0, 1.0),
+        batch_size=config.eval.batch_size))
+    print(f"{model.label}: clean {row['clean_accuracy']:.3f}, worst-of-all "
+          + ", ".join(f"{a:.3f}" for a in row["worst_linf_accuracy"]), flush=True)
+    rows.append(row)
   return rows
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvxjax import attacks, certify, poly, relu
+from cvxjax.train import head as network_head
 
 # The attacks of `attacks.standard_attacks` (and the worst of them) and the balls they run in.
 _ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
@@ -138,6 +139,18 @@ def evaluate_relu_head(head: relu.ReluHead, X, y, **attack_settings) -> Dict[str
       certified_l2_accuracy=certify.certified_accuracy(radii, attack_settings["l2_radii"]).tolist(),
       objective=float(head.objective), gap=None, violation=float(head.violation),
       steps=int(head.steps), width=int(relu.recover(head)[0].shape[1]))
+  return results
+
+
+def evaluate_network_head(params, X, y, **attack_settings) -> Dict[str, Any]:
+  """Everything reported about a nonconvex head (`cvxjax.train.head`), with the keys of
+  `evaluate_head`: attacks on `head.scores`, certified accuracy by its Lipschitz margin bound;
+  objective, gap and violation are None (nothing certifies its optimality)."""
+  results = evaluate_attacks(network_head.scores, params, X, y, **attack_settings)
+  radii = network_head.certified_radius(params, X, y)
+  results.update(
+      certified_l2_accuracy=certify.certified_accuracy(radii, attack_settings["l2_radii"]).tolist(),
+      objective=None, gap=None, violation=None, steps=None, width=int(params["W1"].shape[1]))
   return results
 
 

@@ -1,4 +1,5 @@
-r"""Breast-cancer experiment: polynomial, convex ReLU and gated-ReLU heads, plain and robust.
+r"""Breast-cancer experiment: polynomial, convex ReLU and gated-ReLU heads, plain and robust,
+against the nonconvex two-layer network trained normally, by PGD-AT and by SSDS.
 
   python -m experiments.wbc --config=experiments/configs/wbc.py --workdir=/tmp/wbc
 
@@ -18,7 +19,8 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import data, poly, relu, report  # noqa: E402
+from cvxjax import data, pipeline, poly, relu, report  # noqa: E402
+from cvxjax.train import adversarial, head  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -41,6 +43,24 @@ def _models(config: ml_collections.ConfigDict):
                  num_patterns=config.relu.num_patterns, gated=family == "gated", key=key,
                  tol=config.relu.tol, max_steps=config.relu.max_steps,
                  progress=config.progress))
+  network = config.network
+  for method in network.methods:
+    adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
+        method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
+        pgd_steps=network.pgd_steps)))
+    yield (pipeline.network_label(adversary), "network", adversary.eps,
+           lambda X, y, weight_decay, adversary=adversary: head.FittedHead(head.fit(
+               X, (y > 0).astype(int), hidden=network.hidden, steps=network.steps,
+               learning_rate=network.learning_rate, weight_decay=weight_decay, key=key,
+               adversary=adversary, progress=config.progress)))
+
+
+_EVALUATE = {"poly": report.evaluate_head, "relu": report.evaluate_relu_head,
+             "gated": report.evaluate_relu_head,
+             "network": lambda fitted, X, y, **kw: report.evaluate_network_head(
+                 fitted.params, X, (y > 0).astype(int), **kw)}
+_REGULARISATION = {"poly": lambda c: c.betas, "relu": lambda c: c.relu.betas,
+                   "gated": lambda c: c.relu.betas, "network": lambda c: c.network.weight_decays}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -61,19 +81,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = []
   for label, family, radius, fit in _models(config):
     start = time.perf_counter()
-    betas = config.betas if family == "poly" else config.relu.betas
-    head, beta, val_accuracy = report.fit_and_select(splits.train, splits.val, fit=fit,
-                                                     betas=betas)
+    # The nonconvex heads predict classes 0/1, compared with labels ±1 as y > 0.
+    val = splits.val if family != "network" else (splits.val.X, (splits.val.y > 0).astype(int))
+    fitted, beta, val_accuracy = report.fit_and_select(splits.train, val, fit=fit,
+                                                       betas=_REGULARISATION[family](config))
     seconds = time.perf_counter() - start
-    evaluate = report.evaluate_head if family == "poly" else report.evaluate_relu_head
-    row = evaluate(head, *splits.test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
-                   pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
-                   restarts=config.restarts, key=key)
+    row = _EVALUATE[family](fitted, *splits.test, linf_eps=config.linf_eps,
+                            l2_radii=config.l2_radii, pgd_steps=config.pgd_steps,
+                            apgd_steps=config.apgd_steps, restarts=config.restarts, key=key)
     rows.append(dict({"violation": None}, **row, model=label, family=family, train_radius=radius,
                      beta=beta, val_accuracy=val_accuracy, seconds=seconds))
     # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.
     stalled = row["gap"] is not None and row["gap"] > 10 * config.tol * abs(row["objective"])
-    print(f"{label}  β={beta:g}  objective={row['objective']:.6g}  width={row['width']}  "
+    objective = "—" if row["objective"] is None else f"{row['objective']:.6g}"
+    print(f"{label}  β={beta:g}  objective={objective}  width={row['width']}  "
           f"test acc={row['clean_accuracy']:.3f}  ({seconds:.1f} s fit)"
           + ("  WARNING: the solver stalled; this head is not certified optimal" * stalled),
           flush=True)

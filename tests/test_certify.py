@@ -10,6 +10,7 @@ from scipy import optimize
 
 from cvxjax import attacks, certify, poly
 from cvxjax.certify import certified_accuracy, poly_certified_radius, poly_worst_case_margin
+from cvxjax.train import head as network_head
 
 ACTIVATION = (0.09, 0.5, 0.47)
 # One shape for every head below keeps the number of JIT compilations small.
@@ -207,6 +208,53 @@ def test_lipschitz_radius_is_never_beaten_by_pgd(classes):
   # Scaling the input map by L divides the radii by L.
   halved = certify.lipschitz_certified_radius(W1, w2, X, y, backbone_lipschitz=2.0)
   np.testing.assert_allclose(halved, radii / 2.0, rtol=1e-12)
+
+
+def test_lipschitz_radius_with_biases_is_never_beaten_by_pgd():
+  rng = np.random.default_rng(9)
+  n, d, H, C = 60, 5, 12, 4
+  params = {"W1": jnp.asarray(rng.normal(size=(d, H))), "b1": jnp.asarray(rng.normal(size=H)),
+            "W2": jnp.asarray(rng.normal(size=(H, C))), "b2": jnp.asarray(rng.normal(size=C))}
+  X = jnp.asarray(rng.normal(size=(n, d)))
+  y = jnp.argmax(network_head.scores(params, X), axis=1)
+  radii = np.asarray(network_head.certified_radius(params, X, y))
+  # Without the biases the margins, and so the radii, are other ones: the biases are used.
+  unbiased = certify.lipschitz_certified_radius(params["W1"], params["W2"], X, y)
+  assert not np.allclose(radii, unbiased)
+  for eps in np.quantile(radii, [0.25, 0.5, 0.75]):
+    X_adv = attacks.pgd(network_head.scores, params, X, y, float(eps), key=jax.random.key(1),
+                        norm=2, steps=40, restarts=3)
+    still = np.asarray(attacks.margin(network_head.scores(params, X_adv), y)) > 0
+    assert np.all(still[radii > eps])
+
+
+def test_linear_radius_is_the_exact_distance_to_the_decision_boundary():
+  rng = np.random.default_rng(10)
+  n, d, C = 40, 6, 5
+  W, b = rng.normal(size=(d, C)), rng.normal(size=C)
+  X = rng.normal(size=(n, d))
+  y = np.argmax(X @ W + b, axis=1)
+  radii = np.asarray(certify.linear_certified_radius(W, b, X, y))
+  # The nearest point of another class's region lies along w_t − w_y for the minimising t.
+  logits = X @ W + b
+  for i in range(n):
+    others = [t for t in range(C) if t != y[i]]
+    dist = [(logits[i, y[i]] - logits[i, t]) / np.linalg.norm(W[:, y[i]] - W[:, t])
+            for t in others]
+    t = others[int(np.argmin(dist))]
+    direction = (W[:, t] - W[:, y[i]]) / np.linalg.norm(W[:, t] - W[:, y[i]])
+    beyond = X[i] + radii[i] * (1 + 1e-9) * direction
+    inside = X[i] + radii[i] * (1 - 1e-9) * direction
+    assert np.argmax(beyond @ W + b) != y[i]
+    assert np.argmax(inside @ W + b) == y[i]
+  # Orthonormal columns give Singla & Feizi's margin / √2 for the top two classes.
+  Q = np.linalg.qr(rng.normal(size=(d, C)))[0]
+  top = np.sort(X @ Q, axis=1)
+  np.testing.assert_allclose(
+      certify.linear_certified_radius(Q, None, X, np.argmax(X @ Q, axis=1)),
+      (top[:, -1] - top[:, -2]) / np.sqrt(2), rtol=1e-12)
+  np.testing.assert_allclose(
+      certify.linear_certified_radius(W, b, X, y, backbone_lipschitz=3.0), radii / 3, rtol=1e-12)
 
 
 def _gated_model(classes, seed=0, n=50, d=4, P=6):

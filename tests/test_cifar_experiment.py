@@ -28,7 +28,8 @@ def _config(**overrides) -> ml_collections.ConfigDict:
 def _check_results(config, results, workdir):
   models = results["model"]
   n_heads = (len(config.heads.poly.radii)
-             + len(config.heads.relu.families) * len(config.heads.relu.eps) + 1)
+             + len(config.heads.relu.families) * len(config.heads.relu.eps)
+             + len(config.heads.network.methods))
   assert len(models) == len(config.backbones) + n_heads and len(set(models)) == len(models)
   assert models[:2] == ["standard (SGD)", "SAM"]
   eps = [k / 255 for k in config.eval.eps_k]

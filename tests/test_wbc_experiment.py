@@ -1,4 +1,5 @@
-"""The breast-cancer experiment end to end on its smoke config (tiny: 60 points, six heads)."""
+"""The breast-cancer experiment end to end on its smoke config (tiny: 60 points, six convex
+heads and the nonconvex one trained normally, by PGD-AT and by SSDS)."""
 
 import json
 import os
@@ -25,11 +26,14 @@ def run(tmp_path_factory):
 def test_results_have_one_entry_per_model_and_radius(run):
   config, _, returned, results = run
   assert set(returned) == set(results)
-  n_models = len(config.radii) + len(config.relu.families) * len(config.relu.eps)
+  n_models = (len(config.radii) + len(config.relu.families) * len(config.relu.eps)
+              + len(config.network.methods))
   n_linf, n_l2 = len(config.linf_eps), len(config.l2_radii)
   assert results["train_radius"][:len(config.radii)] == list(config.radii)
   assert results["family"] == (["poly"] * len(config.radii)
-                               + [f for f in config.relu.families for _ in config.relu.eps])
+                               + [f for f in config.relu.families for _ in config.relu.eps]
+                               + ["network"] * len(config.network.methods))
+  assert all(s > 0 for s in results["seconds"])  # every method's fit is timed
   assert len(set(results["model"])) == n_models
   assert results["n_train"] == config.n_train
   for key in ("objective", "gap", "width", "clean_accuracy", "val_accuracy", "beta"):

@@ -7,7 +7,7 @@ on frozen features and the recovered convex heads all plug into the same assembl
 """
 
 import functools
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import flax.struct
 import jax
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import tqdm
 
-from cvxjax import checkpoint
+from cvxjax import certify, checkpoint
 from cvxjax.train import adversarial
 
 HeadParams = Dict[str, jnp.ndarray]
@@ -28,11 +28,37 @@ def scores(params: HeadParams, features: jnp.ndarray) -> jnp.ndarray:
   return hidden @ params["W2"] + params["b2"]
 
 
+class FittedHead(NamedTuple):
+  """A head's parameters with the `predict` that `report.fit_and_select` calls."""
+
+  params: HeadParams
+
+  def predict(self, features: jnp.ndarray) -> jnp.ndarray:
+    """(n, d) -> (n,) predicted classes."""
+    return jnp.argmax(scores(self.params, features), axis=-1)
+
+
 def from_model_params(params: Mapping[str, Any]) -> HeadParams:
   """The head of a `PreActResNet18`'s parameters, as `scores` takes it."""
   head = params["head"]
   return {"W1": head["hidden"]["kernel"], "b1": head["hidden"]["bias"],
           "W2": head["output"]["kernel"], "b2": head["output"]["bias"]}
+
+
+def certified_radius(params: HeadParams, features, labels, *,
+                     backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+  """ℓ₂ radii certified by the head's Lipschitz margin bound (`certify.lipschitz_certified_radius`).
+
+  Args:
+    params: the head. features: (n, d). labels: (n,) in 0..C−1.
+    backbone_lipschitz: the Lipschitz constant of the map from the input to the features.
+
+  Returns:
+    (n,) radii, 0 where misclassified.
+  """
+  return certify.lipschitz_certified_radius(params["W1"], params["W2"], features, labels,
+                                            b1=params["b1"], b2=params["b2"],
+                                            backbone_lipschitz=backbone_lipschitz)
 
 
 def init(key: jax.Array, dim: int, hidden: int, classes: int) -> HeadParams:

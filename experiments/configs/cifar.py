@@ -1,9 +1,10 @@
 r"""A PreAct ResNet-18's last two layers replaced by convex heads, attacked in pixel space.
 
 Trains the backbone with SGD and with SAM, extracts the SGD backbone's frozen features, fits
-polynomial, ReLU and gated-ReLU heads (plain and robust) and a nonconvex head on them, and
-reports clean, FGSM, PGD and APGD accuracy at ε = k/255 for every assembled network
-(`cvxjax.pipeline`; MATH.md §5).
+polynomial, ReLU and gated-ReLU heads (plain and robust) and nonconvex heads (trained normally,
+by PGD adversarial training and by SSDS) on them, and reports each head's fitting time and
+the clean, FGSM, PGD and APGD accuracy at ε = k/255 of every assembled network
+(`cvxjax.pipeline`; MATH.md §5, §6).
 
 Full CIFAR-10 run (one GPU; the data prepared once with TFDS, see the README):
 
@@ -73,8 +74,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.heads.relu.num_patterns = 256
   config.heads.relu.tol = 1e-5
   config.heads.relu.max_steps = 2000
-  config.heads.network = ml_collections.ConfigDict()  # the nonconvex head, retrained normally
-  config.heads.network.steps = 3000  # 0: skip it
+  config.heads.network = ml_collections.ConfigDict()  # the nonconvex heads on the same features
+  config.heads.network.methods = ("standard", "pgd", "ssds")  # normal, PGD-AT, SSDS training
+  config.heads.network.eps = 1.0  # ℓ₂ training radius of PGD-AT and SSDS, as poly's r
+  config.heads.network.norm = 2
+  config.heads.network.pgd_steps = 7
+  config.heads.network.steps = 3000  # 0: skip them
   config.heads.network.learning_rate = 1e-3
   config.heads.network.weight_decays = (1e-4, 1e-2)  # chosen on validation, like β
 

@@ -1,0 +1,78 @@
+r"""Certified ℓ₂ accuracy of a 1-Lipschitz SOC network with its linear last layer replaced by
+convex heads (polynomial: exact radius; ReLU, gated ReLU, nonconvex: Lipschitz margin bounds),
+at ℓ₂ radii 36/255, 72/255, 108/255, beside ℓ₂ attacks at the same radii
+(`cvxjax.certified_pipeline`; MATH.md §7).
+
+Offline on a CPU in a few minutes (scikit-learn's digits resized to 32×32×3):
+
+  python -m experiments.certified --config=experiments/configs/certified.py:digits \
+      --workdir=runs/certified_digits
+
+CIFAR-10 (one GPU; the data prepared once with TFDS, see the README):
+
+  python -m experiments.certified --config=experiments/configs/certified.py \
+      --workdir=runs/certified_cifar --config.data.data_dir=~/tensorflow_datasets
+
+Smoke run (tiny; the tests use it):
+
+  python -m experiments.certified --config=experiments/configs/certified.py:smoke \
+      --workdir=/tmp/certified_smoke
+
+Every stage resumes from the workdir: rerun the same command after an interruption.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from experiments.configs import cifar
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """The experiment's settings; `variant` is "" (CIFAR-10), "digits" or "smoke"."""
+  if variant not in ("", "digits", "smoke"):
+    raise ValueError(f"unknown variant {variant!r}; expected '', 'digits' or 'smoke'")
+  # Data, training and heads as in the deep experiment of the same variant, then changed below.
+  config = cifar.get_config(variant).unlock()
+  del config.backbones
+  del config.eval
+  config.stop_after = config_dict.placeholder(str)  # "backbone", "features" or "heads"
+
+  config.model = ml_collections.ConfigDict()
+  config.model.widths = (32, 64, 128, 256)  # one stage of SOC layers per width
+  config.model.depth = 5  # SOC + MaxMin blocks per stage
+  config.model.train_terms = 6  # Taylor terms of exp(A) in training
+  config.model.eval_terms = 15  # and for features, attacks and the Lipschitz bound
+  config.model.head_width = 256  # hidden width of the nonconvex heads
+
+  config.train.dtype = "float32"  # the certificate's bound is computed for float32 features
+  config.train.weight_decay = 0.0  # SOC's filters are rescaled: decay only fights the scale
+  config.heads.backbone = "soc"  # the feature cache's name
+  config.heads.isotropic = True  # one scale for all features keeps the bound L / scale
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.radii_k = (36, 72, 108)  # ℓ₂ radii k/255 in pixel space
+  config.eval.attacks = ("pgd", "apgd-ce")  # the ℓ₂ attacks that bound the certificates above
+  config.eval.pgd_steps = 50
+  config.eval.apgd_steps = 100
+  config.eval.restarts = 1
+  config.eval.batch_size = 500
+
+  if variant in ("digits", "smoke"):
+    config.model.widths = (8, 16, 32)
+    config.model.depth = 2
+    config.model.head_width = 32
+    config.train.epochs = 15
+    config.eval.pgd_steps = 20
+    config.eval.apgd_steps = 20
+  if variant == "smoke":
+    config.model.widths = (4, 8)
+    config.model.depth = 1
+    config.model.head_width = 8
+    config.train.epochs = 2
+    # One head of each certificate: exact (poly), gate-aware (gated), Lipschitz (network).
+    config.heads.relu.families = ("gated",)
+    config.heads.network.methods = ("standard",)
+    config.eval.attacks = ("pgd",)
+    config.eval.pgd_steps = 3
+    config.eval.batch_size = 32
+  return config.lock()

@@ -1,0 +1,66 @@
+"""The certified-accuracy experiment end to end on its smoke config: an SOC backbone with its
+linear layer and convex and nonconvex heads, certified and attacked at ℓ₂ radii k/255."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cvxjax import certified_pipeline
+from cvxjax.train import backbone
+from experiments.configs import certified as certified_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("certified"))
+  config = certified_config.get_config("smoke")
+  return config, workdir, certified_pipeline.train_and_certify(config, workdir)
+
+
+def test_every_certificate_is_reported_below_the_attacks(run):
+  config, workdir, results = run
+  radii = [k / 255 for k in config.eval.radii_k]
+  assert results["l2_radii"] == radii
+  assert results["model"][0] == "SOC (linear layer)"
+  kinds = results["kind"]
+  assert {"linear", "poly", "relu", "network"} <= set(kinds)
+  certified = np.asarray(results["certified_l2_accuracy"])
+  attacked = np.asarray(results["worst_l2_accuracy"])
+  assert certified.shape == attacked.shape == (len(kinds), len(radii))
+  assert np.all(certified <= attacked)
+  assert np.all(np.diff(certified, axis=1) <= 0)  # larger balls certify fewer examples
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["model"] == results["model"]
+
+
+def test_lipschitz_bound_is_computed_and_never_exceeded(run):
+  _, _, results = run
+  bound, estimates = results["lipschitz"]["bound"], results["lipschitz"]["power_iteration"]
+  assert 1.0 <= bound < 1.0 + 1e-6  # orthogonal layers, up to the series' tail
+  assert all(0.5 * bound < e <= bound * (1 + 1e-6) for e in estimates)
+
+
+def test_rerun_resumes_from_every_stage(run, monkeypatch):
+  config, workdir, results = run
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("train_step called on a finished run")
+
+  monkeypatch.setattr(backbone, "train_step", no_training)
+  monkeypatch.setattr(certified_pipeline.report, "evaluate_attacks", no_training)
+  again = certified_pipeline.train_and_certify(config, workdir)
+  assert again["model"] == results["model"]
+  assert again["certified_l2_accuracy"] == results["certified_l2_accuracy"]
+
+
+def test_bad_settings_are_refused_before_training(tmp_path):
+  config = certified_config.get_config("smoke").unlock()
+  config.heads.isotropic = False
+  with pytest.raises(ValueError, match="isotropic"):
+    certified_pipeline.train_and_certify(config, str(tmp_path))
+  config.heads.isotropic = True
+  config.eval.radii_k = (0, 36)
+  with pytest.raises(ValueError, match="radii_k"):
+    certified_pipeline.train_and_certify(config, str(tmp_path))
