@@ -37,10 +37,12 @@ _POWER_IMAGES = 8
 _POWER_ITERATIONS = 50
 
 
-def _model(config, num_classes: int) -> SOCNet:
-  return SOCNet(num_classes=num_classes, widths=tuple(config.model.widths),
+def _model(config, splits: data.ImageSplits) -> SOCNet:
+  """The SOCNet of config.model, centred on the training images' per-channel mean."""
+  mean = tuple(round(float(m), 6) for m in splits.train.X.mean(axis=(0, 1, 2)))
+  return SOCNet(num_classes=splits.num_classes, widths=tuple(config.model.widths),
                 depth=config.model.depth, train_terms=config.model.train_terms,
-                eval_terms=config.model.eval_terms)
+                eval_terms=config.model.eval_terms, input_mean=mean)
 
 
 def lipschitz_report(model: SOCNet, variables, images: np.ndarray, key: jax.Array) -> Dict:
@@ -151,10 +153,8 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
   os.makedirs(workdir, exist_ok=True)
   timings = {}
   start = time.perf_counter()
-  splits = data.image_splits(config.data.source, data_dir=config.data.data_dir,
-                             val_fraction=config.data.val_fraction, seed=config.seed,
-                             max_train=config.data.max_train, max_test=config.data.max_test)
-  model = _model(config, splits.num_classes)
+  splits = pipeline.load_splits(config)
+  model = _model(config, splits)
   state = backbone.train_backbone(model, config.train, (splits.train.X, splits.train.y),
                                   checkpoint_dir=os.path.join(workdir, "backbone_soc"),
                                   key=jax.random.key(config.seed), progress=config.progress)
@@ -199,9 +199,5 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
                  radii_k=list(config.eval.radii_k), lipschitz=lipschitz,
                  feature_scale=scale, timings=timings, n_train=len(splits.train.y),
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
-  report.write_results(workdir, results)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
-  report.plot_models(workdir, results)
-  print(report.format_table(results), flush=True)
+  report.write_run(workdir, results, config)
   return results

@@ -262,6 +262,13 @@ def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> Lis
   return rows
 
 
+def load_splits(config) -> data.ImageSplits:
+  """The train / validation / test images of config.data (see experiments/configs/cifar.py)."""
+  return data.image_splits(config.data.source, data_dir=config.data.data_dir,
+                           val_fraction=config.data.val_fraction, seed=config.seed,
+                           max_train=config.data.max_train, max_test=config.data.max_test)
+
+
 def _memory() -> Dict[str, float]:
   """Peak host memory of this process, and the device's peak where the backend reports it."""
   peak = {"host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -286,9 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   os.makedirs(workdir, exist_ok=True)
   timings = {}
   start = time.perf_counter()
-  splits = data.image_splits(config.data.source, data_dir=config.data.data_dir,
-                             val_fraction=config.data.val_fraction, seed=config.seed,
-                             max_train=config.data.max_train, max_test=config.data.max_test)
+  splits = load_splits(config)
   timings["data"] = time.perf_counter() - start
 
   def stage(name, fn, *args):
@@ -315,10 +320,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   results = dict(report.collect(rows), linf_eps=[k / 255 for k in config.eval.eps_k],
                  timings=timings, memory=_memory(), n_train=len(splits.train.y),
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
-  report.write_results(workdir, results)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
-  report.plot_models(workdir, results)
-  print(report.format_table(results), flush=True)
+  report.write_run(workdir, results, config)
   print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
   return results

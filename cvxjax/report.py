@@ -323,6 +323,21 @@ def plot_models(workdir: str, results: Mapping[str, Any]) -> str:
                        suptitle="Test accuracy against the attack radius, one line per model")
 
 
+def write_run(workdir: str, results: Mapping[str, Any], config) -> None:
+  """An experiment's outputs: results.json, config.json, accuracy_vs_eps.png; prints the table.
+
+  Args:
+    workdir: the run's directory.
+    results: `collect`ed results with the run's radii (see `plot_models`).
+    config: the run's ml_collections config.
+  """
+  write_results(workdir, results)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
+  plot_models(workdir, results)
+  print(format_table(results), flush=True)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
   line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))

@@ -100,11 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           flush=True)
   results = dict(report.collect(rows), linf_eps=config.linf_eps, l2_radii=config.l2_radii,
                  n_train=len(splits.train.y), n_val=len(splits.val.y), n_test=len(splits.test.y))
-  report.write_results(workdir, results)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
-  report.plot_models(workdir, results)
-  print(report.format_table(results), flush=True)
+  report.write_run(workdir, results, config)
   return results
 
 

@@ -1,5 +1,11 @@
-"""Training the networks whose features and heads the convex heads are compared with."""
+"""Training the networks whose features and heads the convex heads are compared with.
 
+`backbone` trains whole networks (SGD or SAM), `head` the nonconvex two-layer head on frozen
+features; both train normally, by PGD adversarial training or by SSDS (`adversarial`).
+"""
+
+from cvxjax.train import adversarial, head
+from cvxjax.train.adversarial import Adversary
 from cvxjax.train.backbone import (
     TrainState,
     accuracy,
@@ -12,10 +18,13 @@ from cvxjax.train.backbone import (
 )
 
 __all__ = [
+    "Adversary",
     "TrainState",
     "accuracy",
+    "adversarial",
     "augment",
     "default_config",
+    "head",
     "load_backbone",
     "make_optimizer",
     "train_backbone",
