@@ -1,14 +1,24 @@
 """Test configuration: float64 (oracle comparisons at 1e-4 and feasibility at 1e-6 need it).
 
-No persistent compilation cache: writing one SOC network's executable to it crashed the
-process once (a segmentation fault inside jax's cache write), and a crash loses the whole run.
+Each module's compiled executables are dropped when it ends: every XLA CPU executable holds a
+few memory mappings, and a whole suite's worth of them passed the kernel's limit
+(vm.max_map_count, 65530), which made XLA's compiler crash with a segmentation fault.
 """
 
+import gc
 import os
 
 # XLA's thread pool and OpenBLAS's threads contend on small machines (see solvers/driver.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_executables():
+  yield
+  jax.clear_caches()
+  gc.collect()
