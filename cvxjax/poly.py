@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import psd
+from cvxjax import psd, sharding, streaming
 from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic
 
 
@@ -231,7 +231,21 @@ def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
   Returns:
     Scalar lower bound.
   """
-  M = weighted_lift_sum(U, alpha * s, activation)
+  return lift_dual_bound(weighted_lift_sum(U, alpha * s, activation), jnp.sum(alpha), beta, upper,
+                         mu)
+
+
+def lift_dual_bound(M: jnp.ndarray, alpha_sum, beta, upper, mu=None) -> jnp.ndarray:
+  """`dual_bound` from its sums over examples: M = Σ α_i s_i Φ(u_i) and Σ α_i.
+
+  Args:
+    M: (d+1, d+1) the weighted lift sum.
+    alpha_sum: scalar Σ_i α_i.
+    beta, upper, mu: as for `dual_bound`.
+
+  Returns:
+    Scalar lower bound.
+  """
   E = jnp.zeros_like(M).at[-1, -1].set(beta)
   if mu is None:
     worst = jnp.minimum(max_min_eigenvalue(E - M), max_min_eigenvalue(E + M))
@@ -239,7 +253,7 @@ def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
     G = psd.lorentz_form(M.shape[-1], M.dtype)
     worst = jnp.minimum(jnp.linalg.eigvalsh(E - M - mu[0] * G)[0],
                         jnp.linalg.eigvalsh(E + M - mu[1] * G)[0])
-  return jnp.sum(alpha) + (2.0 * upper / beta) * jnp.minimum(0.0, worst)
+  return alpha_sum + (2.0 * upper / beta) * jnp.minimum(0.0, worst)
 
 
 @flax.struct.dataclass
@@ -278,12 +292,14 @@ class PolyHead:
 
 
 def check_array(X, name: str) -> np.ndarray:
+  """Validates a 2-D finite numeric array without copying it (a memory map stays one)."""
   X = np.asarray(X)
   if X.ndim != 2 or 0 in X.shape:
     raise ValueError(f"{name} must be a non-empty 2-D array (n, d), got shape {X.shape}")
   if not np.issubdtype(X.dtype, np.number):
     raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
-  if not np.all(np.isfinite(X)):
+  rows = max(1, 2**24 // X.shape[1])  # blocks of 16M entries bound the check's memory
+  if not all(np.isfinite(X[i:i + rows]).all() for i in range(0, X.shape[0], rows)):
     raise ValueError(f"{name} must be finite; it holds NaN or inf")
   return X
 
@@ -332,7 +348,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
         activation: Quadratic = DEFAULT_ACTIVATION, solver: str = "auto", tol: float = 1e-6,
         max_steps: Optional[int] = None, optimizer=None, head_batch_size: Optional[int] = None,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 20,
-        progress: bool = False) -> PolyHead:
+        progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> PolyHead:
   """Trains a polynomial head to global optimality (MATH.md §3).
 
   Solves min_{Z,Z′∈K} Σ_i (1 − m_i)₊ + β(z₄ + z′₄) with m_i the exact worst-case margin over
@@ -344,7 +360,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     "projected": `optimizer` (default optax.adam(1e-2)) on the exact objective with Π_K after
       every step, for `max_steps` steps; a baseline that scales to large d but stalls above
       the optimum (its gap is reported honestly).
-    "auto": "barrier" when d ≤ 49, else "projected".
+    "auto": "barrier" when d ≤ 49, else "projected" (always "projected" with `chunk_size`).
 
   Precision: the barrier solver is built for float64 (`jax_enable_x64`); in float32 it stops
   where round-off stops it (gaps of 1e-4 to 1e-1) and reports the gap it certified.
@@ -364,6 +380,10 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
     progress: print step, objective and gap as the run goes.
+    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (which
+      must divide n), heads over its "model" axis. None: one device.
+    chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
+      examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.
@@ -378,16 +398,23 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     raise ValueError(f"tol must be a number > 0, got {tol!r}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+  sharding.check_mesh(mesh, X.shape[0])
+  streaming.check_chunk_size(chunk_size, X.shape[0])
+  if chunk_size is not None and (solver == "barrier" or mesh is not None):
+    raise ValueError("chunk_size streams the projected solver on one device; it takes neither "
+                     f"solver='barrier' nor a mesh (got solver={solver!r}, mesh={mesh!r})")
   activation = Quadratic(*(float(v) for v in activation))
   d = X.shape[1]
   if solver == "auto":
-    solver = "barrier" if (d + 1) * (d + 2) // 2 <= _BARRIER_MAX_SVEC else "projected"
+    small = (d + 1) * (d + 2) // 2 <= _BARRIER_MAX_SVEC and chunk_size is None
+    solver = "barrier" if small else "projected"
   from cvxjax.solvers import driver  # the solvers import this module
   return driver.fit_poly(X, S, binary=binary, r=float(r), beta=float(beta),
                          activation=activation, solver=solver, tol=float(tol),
                          max_steps=max_steps, optimizer=optimizer,
                          head_batch_size=head_batch_size, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, progress=progress)
+                         checkpoint_every=checkpoint_every, progress=progress, mesh=mesh,
+                         chunk_size=chunk_size)
 
 
 def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,

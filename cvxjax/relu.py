@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import certify
+from cvxjax import certify, sharding, streaming
 from cvxjax.poly import check_array, check_labels
 
 LOSSES = ("squared", "hinge")
@@ -404,7 +404,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
         linear_solver: str = "cholesky", nystrom_rank: int = 0, optimizer=None,
         penalty_rho: float = 10.0, drop_empty_cones: bool = True,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 500,
-        progress: bool = False) -> ReluHead:
+        progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> ReluHead:
   """Trains a convex ReLU or gated-ReLU head to global optimality (MATH.md §4).
 
   Solves min_W loss(W) + β Σ‖W[s, k, :, c]‖₂ over the sign patterns of `gates` (sampled from
@@ -445,6 +445,10 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       and a run resumes from the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
     progress: show a progress bar with the objective.
+    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (which
+      must divide n), sign patterns over its "model" axis. None: one device.
+    chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
+      examples, one chunk on the device at a time (`cvxjax.streaming`); solver "apg" only.
 
   Returns:
     A `ReluHead` with its gates, weights, exact objective and constraint violation.
@@ -464,12 +468,17 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     raise ValueError(f"nystrom_rank must be an integer in [0, n], got {nystrom_rank!r}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+  sharding.check_mesh(mesh, problem.X.shape[0])
+  streaming.check_chunk_size(chunk_size, problem.X.shape[0])
+  if chunk_size is not None and (solver != "apg" or mesh is not None):
+    raise ValueError("chunk_size streams solver='apg' (gated, squared loss) on one device; got "
+                     f"solver={solver!r}, mesh={mesh!r}")
   key = jax.random.key(0) if key is None else key
   return relu_driver.fit_relu(problem, solver=solver, tol=float(tol), max_steps=max_steps,
                               linear_solver=linear_solver, nystrom_rank=int(nystrom_rank),
                               optimizer=optimizer, penalty_rho=float(penalty_rho), key=key,
                               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                              progress=progress)
+                              progress=progress, mesh=mesh, chunk_size=chunk_size)
 
 
 def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: int = 100,

@@ -1,4 +1,5 @@
-"""Test configuration: float64 (oracle comparisons at 1e-4 and feasibility at 1e-6 need it).
+"""Test configuration: float64 (oracle comparisons at 1e-4 and feasibility at 1e-6 need it),
+and 8 CPU devices for the sharding tests (set before jax starts its backend).
 
 Each module's compiled executables are dropped when it ends: every XLA CPU executable holds a
 few memory mappings, and a whole suite's worth of them passed the kernel's limit
@@ -10,6 +11,9 @@ import os
 
 # XLA's thread pool and OpenBLAS's threads contend on small machines (see solvers/driver.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -12,7 +12,7 @@ import optax
 import threadpoolctl
 import tqdm
 
-from cvxjax import checkpoint, poly, psd
+from cvxjax import checkpoint, poly, psd, sharding, streaming
 from cvxjax.activations import Quadratic
 from cvxjax.solvers import barrier, projected
 
@@ -112,14 +112,68 @@ def _projected_certificate(Z, Zp, X, S, *, r, beta, activation):
                                                          activation=activation))(Z, Zp, S)
 
 
+@functools.partial(jax.jit, static_argnames=("r", "activation"))
+def _projected_gradient(Z, Zp, X, S, beta, *, r, activation):
+  return jax.vmap(lambda Z, Zp, s: projected.gradient(Z, Zp, X, s, r=r, beta=beta,
+                                                      activation=activation))(Z, Zp, S)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def _projected_update(state, grads, optimizer):
+  return jax.vmap(lambda st, g: projected.update(st, g, optimizer=optimizer))(state, grads)
+
+
+@functools.partial(jax.jit, static_argnames=("r", "activation"))
+def _certificate_sums(Z, Zp, X, S, *, r, activation):
+  return jax.vmap(lambda Z, Zp, s: projected.certificate_sums(Z, Zp, X, s, r=r,
+                                                              activation=activation))(Z, Zp, S)
+
+
+@functools.partial(jax.jit, static_argnames=("beta",))
+def _certificate_of_sums(Z, Zp, sums, *, beta):
+  return jax.vmap(lambda Z, Zp, t: projected.certificate_of_sums(Z, Zp, t, beta=beta))(Z, Zp, sums)
+
+
+def _streamed_chunk_gradient(state, beta, r, activation, first, X, St):
+  beta = jnp.asarray(beta if first else 0.0, X.dtype)  # the regulariser counts once per pass
+  return _projected_gradient(state.Z, state.Zp, X, St.T, beta, r=r, activation=activation)
+
+
+def _streamed_projected_run(state, X, S, num_steps, *, chunk_size, r, beta, activation,
+                            optimizer):
+  """`num_steps` projected steps, each a full pass over host (X, S) in chunks."""
+  dtypes = (state.Z.dtype,) * 2
+  for _ in range(num_steps):
+    gradient = functools.partial(_streamed_chunk_gradient, state, beta, r, activation)
+    grads = streaming.pass_sum(gradient, (X, S.T), chunk_size, dtypes)
+    state = _projected_update(state, grads, optimizer)
+  return state
+
+
+def _streamed_certificate(state, X, S, *, chunk_size, r, beta, activation):
+  """(objectives, lower bounds) of every head, from one chunked pass over host (X, S)."""
+  sums = streaming.pass_sum(
+      lambda _, X, St: _certificate_sums(state.Z, state.Zp, X, St.T, r=r, activation=activation),
+      (X, S.T), chunk_size, (state.Z.dtype,) * 2)
+  return _certificate_of_sums(state.Z, state.Zp, sums, beta=beta)
+
+
 def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: float,
              activation: Quadratic, solver: str, tol: float, max_steps: Optional[int],
              optimizer, head_batch_size: Optional[int], checkpoint_dir: Optional[str],
-             checkpoint_every: int, progress: bool) -> poly.PolyHead:
+             checkpoint_every: int, progress: bool, mesh=None,
+             chunk_size: Optional[int] = None) -> poly.PolyHead:
   """Runs a polynomial-head solver on validated inputs; see `cvxjax.poly.fit`."""
   dtype = jnp.result_type(float)
-  X = jnp.asarray(X, dtype)
-  S = jnp.asarray(S, dtype)
+  if chunk_size is not None:
+    return _fit_streamed(X, S, binary=binary, r=r, beta=beta, activation=activation,
+                         max_steps=max_steps, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, progress=progress,
+                         chunk_size=chunk_size)
+  # Examples over the mesh's first axis, heads over its second (states follow the heads).
+  put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=S.shape[0])
+  X = put(jnp.asarray(X, dtype), model=None)
+  S = put(jnp.asarray(S, dtype))
   if solver == "barrier" and dtype != jnp.float64:
     warnings.warn("the barrier solver is built for float64 (jax.config.update('jax_enable_x64', "
                   "True)); in float32 it stops at gaps of 1e-4 to 1e-1", stacklevel=3)
@@ -127,7 +181,7 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
   max_steps = _DEFAULT_STEPS[solver] if max_steps is None else int(max_steps)
   with blas_limited():
     if solver == "barrier":
-      state = _barrier_init(X, S, **problem)
+      state = put(_barrier_init(X, S, **problem))
       advance = lambda st, k: _barrier_run(st, X, S, k, tol=tol, **problem)
       state = run_chunks(
           state, advance, max_steps=max_steps, chunk=checkpoint_every,
@@ -140,7 +194,7 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
       lower = state.lower
     else:
       optimizer = _ADAM if optimizer is None else optimizer
-      state = _projected_init(X, S, optimizer)
+      state = put(_projected_init(X, S, optimizer))
       advance = lambda st, k: _projected_run(st, X, S, k, optimizer=optimizer,
                                              head_batch_size=head_batch_size, **problem)
       evaluate = lambda st: _projected_certificate(st.Z, st.Zp, X, S, **problem)
@@ -160,4 +214,30 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
                   f"gap {float(gap) / float(objective):.2e} > tol={tol:g}", stacklevel=3)
   return poly.PolyHead(Z=state.Z, Zp=state.Zp, objective=objective,
                        gap=gap,
+                       steps=jnp.max(state.step), activation=activation, binary=binary)
+
+
+def _fit_streamed(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: float,
+                  activation: Quadratic, max_steps: Optional[int], optimizer,
+                  checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool,
+                  chunk_size: int) -> poly.PolyHead:
+  """The projected solver with X and S on the host, streamed in chunks of `chunk_size` examples."""
+  dtype = jnp.result_type(float)
+  problem = dict(r=r, beta=beta, activation=activation, chunk_size=chunk_size)
+  optimizer = _ADAM if optimizer is None else optimizer
+  max_steps = _DEFAULT_STEPS["projected"] if max_steps is None else int(max_steps)
+  evaluate = lambda st: _streamed_certificate(st, X, S, **problem)
+  with blas_limited():
+    state = _projected_init(jnp.zeros((1, X.shape[1]), dtype), jnp.zeros((S.shape[0], 1), dtype),
+                            optimizer)
+    state = run_chunks(
+        state, lambda st, k: _streamed_projected_run(st, X, S, k, optimizer=optimizer, **problem),
+        max_steps=max_steps, chunk=checkpoint_every, steps_of=lambda st: int(jnp.max(st.step)),
+        finished=lambda st: False,
+        describe=lambda st: {"objective": f"{float(jnp.sum(evaluate(st)[0])):.6g}"},
+        checkpoint_dir=checkpoint_dir, progress=progress)
+    upper, lower = evaluate(state)
+  objective = jnp.sum(upper)
+  return poly.PolyHead(Z=state.Z, Zp=state.Zp, objective=objective,
+                       gap=jnp.maximum(objective - jnp.sum(lower), 0.0),
                        steps=jnp.max(state.step), activation=activation, binary=binary)

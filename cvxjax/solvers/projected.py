@@ -48,15 +48,27 @@ def init(X: jnp.ndarray, optimizer: optax.GradientTransformation) -> ProjectedSt
   return ProjectedState(Z0, Z0, optimizer.init((Z0, Z0)), jnp.asarray(0))
 
 
-def step(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
-         optimizer: optax.GradientTransformation) -> ProjectedState:
-  """One optax update of the exact objective, then Π_K on Z and Z′."""
+def gradient(Z, Zp, X, s, *, r, beta, activation: Quadratic):
+  """∇ of the objective over (Z, Z′): a sum over examples, so chunks of X add up to it when
+  β is counted in one of them (the streaming path)."""
   objective = functools.partial(poly.objective, X=X, s=s, r=r, beta=beta, activation=activation)
-  grads = jax.grad(lambda p: objective(*p))((state.Z, state.Zp))
+  return jax.grad(lambda p: objective(*p))((Z, Zp))
+
+
+def update(state: ProjectedState, grads, *, optimizer: optax.GradientTransformation
+           ) -> ProjectedState:
+  """One optax update with the gradient `grads` of (Z, Z′), then Π_K on Z and Z′."""
   updates, opt_state = optimizer.update(grads, state.opt_state, (state.Z, state.Zp))
   Z, Zp = optax.apply_updates((state.Z, state.Zp), updates)
   return ProjectedState(psd.project_trace_psd(Z), psd.project_trace_psd(Zp), opt_state,
                         state.step + 1)
+
+
+def step(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
+         optimizer: optax.GradientTransformation) -> ProjectedState:
+  """One optax update of the exact objective, then Π_K on Z and Z′."""
+  grads = gradient(state.Z, state.Zp, X, s, r=r, beta=beta, activation=activation)
+  return update(state, grads, optimizer=optimizer)
 
 
 def run(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
@@ -85,13 +97,42 @@ def run(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
   return jax.lax.map(head, (state, s), batch_size=head_batch_size)
 
 
-def certificate(Z, Zp, X, s, *, r, beta, activation: Quadratic):
-  """(objective, certified lower bound) of one head with subgradient multipliers.
+class CertificateSums(NamedTuple):
+  """The sums over examples that the certificate needs (chunks of examples add).
+
+  Attributes:
+    hinge: () Σ_i (1 − m_i)₊.
+    lift: (d+1, d+1) Σ_i α_i s_i Φ(x_i + δ*_i).
+    alpha: () Σ_i α_i.
+  """
+
+  hinge: jnp.ndarray
+  lift: jnp.ndarray
+  alpha: jnp.ndarray
+
+
+def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSums:
+  """The certificate's sums over these examples, with subgradient multipliers.
 
   α_i = 1 where the worst-case margin is below 1, ½ at 1 and 0 above: the hinge's subgradient.
-  The bound is valid for any iterate; it is tight only at an optimum.
   """
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
-  upper = jnp.sum(jax.nn.relu(1.0 - wc.margin)) + beta * (Z[-1, -1] + Zp[-1, -1])
   alpha = jnp.where(wc.margin < 1.0, 1.0, jnp.where(wc.margin > 1.0, 0.0, 0.5))
-  return upper, poly.dual_bound(X + wc.delta, s, alpha, beta, upper, activation)
+  return CertificateSums(jnp.sum(jax.nn.relu(1.0 - wc.margin)),
+                         poly.weighted_lift_sum(X + wc.delta, alpha * s, activation),
+                         jnp.sum(alpha))
+
+
+def certificate_of_sums(Z, Zp, sums: CertificateSums, *, beta):
+  """(objective, certified lower bound) of one head from its sums over all the examples.
+
+  The bound is valid for any iterate; it is tight only at an optimum.
+  """
+  upper = sums.hinge + beta * (Z[-1, -1] + Zp[-1, -1])
+  return upper, poly.lift_dual_bound(sums.lift, sums.alpha, beta, upper)
+
+
+def certificate(Z, Zp, X, s, *, r, beta, activation: Quadratic):
+  """(objective, certified lower bound) of one head; see `certificate_sums`."""
+  sums = certificate_sums(Z, Zp, X, s, r=r, activation=activation)
+  return certificate_of_sums(Z, Zp, sums, beta=beta)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from cvxjax import relu
 from cvxjax.solvers.admm import shrink
 
-_POWER_ITERS = 50
-_LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
+POWER_ITERS = 50
+LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
 _FIRST_INNER_TOL = 1e-2
 
 
@@ -47,23 +47,32 @@ class State(NamedTuple):
 
 def lipschitz(X, D, num_blocks: int, C: int, key, *, delta: float = 0.0):
   """An upper estimate of the smooth part's curvature ‖F‖² (+ δ‖G‖² for AL), by power iteration."""
-  n, d = X.shape
-  P = D.shape[1]
   def gram(V):
     out = relu.scores_adjoint(relu.scores(V, X, D), X, D, num_blocks)
     if delta > 0:
       out = out + delta * relu.cone_slacks_adjoint(relu.cone_slacks(V, X, D), X, D)
     return out
-  V = jax.random.normal(key, (num_blocks, P, d, C), X.dtype)
-  def body(_, V):
-    V = gram(V)
-    return V / jnp.linalg.norm(V)
-  V = jax.lax.fori_loop(0, _POWER_ITERS, body, V / jnp.linalg.norm(V))
-  return _LIPSCHITZ_MARGIN * jnp.vdot(V, gram(V))
+  V = jax.lax.fori_loop(0, POWER_ITERS, lambda _, V: normalized(gram(V)),
+                        power_start(key, X.shape[1], D.shape[1], num_blocks, C, X.dtype))
+  return LIPSCHITZ_MARGIN * jnp.vdot(V, gram(V))
+
+
+def power_start(key, d: int, P: int, num_blocks: int, C: int, dtype):
+  """The power iteration's random unit start, (S, P, d, C)."""
+  return normalized(jax.random.normal(key, (num_blocks, P, d, C), dtype))
+
+
+def normalized(V):
+  return V / jnp.linalg.norm(V)
+
+
+def loss_gradient(W, X, D, onehot):
+  """∇ of ½‖F W − Y‖² at W, (S, P, d, C): a sum over examples (chunks of them add)."""
+  return relu.scores_adjoint(relu.scores(W, X, D) - onehot, X, D, W.shape[0])
 
 
 def _smooth_grad(W, lam, X, D, onehot, delta):
-  grad = relu.scores_adjoint(relu.scores(W, X, D) - onehot, X, D, W.shape[0])
+  grad = loss_gradient(W, X, D, onehot)
   if lam is not None:
     grad = grad - delta * relu.cone_slacks_adjoint(
         jnp.maximum(lam / delta - relu.cone_slacks(W, X, D), 0.0), X, D)
@@ -86,6 +95,23 @@ def step(state: State, X, D, targets: relu.Targets, *, beta: float, L, delta: fl
   """One FISTA step with gradient-based restart; for AL, a multiplier step once the inner
   problem is solved to `state.inner_tol` (relative prox-gradient)."""
   grad = _smooth_grad(state.Y, state.lam, X, D, targets.onehot, delta)
+  return apply_gradient(state, grad, beta=beta, L=L, delta=delta, tol=tol,
+                        cone_slacks=lambda W: relu.cone_slacks(W, X, D))
+
+
+def apply_gradient(state: State, grad, *, beta: float, L, delta: float, tol: float,
+                   cone_slacks=None) -> State:
+  """The FISTA step from the smooth part's gradient `grad` at state.Y.
+
+  Args:
+    state: the current state.
+    grad: (S, P, d, C) the gradient at state.Y.
+    beta, L, delta, tol: the problem and the solver's settings.
+    cone_slacks: W -> the slacks G W (AL only; APG needs no pass over the examples here).
+
+  Returns:
+    The next state.
+  """
   W = shrink(state.Y - grad / L, beta / L, 2)
   t = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t ** 2))
   restart = jnp.vdot(state.Y - W, W - state.W) > 0
@@ -96,7 +122,7 @@ def step(state: State, X, D, targets: relu.Targets, *, beta: float, L, delta: fl
   lam, outer, inner_tol = state.lam, state.outer, state.inner_tol
   violation = jnp.zeros_like(state.violation)
   if lam is not None:
-    slack = relu.cone_slacks(W, X, D)
+    slack = cone_slacks(W)
     violation = jnp.max(jnp.maximum(-slack, 0.0))
     inner_done = residual <= inner_tol
     inner_tol = jnp.where(inner_done, jnp.maximum(0.1 * inner_tol, tol), inner_tol)

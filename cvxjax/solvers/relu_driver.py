@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cvxjax import relu
+from cvxjax import relu, sharding, streaming
 from cvxjax.solvers import admm, penalty, proximal
 from cvxjax.solvers.driver import blas_limited, run_chunks
 
@@ -72,12 +72,104 @@ def _evaluate(W, X, D, targets, *, loss, eps, q, beta):
           relu.constraint_violation(W, X, D, eps, q) if W.shape[0] == 2 else jnp.zeros(()))
 
 
+@functools.partial(jax.jit, static_argnames=("num_blocks",))
+def _gram(V, X, D, *, num_blocks):
+  return relu.scores_adjoint(relu.scores(V, X, D), X, D, num_blocks)
+
+
+_loss_gradient = jax.jit(proximal.loss_gradient)
+
+
+def _chunk_loss_gradient(Y, first, X, D, labels, onehot, pairs):
+  return _loss_gradient(Y, X, D, onehot)
+
+
+@functools.partial(jax.jit, static_argnames=("beta", "tol"))
+def _apply_gradient(state, grad, L, *, beta, tol):
+  return proximal.apply_gradient(state, grad, beta=beta, L=L, delta=0.0, tol=tol)
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "eps", "q"))
+def _chunk_objective(W, X, D, labels, onehot, pairs, beta, *, loss, eps, q):
+  targets = relu.Targets(labels, onehot, pairs)
+  return relu.objective(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta)
+
+
+class _Streamed:
+  """Full passes over a problem's host arrays in chunks (gated ReLU, squared loss)."""
+
+  def __init__(self, problem: relu.Problem, chunk_size: int):
+    self.problem, self.chunk_size = problem, chunk_size
+    t = problem.targets
+    dtype = jnp.result_type(float)
+    self.arrays = (problem.X, problem.D, t.labels, t.onehot, t.pairs)
+    self.dtypes = (dtype, dtype, dtype if problem.binary else jnp.int32, dtype, dtype)
+
+  def sum(self, fn):
+    """Σ over chunks of fn(first, X, D, labels, onehot, pairs)."""
+    return streaming.pass_sum(fn, self.arrays, self.chunk_size, self.dtypes)
+
+  def lipschitz(self, key, num_blocks: int, C: int):
+    """`proximal.lipschitz` (δ = 0), every product a chunked pass."""
+    X, D = self.problem.X, self.problem.D
+    gram = lambda V: self.sum(lambda _, X, D, *__: _gram(V, X, D, num_blocks=num_blocks))
+    V = proximal.power_start(key, X.shape[1], D.shape[1], num_blocks, C, jnp.result_type(float))
+    for _ in range(proximal.POWER_ITERS):
+      V = proximal.normalized(gram(V))
+    return proximal.LIPSCHITZ_MARGIN * jnp.vdot(V, gram(V))
+
+  def run(self, state, L, num_steps: int, *, tol: float):
+    """Up to `num_steps` APG steps; stops at prox-gradient ≤ tol, as `proximal.run` does."""
+    for _ in range(num_steps):
+      if float(state.residual) <= tol:
+        break
+      grad = self.sum(functools.partial(_chunk_loss_gradient, state.Y))
+      state = _apply_gradient(state, grad, L, beta=self.problem.beta, tol=tol)
+    return state
+
+  def objective(self, W):
+    p = self.problem
+    measures = dict(loss=p.loss, eps=p.eps, q=p.q)
+    return self.sum(lambda first, *chunk: _chunk_objective(
+        W, *chunk, jnp.asarray(p.beta if first else 0.0, W.dtype), **measures))
+
+
+def _fit_streamed(problem: relu.Problem, *, tol: float, max_steps: Optional[int], key,
+                  checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool,
+                  chunk_size: int) -> relu.ReluHead:
+  """APG with the features on the host, streamed in chunks of `chunk_size` examples."""
+  streamed = _Streamed(problem, chunk_size)
+  S, P, C = 1, problem.D.shape[1], problem.targets.onehot.shape[1]
+  dtype = jnp.result_type(float)
+  with blas_limited():
+    L = streamed.lipschitz(key, S, C)
+    shapes = jnp.zeros((1, problem.X.shape[1]), dtype), jnp.zeros((1, P), dtype)
+    state = proximal.init(*shapes, relu.Targets(*(jnp.zeros((1, C)),) * 3), num_blocks=S,
+                          augmented=False)
+    state = run_chunks(
+        state, lambda st, k: streamed.run(st, L, k, tol=tol),
+        max_steps=_DEFAULT_STEPS["apg"] if max_steps is None else int(max_steps),
+        chunk=checkpoint_every, checkpoint_dir=checkpoint_dir, progress=progress,
+        steps_of=lambda st: int(st.step), finished=lambda st: bool(st.residual <= tol),
+        describe=lambda st: {"objective": f"{float(streamed.objective(st.W)):.8g}",
+                             "residual": f"{float(st.residual):.2e}"})
+  return _head(problem, state.W, state.step, objective=streamed.objective(state.W),
+               violation=jnp.zeros((), dtype))
+
+
 def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
              linear_solver: str, nystrom_rank: int, optimizer, penalty_rho: float, key,
              checkpoint_dir: Optional[str], checkpoint_every: int,
-             progress: bool) -> relu.ReluHead:
+             progress: bool, mesh=None, chunk_size: Optional[int] = None) -> relu.ReluHead:
   """Runs a ReLU-head solver on a validated problem; see `cvxjax.relu.fit`."""
+  if chunk_size is not None:
+    return _fit_streamed(problem, tol=tol, max_steps=max_steps, key=key,
+                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         progress=progress, chunk_size=chunk_size)
   X, D, targets = _on_device(problem)
+  # Examples over the mesh's first axis, sign patterns over its second (states follow them).
+  put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=D.shape[1])
+  X, targets, D = put(X, model=None), put(targets, model=None), put(D)
   dtype = X.dtype
   S = 1 if problem.gated else 2
   P, C = D.shape[1], targets.onehot.shape[1]
@@ -89,9 +181,10 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
   with blas_limited():
     if solver == "admm":
       robust = problem.eps > 0
-      setup = _admm_setup(X, D, targets, key, gated=problem.gated, robust=robust,
-                          linear_solver=linear_solver, nystrom_rank=nystrom_rank)
-      state = admm.init(setup, num_blocks=S, num_patterns=P, gated=problem.gated, robust=robust)
+      setup = put(_admm_setup(X, D, targets, key, gated=problem.gated, robust=robust,
+                              linear_solver=linear_solver, nystrom_rank=nystrom_rank))
+      state = put(admm.init(setup, num_blocks=S, num_patterns=P, gated=problem.gated,
+                            robust=robust))
       settings = dict(gated=problem.gated, loss=problem.loss, eps=problem.eps, q=problem.q,
                       beta=problem.beta, linear_solver=linear_solver, cg_tol=tol * 1e-2, tol=tol)
       state = run_chunks(
@@ -104,7 +197,7 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
     elif solver in ("apg", "al"):
       delta = _AL_DELTA if solver == "al" else 0.0
       L = _lipschitz(X, D, key, num_blocks=S, C=C, delta=delta)
-      state = proximal.init(X, D, targets, num_blocks=S, augmented=solver == "al")
+      state = put(proximal.init(X, D, targets, num_blocks=S, augmented=solver == "al"))
       settings = dict(beta=problem.beta, delta=delta, tol=tol, constraint_tol=tol)
       state = run_chunks(
           state, lambda st, k: _prox_run(st, X, D, targets, L, k, **settings),
@@ -115,7 +208,7 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
     else:
       optimizer = optax.adam(1e-2) if optimizer is None else optimizer
       W0 = 1e-3 * jax.random.normal(key, (S, P, X.shape[1], C), dtype)  # ‖·‖ is not
-      state = penalty.init(W0, optimizer)                                # differentiable at 0
+      state = put(penalty.init(W0, optimizer))                           # differentiable at 0
       settings = dict(optimizer=optimizer, rho=penalty_rho, **measures)
       state = run_chunks(
           state, lambda st, k: _penalty_run(st, X, D, targets, k, **settings),
@@ -134,14 +227,16 @@ def _on_device(problem: relu.Problem):
   return jnp.asarray(problem.X, dtype), jnp.asarray(problem.D, dtype), targets
 
 
-def _head(problem: relu.Problem, W, steps) -> relu.ReluHead:
-  """The head holding W, with its exact objective and constraint violation."""
-  X, D, targets = _on_device(problem)
-  W = jnp.asarray(W, X.dtype)
-  value, violation = _evaluate(W, X, D, targets, loss=problem.loss, eps=problem.eps, q=problem.q,
-                               beta=problem.beta)
+def _head(problem: relu.Problem, W, steps, *, objective=None, violation=None) -> relu.ReluHead:
+  """The head holding W, with its exact objective and constraint violation (computed here on
+  the device unless given)."""
+  W = jnp.asarray(W, jnp.result_type(float))
+  if objective is None:
+    X, D, targets = _on_device(problem)
+    objective, violation = _evaluate(W, X, D, targets, loss=problem.loss, eps=problem.eps,
+                                     q=problem.q, beta=problem.beta)
   p = next(k for k, v in relu.NORMS.items() if v == problem.q)
-  return relu.ReluHead(gates=jnp.asarray(problem.gates, X.dtype), weights=W, objective=value,
+  return relu.ReluHead(gates=jnp.asarray(problem.gates, W.dtype), weights=W, objective=objective,
                        violation=violation, steps=jnp.asarray(steps), eps=problem.eps, p=p,
                        loss=problem.loss, binary=problem.binary)
 

@@ -1,0 +1,86 @@
+"""Sharded head training (examples over devices, heads or patterns over a model axis) equals
+the single-device fit. The conftest gives the CPU 8 devices."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cvxjax import poly, relu, sharding
+
+KEY = jax.random.key(1)
+
+
+def _data(n=64, d=4, classes=2, seed=0):
+  rng = np.random.default_rng(seed)
+  X = rng.normal(size=(n, d))
+  score = X[:, 0] - 0.6 * X[:, 1] ** 2 + 0.4 + 0.3 * rng.normal(size=n)
+  if classes == 2:
+    return X, np.where(score > 0, 1.0, -1.0)
+  return X, np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1]))
+
+
+def _rel(a, b):
+  return abs(float(a) - float(b)) / abs(float(b))
+
+
+def _on(mesh, array):
+  return isinstance(array.sharding, NamedSharding) and array.sharding.mesh.devices.size == 8
+
+
+def test_the_suite_has_eight_devices():
+  assert jax.device_count() >= 8
+
+
+@pytest.mark.parametrize("solver, classes", [("barrier", 2), ("projected", 4)])
+def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
+  X, y = _data(classes=classes)
+  mesh = sharding.make_mesh(examples=4, model=2)
+  settings = dict(r=0.3, beta=1e-2, solver=solver, max_steps=60)
+  alone = poly.fit(X, y, **settings)
+  sharded = poly.fit(X, y, mesh=mesh, **settings)
+  assert _on(mesh, sharded.Z)
+  assert _rel(sharded.objective, alone.objective) < 1e-5
+  np.testing.assert_allclose(np.asarray(sharded.Z), np.asarray(alone.Z), atol=1e-5)
+  if solver == "barrier":  # converged: both certify the same optimum
+    assert float(alone.gap) <= 1e-6 * float(alone.objective)
+    assert float(sharded.gap) <= 1e-6 * float(sharded.objective)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(classes=2, eps=0.1, solver="admm"),
+    dict(classes=3, gated=True, loss="squared", solver="apg"),
+], ids=["robust-relu-admm", "gated-apg"])
+def test_sharded_relu_fit_equals_the_single_device_fit(settings):
+  settings = dict(settings)
+  X, y = _data(classes=settings.pop("classes"))
+  mesh = sharding.make_mesh(examples=4, model=2)
+  alone = relu.fit(X, y, num_patterns=8, key=KEY, max_steps=400, **settings)
+  sharded = relu.fit(X, y, num_patterns=8, key=KEY, max_steps=400, mesh=mesh, **settings)
+  assert _on(mesh, sharded.weights)
+  assert _rel(sharded.objective, alone.objective) < 1e-5
+  np.testing.assert_allclose(np.asarray(sharded.weights), np.asarray(alone.weights), atol=1e-5)
+
+
+def test_placement_splits_examples_and_the_model_axis():
+  mesh = sharding.make_mesh(examples=4, model=2)
+  D = sharding.place(np.zeros((64, 6)), mesh, examples=64, model=6)
+  assert D.sharding.spec == P("examples", "model")
+  assert {s.data.shape for s in D.addressable_shards} == {(16, 3)}
+  odd = sharding.place(np.zeros((64, 5)), mesh, examples=64, model=5)  # 5 patterns: replicated
+  assert odd.sharding.spec == P("examples", None)
+
+
+def test_bad_meshes_are_refused_by_name():
+  X, y = _data(n=30)
+  with pytest.raises(ValueError, match="X has n = 30"):
+    poly.fit(X, y, mesh=sharding.make_mesh(examples=8))
+  with pytest.raises(ValueError, match="X has n = 30"):
+    relu.fit(X, y, key=KEY, mesh=sharding.make_mesh(examples=4))
+  with pytest.raises(ValueError, match="mesh must be"):
+    poly.fit(X, y, mesh=jax.make_mesh((2,), ("data",)))
+  with pytest.raises(ValueError, match="needs 32 devices"):
+    sharding.make_mesh(examples=16, model=2)
+  with pytest.raises(ValueError, match="model must be"):
+    sharding.make_mesh(model=0)
