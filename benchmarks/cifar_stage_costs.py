@@ -19,13 +19,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import costs  # noqa: E402
 from cvxjax import attacks  # noqa: E402
 from cvxjax.models import PreActResNet18  # noqa: E402
 from cvxjax.train import backbone  # noqa: E402
@@ -41,20 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def _measure(fn, *args):
-  """(GFLOPs, XLA's planned bytes, median seconds) of one jitted call."""
-  compiled = jax.jit(fn).lower(*args).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  memory = compiled.memory_analysis()
-  planned = sum(getattr(memory, f, 0) for f in ("temp_size_in_bytes", "argument_size_in_bytes",
-                                                "output_size_in_bytes"))
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(FLAGS.repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return cost.get("flops", float("nan")) / 1e9, planned, float(np.median(times))
+  return costs.measure(fn, *args, repeats=FLAGS.repeats)
 
 
 def main(argv):

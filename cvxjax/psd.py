@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-# Newton-bisection iterations for the secular equation: each at least halves the bracket.
+# Newton-bisection iterations for the secular equation at most: each at least halves the bracket.
 _SECULAR_ITERS = 60
 # Iterations of the safeguarded root search for the multiplier of Π_K.
 _PROJECTION_ITERS = 60
@@ -149,8 +149,8 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
   has_root = (g_bottom_sq > (eps * scale * r) ** 2) | (step_norm_sq(lo) > r**2)
   hi = lo + jnp.linalg.norm(g_hat) / (2.0 * jnp.maximum(r, eps)) + eps * scale
 
-  def newton(_, carry):
-    lam, a, b = carry
+  def newton(carry):
+    lam, a, b, k, _ = carry
     s = mu + lam
     coef = g_hat / (2.0 * s)
     nrm2 = jnp.sum(coef**2)
@@ -163,10 +163,15 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
     b = jnp.where(phi < 0, b, lam)
     trial = lam - phi / dphi
     ok = (trial > a) & (trial < b) & jnp.isfinite(trial)
-    return jnp.where(ok, trial, 0.5 * (a + b)), a, b
+    new = jnp.where(ok, trial, 0.5 * (a + b))
+    # Converged once a step or the bracket is at round-off of λ: later steps cannot move it.
+    resolution = eps * (jnp.abs(new) + eps * scale)
+    return new, a, b, k + 1, (jnp.abs(new - lam) <= resolution) | (b - a <= resolution)
 
+  # A while loop: under vmap it runs until the slowest example converges (about 10 steps).
   lam0 = 0.5 * (lo + hi)
-  lam_root, _, _ = jax.lax.fori_loop(0, _SECULAR_ITERS, newton, (lam0, lo, hi))
+  lam_root = jax.lax.while_loop(lambda c: (c[3] < _SECULAR_ITERS) & ~c[4], newton,
+                                (lam0, lo, hi, 0, False))[0]
   lam = jnp.where(has_root, lam_root, lo)
   shifted = jnp.where(bottom & ~has_root, 1.0, mu + lam)
   delta = jnp.where(bottom & ~has_root, 0.0, -g_hat / (2.0 * shifted))
