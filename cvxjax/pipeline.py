@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cvxjax import data, features, poly, relu, report
+from cvxjax import data, features, poly, relu, report, sharding
 from cvxjax.models import PreActResNet18
 from cvxjax.train import adversarial, backbone
 from cvxjax.train import head as network_head
@@ -124,17 +124,20 @@ def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
 def _head_fits(config, classes: int):
   """(label, kind, fit(X, y, β) -> head, betas) for every head of config.heads."""
   heads = config.heads
+  mesh = heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
+  mesh = (None if mesh.examples * mesh.model == 1
+          else sharding.make_mesh(examples=mesh.examples, model=mesh.model))
   for r in heads.poly.radii:
     yield (f"poly r={r:g}", "poly", lambda X, y, beta, r=r: poly.fit(
         X, y, r=float(r), beta=beta, solver=heads.poly.solver, tol=heads.poly.tol,
-        max_steps=heads.poly.max_steps, progress=config.progress), heads.poly.betas)
+        max_steps=heads.poly.max_steps, progress=config.progress, mesh=mesh), heads.poly.betas)
   key = jax.random.key(config.seed)
   for family in heads.relu.families:
     for eps in heads.relu.eps:
       yield (f"{family} ε={eps:g}", "relu", lambda X, y, beta, eps=eps, family=family: relu.fit(
           X, y, eps=float(eps), p=heads.relu.p, beta=beta, num_patterns=heads.relu.num_patterns,
           gated=family == "gated", key=key, tol=heads.relu.tol, max_steps=heads.relu.max_steps,
-          progress=config.progress), heads.relu.betas)
+          progress=config.progress, mesh=mesh), heads.relu.betas)
   network = heads.network
   for method in network.methods if network.steps > 0 else ():
     adversary = adversarial.from_config(ml_collections.ConfigDict(dict(

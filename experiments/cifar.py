@@ -29,6 +29,8 @@ def main(argv):
     raise app.UsageError("Too many command-line arguments.")
   # The polynomial heads' solver certifies its optimum in float64; the network stays float32.
   jax.config.update("jax_enable_x64", True)
+  if FLAGS.config.distributed:
+    jax.distributed.initialize()  # coordinator and process ids from the cluster's environment
   pipeline.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -24,6 +24,12 @@ Smoke run (tiny; the tests use it):
 
   python -m experiments.cifar --config=experiments/configs/cifar.py:smoke --workdir=/tmp/smoke
 
+Several GPUs (the convex heads data-parallel over 8 devices; on several hosts also
+--config.distributed=True, which calls jax.distributed.initialize()):
+
+  python -m experiments.cifar --config=experiments/configs/cifar.py --workdir=runs/cifar \
+      --config.heads.mesh.examples=8
+
 Every stage resumes from the workdir: rerun the same command after an interruption.
 """
 
@@ -38,6 +44,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.progress = True
+  config.distributed = False  # several hosts: jax.distributed.initialize() before anything
   config.stop_after = config_dict.placeholder(str)  # end after this stage (see cvxjax.pipeline)
 
   config.data = ml_collections.ConfigDict()
@@ -58,6 +65,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   config.heads = ml_collections.ConfigDict()
   config.heads.backbone = "sgd"  # whose frozen features the heads are trained on
+  # Devices of the heads' mesh (cvxjax.sharding): examples data-parallel (must divide the
+  # training set), heads or patterns model-parallel; 1 × 1 is one device.
+  config.heads.mesh = ml_collections.ConfigDict(dict(examples=1, model=1))
   config.heads.poly = ml_collections.ConfigDict()
   config.heads.poly.radii = (0.0, 1.0)  # ℓ₂ training radii r on standardised features
   config.heads.poly.betas = (1e-3, 1e-2)
