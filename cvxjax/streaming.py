@@ -56,5 +56,7 @@ def pass_sum(fn: Callable, arrays: Sequence, chunk_size: int, dtypes: Sequence):
   total = None
   for i, block in enumerate(chunks(arrays, chunk_size, dtypes)):
     part = fn(i == 0, *block)
-    total = part if total is None else jax.tree.map(jnp.add, total, part)
+    # One chunk in flight: bounds device memory, and XLA's CPU runtime deadlocked (idle, in a
+    # futex) with a whole pass of large chunks dispatched at once.
+    total = jax.block_until_ready(part if total is None else jax.tree.map(jnp.add, total, part))
   return total

@@ -112,26 +112,29 @@ def _projected_certificate(Z, Zp, X, S, *, r, beta, activation):
                                                          activation=activation))(Z, Zp, S)
 
 
+# Heads one after another (lax.map), as `projected.run` does: with the heads vmapped, their
+# batched eighs inside while loops left XLA's CPU runtime deadlocked (idle in a futex).
 @functools.partial(jax.jit, static_argnames=("r", "activation"))
 def _projected_gradient(Z, Zp, X, S, beta, *, r, activation):
-  return jax.vmap(lambda Z, Zp, s: projected.gradient(Z, Zp, X, s, r=r, beta=beta,
-                                                      activation=activation))(Z, Zp, S)
+  return jax.lax.map(lambda a: projected.gradient(a[0], a[1], X, a[2], r=r, beta=beta,
+                                                  activation=activation), (Z, Zp, S))
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def _projected_update(state, grads, optimizer):
-  return jax.vmap(lambda st, g: projected.update(st, g, optimizer=optimizer))(state, grads)
+  return jax.lax.map(lambda a: projected.update(a[0], a[1], optimizer=optimizer), (state, grads))
 
 
 @functools.partial(jax.jit, static_argnames=("r", "activation"))
 def _certificate_sums(Z, Zp, X, S, *, r, activation):
-  return jax.vmap(lambda Z, Zp, s: projected.certificate_sums(Z, Zp, X, s, r=r,
-                                                              activation=activation))(Z, Zp, S)
+  return jax.lax.map(lambda a: projected.certificate_sums(a[0], a[1], X, a[2], r=r,
+                                                          activation=activation), (Z, Zp, S))
 
 
 @functools.partial(jax.jit, static_argnames=("beta",))
 def _certificate_of_sums(Z, Zp, sums, *, beta):
-  return jax.vmap(lambda Z, Zp, t: projected.certificate_of_sums(Z, Zp, t, beta=beta))(Z, Zp, sums)
+  return jax.lax.map(lambda a: projected.certificate_of_sums(a[0], a[1], a[2], beta=beta),
+                     (Z, Zp, sums))
 
 
 def _streamed_chunk_gradient(state, beta, r, activation, first, X, St):
