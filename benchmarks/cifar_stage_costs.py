@@ -61,7 +61,7 @@ def main(argv):
     variables = model.init(key, images[:1])
     state = backbone.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                 batch_stats=variables["batch_stats"],
-                                opt_state=opt.init(variables["params"]))
+                                opt_state=opt.init(variables["params"]), adversarial={})
     step = lambda s, x, y, k, opt=opt: backbone.train_step(model, opt, s, x, y, k)
     rows[f"train step ({optimizer})"] = _measure(step, state, images, labels, key)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
