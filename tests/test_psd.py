@@ -51,6 +51,18 @@ def test_project_trace_psd_lands_in_k_and_is_idempotent(seed):
     assert np.sum((Ys - P) * (Q - P)) <= 1e-8 * (1 + np.abs(Q).max())
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_project_trace_psd_equals_the_cvxpy_projection(seed):
+  cp = pytest.importorskip("cvxpy")
+  rng = np.random.default_rng(seed)
+  Y = 2.0 * _random_symmetric(rng, 5)
+  Z = cp.Variable((5, 5), symmetric=True)
+  problem = cp.Problem(cp.Minimize(cp.sum_squares(Z - Y)),
+                       [Z >> 0, cp.trace(Z[:-1, :-1]) == Z[-1, -1]])
+  problem.solve(solver="CLARABEL")
+  np.testing.assert_allclose(project_k(jnp.asarray(Y)), Z.value, atol=1e-5 * np.abs(Y).max())
+
+
 def test_project_trace_psd_batches_with_vmap():
   rng = np.random.default_rng(0)
   Y = jnp.asarray(rng.normal(size=(3, 5, 5)))
