@@ -220,6 +220,7 @@ class ReluHead:
     objective: the training objective at `weights` (loss + β Σ‖·‖₂).
     violation: the largest violation of the (robust) cone constraints (0 for gated heads).
     steps: solver iterations taken.
+    gap: a certified bound on objective − optimum (solver "barrier"), None otherwise.
     eps, p: the ball the head was trained against (eps = 0: plain).
     loss: "squared" or "hinge".
     binary: whether the head is binary (C = 1, labels ±1).
@@ -230,6 +231,7 @@ class ReluHead:
   objective: jnp.ndarray
   violation: jnp.ndarray
   steps: jnp.ndarray
+  gap: Optional[jnp.ndarray] = None
   eps: float = flax.struct.field(pytree_node=False, default=0.0)
   p: object = flax.struct.field(pytree_node=False, default="inf")
   loss: str = flax.struct.field(pytree_node=False, default="hinge")
@@ -417,6 +419,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       stops when both relative residuals are below `tol`.
     "apg": FISTA with restarts (gated ReLU, plain, squared loss).
     "al": augmented Lagrangian with an inner FISTA (convex ReLU, plain, squared loss).
+    "barrier": the interior-point method of `cvxjax.solvers.relu_barrier` (convex ReLU, plain,
+      squared loss or binary hinge; float64): strictly feasible weights and a certified gap
+      (`head.gap`), stopping when the gap is below `tol` relative to the objective.
     "penalty": `optimizer` (default optax.adam(1e-2)) on objective + penalty_rho·(violation)₊
       for `max_steps` steps: the reference code's baseline, approximate.
 
@@ -430,9 +435,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     gates: (d, P) gates to reuse exactly, instead of sampling.
     gated: train a gated-ReLU head (no constraints) instead of a convex ReLU one.
     loss: "hinge" (binary, or Σ_{c≠y} multi-class hinge) or "squared" (targets ±1 / one-hot).
-    solver: "auto", "admm", "apg", "al" or "penalty".
+    solver: "auto", "admm", "apg", "al", "barrier" or "penalty".
     key: jax.random key for the gates (and the penalty method's start, Nyström's sketch).
-    tol: relative residual at which the solver stops.
+    tol: relative residual (or, for "barrier", relative certified gap) at which the solver stops.
     max_steps: iteration limit (defaults per solver).
     linear_solver: ADMM's linear solves without eps: "cholesky" (an n×n factor, cached) or
       "cg" (matrix-free, for n too large to factor).

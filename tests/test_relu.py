@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from cvxjax import attacks, relu
-from cvxjax.solvers import admm
+from cvxjax.solvers import admm, relu_barrier
 
 pytest.importorskip("cvxpy")
 
@@ -97,6 +97,47 @@ def test_apg_and_al_reach_the_cvxpy_optimum(classes):
     assert float(head.violation) <= 1e-6
 
 
+# The hinge's curvature (τ²) swamps the Newton system near τ ~ 1e8: its gaps stop near 1e-5.
+@pytest.mark.parametrize("classes,loss,tol", [(2, "squared", 1e-7), (3, "squared", 1e-7),
+                                              (2, "hinge", 1e-4)])
+def test_the_barrier_reaches_the_cvxpy_optimum_feasibly_and_certifies_it(classes, loss, tol):
+  X, y = _data(classes=classes)
+  kw = dict(beta=0.1, num_patterns=8, loss=loss, key=KEY)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, solver="barrier", tol=tol, **kw)
+  assert _rel(head.objective, oracle.objective) < max(10 * tol, 1e-6)
+  # Strictly feasible: no cone constraint is violated at all, not merely by less than 1e-6.
+  D = relu.sign_patterns(jnp.asarray(X), head.gates)
+  assert float(jnp.min(relu.cone_slacks(head.weights, jnp.asarray(X), D))) >= 0.0
+  # The certificate brackets CVXPY's optimum and is as tight as asked.
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  assert 0.0 <= float(head.gap) <= tol * float(head.objective)
+
+
+@pytest.mark.parametrize("loss", ["squared", "hinge"])
+def test_the_barrier_newton_step_solves_the_dense_newton_system(loss):
+  X, y = _data(n=25, d=3)
+  problem = relu.check_problem(X, y, eps=0.0, p=2, beta=0.3, num_patterns=4, gates=None,
+                               gated=False, loss=loss, key=KEY)
+  setup = relu_barrier.build_setup(*(jnp.asarray(a) for a in (problem.X, problem.D,
+                                                                problem.gates)))
+  targets = relu.Targets(*(jnp.asarray(a) for a in problem.targets))
+  yc = relu_barrier.class_targets(targets, loss)[0]
+  state = relu_barrier.init(setup, yc, loss=loss, beta=0.3)
+  for _ in range(3):  # a strictly feasible point off the start's symmetries
+    state = relu_barrier.step(state, setup, yc, loss=loss, beta=0.3, tol=1e-12)
+  N, d = state.W.shape
+  # The oracle: autodiff's dense Hessian and gradient of Φ_τ, solved directly.
+  phi = lambda w: relu_barrier._barrier_value(w.reshape(N, d), setup, yc, state.tau,
+                                              loss=loss, beta=0.3)
+  grad, hessian = jax.grad(phi)(state.W.ravel()), jax.hessian(phi)(state.W.ravel())
+  expected = -jnp.linalg.solve(hessian, grad)
+  direction, _, decrement, _, _ = relu_barrier._newton(state, setup, yc, loss=loss, beta=0.3)
+  np.testing.assert_allclose(np.asarray(direction).ravel(), np.asarray(expected), rtol=1e-8,
+                             atol=1e-10 * float(jnp.max(jnp.abs(expected))))
+  np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
+
+
 def test_the_penalty_baseline_approaches_the_optimum():
   X, y = _data()
   kw = dict(beta=0.1, num_patterns=8, loss="hinge", key=KEY)
@@ -152,16 +193,18 @@ def test_robust_hinge_bounds_the_hinge_pgd_finds_on_the_recovered_network(p):
   assert float(jnp.sum(attacked)) > 0  # the attack did find losses to bound
 
 
-@pytest.mark.parametrize("solver,gated", [("admm", False), ("admm", True), ("al", False)])
+@pytest.mark.parametrize("solver,gated", [("admm", False), ("admm", True), ("al", False),
+                                          ("barrier", False)])
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, solver, gated):
   X, y = _data()
-  loss = "squared" if solver == "al" else "hinge"  # neither converges within 200 steps
+  loss = "squared" if solver == "al" else "hinge"  # none converges within its budget
+  total, cut, every = (30, 18, 6) if solver == "barrier" else (200, 120, 40)
   kw = dict(beta=0.1, num_patterns=8, gated=gated, loss=loss, key=KEY, solver=solver,
-            tol=1e-12, checkpoint_every=40)
-  full = relu.fit(X, y, max_steps=200, **kw)
-  relu.fit(X, y, max_steps=120, checkpoint_dir=str(tmp_path), **kw)
-  resumed = relu.fit(X, y, max_steps=200, checkpoint_dir=str(tmp_path), **kw)
-  assert int(resumed.steps) == int(full.steps) == 200
+            tol=1e-12, checkpoint_every=every)
+  full = relu.fit(X, y, max_steps=total, **kw)
+  relu.fit(X, y, max_steps=cut, checkpoint_dir=str(tmp_path), **kw)
+  resumed = relu.fit(X, y, max_steps=total, checkpoint_dir=str(tmp_path), **kw)
+  assert int(resumed.steps) == int(full.steps) == total
   np.testing.assert_array_equal(np.asarray(resumed.weights), np.asarray(full.weights))
 
 
@@ -216,6 +259,11 @@ def test_proximal_maps_are_exact():
     (dict(eps=0.1, loss="squared"), "robust training"),
     (dict(solver="apg"), "solver='apg'"),
     (dict(solver="newton"), "solver must be"),
+    (dict(solver="barrier", gated=True), "solver='barrier'"),
+    (dict(solver="barrier", eps=0.1), "solver='barrier'"),
+    (dict(solver="barrier", y=np.arange(30) % 3), "solver='barrier'"),
+    (dict(solver="barrier", gates=np.array([[1.0], [0.0], [0.0]]),
+          X=np.array([[0.0, 1.0, 0.0]] * 15 + [[1.0, 0.0, 0.0]] * 15)), "orthogonal"),
     (dict(key=None), "key must be"),
     (dict(linear_solver="lu"), "linear_solver"),
 ])
@@ -223,6 +271,7 @@ def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
   X, y = _data()
   args = dict(key=KEY, num_patterns=4)
   args.update(kwargs)
+  X, y = args.pop("X", X), args.pop("y", y)
   with pytest.raises(ValueError, match=match):
     relu.fit(X, y, **args)
 

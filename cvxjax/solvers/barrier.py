@@ -114,7 +114,7 @@ def _kronecker_form(MM, WW, lay, m):
   return form * scale[:, None] * scale[None, :]
 
 
-def _psi(v, t):
+def smoothed_hinge(v, t):
   """ψ_t(v) = min_ξ tξ − log ξ − log(ξ − v) (up to the constant 2 log t), and its pieces.
 
   With u = t v, p = tξ* = (u + 2 + √(u²+4))/2 and q = t(ξ* − v) = (2 − u + √(u²+4))/2,
@@ -189,7 +189,7 @@ def _local_model(Z, Zp, t, X, s, r, beta, activation, lay) -> _Local:
   n = X.shape[0]
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
   U = X + wc.delta
-  _, d1, d2, alpha = _psi(1.0 - wc.margin, t)
+  _, d1, d2, alpha = smoothed_hinge(1.0 - wc.margin, t)
   lifted = _lift_all(U, s, activation)
   L, Lp = jnp.linalg.cholesky(Z), jnp.linalg.cholesky(Zp)
   V = jnp.concatenate([_svec(jnp.einsum("pa,ipq,qb->iab", L, lifted, L), lay),
@@ -301,7 +301,7 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
 def _barrier_value(Z, Zp, t, X, s, r, beta, activation):
   """Φ_t with ξ minimised out; +inf outside the interior of K."""
   m_i = poly.worst_case(Z - Zp, X, s, r, activation).margin
-  psi, *_ = _psi(1.0 - m_i, t)
+  psi, *_ = smoothed_hinge(1.0 - m_i, t)
   sign, logdet = jnp.linalg.slogdet(Z)
   sign_p, logdet_p = jnp.linalg.slogdet(Zp)
   value = t * beta * (Z[-1, -1] + Zp[-1, -1]) + jnp.sum(psi) - logdet - logdet_p

@@ -1,6 +1,7 @@
 """Runs the ReLU-head solvers on a validated problem: jitted chunks, checkpoints, progress."""
 
 import functools
+import warnings
 from typing import Optional
 
 import jax
@@ -9,11 +10,11 @@ import numpy as np
 import optax
 
 from cvxjax import relu, sharding, streaming
-from cvxjax.solvers import admm, penalty, proximal
+from cvxjax.solvers import admm, penalty, proximal, relu_barrier
 from cvxjax.solvers.driver import blas_limited, run_chunks
 
-SOLVERS = ("auto", "admm", "apg", "al", "penalty")
-_DEFAULT_STEPS = {"admm": 20000, "apg": 20000, "al": 50000, "penalty": 5000}
+SOLVERS = ("auto", "admm", "apg", "al", "barrier", "penalty")
+_DEFAULT_STEPS = {"admm": 20000, "apg": 20000, "al": 50000, "barrier": 300, "penalty": 5000}
 _AL_DELTA = 1e3  # augmented-Lagrangian penalty on the summed loss (measured best of 1e1–1e3)
 
 
@@ -23,6 +24,8 @@ def check_solver(solver: str, problem: relu.Problem) -> str:
     raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
   if solver == "auto":
     return "admm"
+  if solver == "barrier" and (reason := relu_barrier.unsupported_reason(problem)):
+    raise ValueError(f"solver='barrier' {reason}; use solver='admm'")
   if solver in ("apg", "al"):
     needs = "gated=True" if solver == "apg" else "gated=False"
     if problem.loss != "squared" or problem.eps > 0 or problem.gated != (solver == "apg"):
@@ -56,6 +59,16 @@ def _prox_run(state, X, D, targets, L, num_steps, **problem):
 @functools.partial(jax.jit, static_argnames=("num_blocks", "C", "delta"))
 def _lipschitz(X, D, key, *, num_blocks, C, delta):
   return proximal.lipschitz(X, D, num_blocks, C, key, delta=delta)
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "beta"))
+def _barrier_init(setup, Y, *, loss, beta):
+  return jax.vmap(lambda y: relu_barrier.init(setup, y, loss=loss, beta=beta))(Y)
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "beta", "tol"))
+def _barrier_run(state, setup, Y, num_steps, *, loss, beta, tol):
+  return relu_barrier.run(state, setup, Y, loss=loss, beta=beta, tol=tol, num_steps=num_steps)
 
 
 _PENALTY_STATIC = ("loss", "eps", "q", "beta", "rho", "optimizer")
@@ -194,6 +207,28 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
                                "primal": f"{float(st.primal):.2e}",
                                "dual": f"{float(st.dual):.2e}"}, **chunk)
       W = state.Z
+    elif solver == "barrier":
+      if dtype != jnp.float64:
+        warnings.warn("the barrier solver is built for float64 (jax.config.update("
+                      "'jax_enable_x64', True)); in float32 it stops at loose gaps", stacklevel=3)
+      setup = relu_barrier.build_setup(X, D, jnp.asarray(problem.gates, dtype))
+      Y = relu_barrier.class_targets(targets, problem.loss)
+      state = _barrier_init(setup, Y, loss=problem.loss, beta=problem.beta)
+      settings = dict(loss=problem.loss, beta=problem.beta, tol=tol)
+      state = run_chunks(
+          state, lambda st, k: _barrier_run(st, setup, Y, k, **settings),
+          max_steps=max_steps, chunk=checkpoint_every, checkpoint_dir=checkpoint_dir,
+          progress=progress, steps_of=lambda st: int(jnp.max(st.step)),
+          finished=lambda st: bool(jnp.all(st.done)),
+          describe=lambda st: {"objective": f"{float(jnp.sum(st.upper)):.8g}",
+                               "gap": f"{float(jnp.sum(st.upper - st.lower)):.2e}"})
+      W = relu_barrier.weights(state, P)
+      gap = float(jnp.sum(state.upper - state.lower))
+      if gap > tol * float(jnp.sum(state.upper)):
+        warnings.warn(f"barrier solver stopped after {int(jnp.max(state.step))} steps at "
+                      f"relative gap {gap / float(jnp.sum(state.upper)):.2e} > tol={tol:g}",
+                      stacklevel=3)
+      return _head(problem, W, jnp.max(state.step), gap=jnp.sum(state.upper - state.lower))
     elif solver in ("apg", "al"):
       delta = _AL_DELTA if solver == "al" else 0.0
       L = _lipschitz(X, D, key, num_blocks=S, C=C, delta=delta)
@@ -227,7 +262,8 @@ def _on_device(problem: relu.Problem):
   return jnp.asarray(problem.X, dtype), jnp.asarray(problem.D, dtype), targets
 
 
-def _head(problem: relu.Problem, W, steps, *, objective=None, violation=None) -> relu.ReluHead:
+def _head(problem: relu.Problem, W, steps, *, objective=None, violation=None,
+          gap=None) -> relu.ReluHead:
   """The head holding W, with its exact objective and constraint violation (computed here on
   the device unless given)."""
   W = jnp.asarray(W, jnp.result_type(float))
@@ -237,7 +273,7 @@ def _head(problem: relu.Problem, W, steps, *, objective=None, violation=None) ->
                                      q=problem.q, beta=problem.beta)
   p = next(k for k, v in relu.NORMS.items() if v == problem.q)
   return relu.ReluHead(gates=jnp.asarray(problem.gates, W.dtype), weights=W, objective=objective,
-                       violation=violation, steps=jnp.asarray(steps), eps=problem.eps, p=p,
+                       violation=violation, steps=jnp.asarray(steps), gap=gap, eps=problem.eps, p=p,
                        loss=problem.loss, binary=problem.binary)
 
 
