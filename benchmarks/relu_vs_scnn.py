@@ -18,10 +18,11 @@ The solvers:
 
   scnn:    `optimize_model` with `AL` (relu) and `RFISTA` (gated) at their default tolerances,
            timed end to end, `--repeats` runs (median).
-  cvxjax:  `relu.fit` with solver "admm" and "al" (relu), "admm" and "apg" (gated), and the
-           penalty baseline (solver "penalty", relu) for a fixed `--penalty_steps`.
+  cvxjax:  `relu.fit` with solver "barrier", "admm" and "al" (relu), "admm" and "apg" (gated),
+           and the penalty baseline (solver "penalty", relu) for a fixed `--penalty_steps`.
 
-Each cvxjax solver runs from scratch with increasing `max_steps` budgets (250, 500, ..., 32000).
+Each cvxjax solver runs from scratch with increasing `max_steps` budgets (250, 500, ..., 32000;
+the barrier's Newton steps: 40, 60, ..., 300).
 Each run is timed end to end (validation, patterns, factorisations, iterations, the final
 evaluation); XLA compilation is excluded by one untimed warm-up call with max_steps=1 per solver.
 A solver's budget ladder stops when it reaches the target, when it converges (its `tol` stops it
@@ -79,7 +80,8 @@ MAPPING_TOL = 1e-8  # scnn's predictions vs. cvxjax's scores of the mapped weigh
 PENALTY_OPTIMIZER = optax.adam(1e-2)  # one object: a new one would recompile every run
 
 # (problem, cvxjax solver) pairs, in the order they run; scnn's solver for each problem.
-CVXJAX_SOLVERS = {"gated": ("admm", "apg"), "relu": ("admm", "al", "penalty")}
+BARRIER_BUDGETS = (40, 60, 70, 80, 90, 100, 150, 300)  # Newton steps: it converges in about 100
+CVXJAX_SOLVERS = {"gated": ("admm", "apg"), "relu": ("barrier", "admm", "al", "penalty")}
 SCNN_SOLVER = {"gated": "RFISTA", "relu": "AL"}
 
 
@@ -360,7 +362,8 @@ def bench_problem(problem: str, X, y, G, args, log=print) -> dict:
 
   ladders = []
   for solver in CVXJAX_SOLVERS[problem]:
-    budgets = (args.penalty_steps,) if solver == "penalty" else args.budgets
+    budgets = {"penalty": (args.penalty_steps,), "barrier": BARRIER_BUDGETS}.get(solver,
+                                                                            args.budgets)
     ladders.append(Ladder(problem, solver, budgets))
 
   def advance(ladder):
