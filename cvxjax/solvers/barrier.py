@@ -377,17 +377,8 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   def sufficient(alpha, trial):
     return trial <= current - _ARMIJO * alpha * decrement + slack
 
-  def not_sufficient(carry):
-    alpha, trial, k = carry
-    return ~sufficient(alpha, trial) & (k < _BACKTRACKS)
-
-  def halve(carry):
-    alpha, _, k = carry
-    alpha = 0.5 * alpha
-    return alpha, value(state.Z + alpha * dZ, state.Zp + alpha * dZp), k + 1
-
-  alpha, trial, k = jax.lax.while_loop(
-      not_sufficient, halve, (alpha0, value(state.Z + alpha0 * dZ, state.Zp + alpha0 * dZp), 0))
+  alpha, trial = backtrack(lambda a: value(state.Z + a * dZ, state.Zp + a * dZp), sufficient,
+                           alpha0)
   moved = sufficient(alpha, trial) & (decrement > 0)
   # t stops growing where the centre's nominal gap (n + 2m)/t is a fraction of the target, so
   # the last Newton steps centre precisely and the dual point becomes feasible.
@@ -411,6 +402,30 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
       upper=jnp.where(state.done, state.upper, local.upper),
       lower=jnp.where(state.done, state.lower, lower),
       done=keep)
+
+
+def backtrack(trial_value, sufficient, alpha0):
+  """The first α of α0, α0/2, … (at most `_BACKTRACKS` halvings) with sufficient(α, trial_value(α)).
+
+  Args:
+    trial_value: α ↦ the merit function at the trial point (+inf outside the domain).
+    sufficient: (α, value) ↦ whether the decrease is enough.
+    alpha0: the first step tried.
+
+  Returns:
+    (α, trial_value(α)); the caller checks `sufficient` again to learn whether it held.
+  """
+  def not_sufficient(carry):
+    alpha, trial, k = carry
+    return ~sufficient(alpha, trial) & (k < _BACKTRACKS)
+
+  def halve(carry):
+    alpha, _, k = carry
+    alpha = 0.5 * alpha
+    return alpha, trial_value(alpha), k + 1
+
+  alpha, trial, _ = jax.lax.while_loop(not_sufficient, halve, (alpha0, trial_value(alpha0), 0))
+  return alpha, trial
 
 
 def _tiny(dtype):

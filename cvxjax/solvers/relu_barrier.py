@@ -38,12 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvxjax import relu
-from cvxjax.solvers.barrier import smoothed_hinge
+from cvxjax.solvers.barrier import backtrack, smoothed_hinge
 
 _T_FACTOR = 10.0  # τ grows by this factor once the Newton decrement λ²/2 is below _CENTERED
 _CENTERED = 0.5
 _ARMIJO = 0.01
-_BACKTRACKS = 40
 _QUADRATIC = 0.1  # below this decrement the full step is taken unless Φ_τ rises past round-off
 _START_REGULARISER = 0.1  # the start's β Σ‖w_j‖ as a fraction of the loss at f = 0
 
@@ -281,17 +280,7 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
   def sufficient(alpha, trial):
     return trial <= current - alpha * decrease + slack
 
-  def not_sufficient(carry):
-    alpha, trial, k = carry
-    return ~sufficient(alpha, trial) & (k < _BACKTRACKS)
-
-  def halve(carry):
-    alpha, _, k = carry
-    alpha = 0.5 * alpha
-    return alpha, value(state.W + alpha * direction), k + 1
-
-  alpha, trial, _ = jax.lax.while_loop(not_sufficient, halve,
-                                       (alpha0, value(state.W + alpha0 * direction), 0))
+  alpha, trial = backtrack(lambda a: value(state.W + a * direction), sufficient, alpha0)
   moved = sufficient(alpha, trial) & (centred | (decrement > 0))
   # No descent off the centre (round-off), or a Newton system that round-off broke (the
   # hinge's curvature grows like τ², and near τ ~ 1e8 it swamps the n×n system in float64).
