@@ -166,7 +166,7 @@ def _lower_bound(mu, lam, y, setup: Setup, *, loss: str, beta):
 
 def _gradient(W, setup: Setup, y, tau, *, loss: str, beta):
   """∇Φ_τ(W) (N, d), and the pieces of the Newton system: 1/s (N, n), the loss's curvature in f
-  (n,), μ = ∇ℓ(f) (n,) and the norm term's Hessian pieces c, e (N,)."""
+  (n,), μ = ∇ℓ(f) (n,) and a square root of the norm terms' Hessians (N, d, d)."""
   XW = W @ setup.X.T
   binding = setup.signs != 0
   inv_slack = jnp.where(binding, 1.0 / jnp.where(binding, setup.signs * XW, 1.0), 0.0)
