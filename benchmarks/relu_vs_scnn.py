@@ -22,7 +22,7 @@ The solvers:
            and the penalty baseline (solver "penalty", relu) for a fixed `--penalty_steps`.
 
 Each cvxjax solver runs from scratch with increasing `max_steps` budgets (250, 500, ..., 32000;
-the barrier's Newton steps: 40, 60, ..., 300).
+the barrier's Newton steps: 30, 40, ..., 300).
 Each run is timed end to end (validation, patterns, factorisations, iterations, the final
 evaluation); XLA compilation is excluded by one untimed warm-up call with max_steps=1 per solver.
 A solver's budget ladder stops when it reaches the target, when it converges (its `tol` stops it
@@ -80,7 +80,7 @@ MAPPING_TOL = 1e-8  # scnn's predictions vs. cvxjax's scores of the mapped weigh
 PENALTY_OPTIMIZER = optax.adam(1e-2)  # one object: a new one would recompile every run
 
 # (problem, cvxjax solver) pairs, in the order they run; scnn's solver for each problem.
-BARRIER_BUDGETS = (40, 60, 70, 80, 90, 100, 150, 300)  # Newton steps: it converges in about 100
+BARRIER_BUDGETS = (30, 40, 45, 50, 55, 60, 70, 300)  # Newton steps: it converges in about 65
 CVXJAX_SOLVERS = {"gated": ("admm", "apg"), "relu": ("barrier", "admm", "al", "penalty")}
 SCNN_SOLVER = {"gated": "RFISTA", "relu": "AL"}
 
