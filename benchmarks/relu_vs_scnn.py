@@ -34,6 +34,9 @@ against a provisional best is resumed if a better solution turns up later. Time 
 time of the smallest budget that reaches it (scnn's: its whole run, if its solution reaches the
 target). The ratio is scnn's time to target over cvxjax's. The relative gap to the best at every
 budget, and its ratio from one budget to the next, show how fast each solver converges.
+ADMM is also followed along one run (`--admm_trace`, default 8000 steps; 0 turns it off):
+`relu.fit` continued from its own checkpoints every `--trace_every` (250) steps, printing the
+gap and the violation at each point, so its convergence rate is read off a single run.
 `--oracle` adds CVXPY + Clarabel (`relu.exact_fit`) as a reference optimum, reported beside the
 gaps but not counted in the best objective.
 
@@ -58,6 +61,7 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
@@ -331,6 +335,31 @@ def run_oracle(X, y, G, *, gated: bool, lam: float, scorer: Scorer) -> dict:
   return dict(wall_s=wall, objective=objective, violation=None if gated else violation)
 
 
+def admm_trace(X, y, G, *, gated: bool, lam: float, tol: float, steps: int, every: int,
+               scorer: Scorer) -> list[dict]:
+  """ADMM's objective and violation every `every` iterations of one run, up to `steps`.
+
+  The run is `relu.fit(solver="admm")` continued from its own checkpoints: each call raises
+  max_steps by `every` and resumes where the last one stopped, so the points are the iterates
+  of a single run (no restarts). Stops early when ADMM's own `tol` stops it.
+
+  Returns:
+    One dict per point: steps, objective (the shared formula) and violation (None if gated).
+  """
+  points = []
+  with tempfile.TemporaryDirectory() as workdir:
+    for budget in range(every, steps + 1, every):
+      head = relu.fit(X, y, gates=G, beta=X.shape[0] * lam, gated=gated, loss="squared",
+                      solver="admm", tol=tol, max_steps=budget, checkpoint_dir=workdir,
+                      checkpoint_every=every)
+      objective, violation = scorer(head.weights)
+      points.append(dict(steps=int(head.steps), objective=objective,
+                         violation=None if gated else violation))
+      if head.steps < budget:
+        break
+  return points
+
+
 def bench_problem(problem: str, X, y, G, args, log=print) -> dict:
   """scnn, then every cvxjax solver of one problem; returns the JSON-ready results."""
   gated = problem == "gated"
@@ -387,6 +416,12 @@ def bench_problem(problem: str, X, y, G, args, log=print) -> dict:
       log(f"{problem}: resuming cvxjax {ladder.solver} (best is now {best:.10g})", flush=True)
       advance(ladder)
 
+  trace = []
+  if args.admm_trace:
+    log(f"{problem}: ADMM trace, one run to {args.admm_trace} steps ...", flush=True)
+    trace = admm_trace(X, y, G, gated=gated, lam=args.lam, tol=args.tol,
+                       steps=args.admm_trace, every=args.trace_every, scorer=scorer)
+
   best = crit.best(problem, scnn, ladders)
   reference = oracle["objective"] if oracle and "error" not in oracle else None
 
@@ -396,6 +431,8 @@ def bench_problem(problem: str, X, y, G, args, log=print) -> dict:
                                else (entry["objective"] - reference) / abs(reference))
 
   gaps(scnn)
+  for point in trace:
+    gaps(point)
   scnn["reached"] = crit.reaches(problem, scnn, best)
   scnn["time_to_target_s"] = scnn["wall_s"] if scnn["reached"] else None
   solvers = {}
@@ -414,7 +451,7 @@ def bench_problem(problem: str, X, y, G, args, log=print) -> dict:
               lam=args.lam, beta=scorer.beta, rel_tol=args.rel_tol, feas_tol=args.feas_tol,
               best_objective=best, best_above_oracle=best_above_oracle,
               target=None if best is None else best + args.rel_tol * abs(best),
-              oracle=oracle, scnn=scnn, cvxjax=solvers)
+              oracle=oracle, scnn=scnn, cvxjax=solvers, admm_trace=trace)
 
 
 def _fmt(value, spec: str, width: int) -> str:
@@ -448,6 +485,27 @@ def print_gaps(result: dict) -> None:
   print("  (ratios: this run's value over the previous budget's. The budgets double, so a "
         "constant ratio r is a sublinear O(k^−log2(1/r)) rate (r = 1/2: O(1/k), r = 1/4: "
         "O(1/k²)); linear convergence shows as ratios that shrink towards 0)")
+
+
+def print_trace(result: dict) -> None:
+  """Prints ADMM's relative gap and violation along its one traced run, with their ratios."""
+  trace = result.get("admm_trace") or []
+  if not trace:
+    return
+  print(f"\n{result['problem']}: ADMM along one run (gap = (objective − best) / best; ratio = "
+        "this point's |value| over the previous point's: constant below 1 for linear "
+        "convergence, rising towards 1 for sublinear)")
+  print(f"  {'steps':>6} {'rel gap':>10} {'gap ratio':>10} {'violation':>10} {'viol ratio':>10}")
+  previous = None
+  for point in trace:
+    ratios = [None, None]
+    if previous is not None:
+      for i, key in enumerate(("rel_gap", "violation")):
+        if point[key] is not None and previous[key]:
+          ratios[i] = abs(point[key] / previous[key])
+    print(f"  {point['steps']:6d} {_fmt(point['rel_gap'], '.2e', 10)} {_fmt(ratios[0], '.3f', 10)} "
+          f"{_fmt(point['violation'], '.1e', 10)} {_fmt(ratios[1], '.3f', 10)}")
+    previous = point
 
 
 def convergence_fits(result: dict, solver: str = "admm") -> dict:
@@ -564,13 +622,20 @@ def main(argv=None) -> int:
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: P = 50, budgets up to 4000, time cap 10 s, "
                            "500 penalty steps")
+  parser.add_argument("--admm_trace", "--admm-trace", type=int, default=8000,
+                      help="follow one ADMM run this many steps, printing its gap and violation "
+                           "every --trace_every steps (0: off)")
+  parser.add_argument("--trace_every", "--trace-every", type=int, default=250,
+                      help="steps between the ADMM trace's points")
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file")
   args = parser.parse_args(argv)
   if args.quick:
     args.patterns, args.budgets, args.time_cap = 50, list(QUICK_BUDGETS), 10.0
-    args.penalty_steps = 500
+    args.penalty_steps, args.admm_trace = 500, 1000
   if sorted(args.budgets) != args.budgets or args.budgets[0] < 1:
     parser.error("--budgets must be positive and increasing")
+  if args.trace_every < 1 or args.admm_trace < 0:
+    parser.error("--trace_every must be ≥ 1 and --admm_trace ≥ 0")
 
   X, y, G = load_problem(args.seed, args.patterns)
   meta = dict(argv=sys.argv[1:], args=vars(args), jax=jax.__version__,
@@ -600,6 +665,7 @@ def main(argv=None) -> int:
       json.dump(_strip(dict(meta=meta, results=results)), f, indent=1)
   for result in results:
     print_gaps(result)
+    print_trace(result)
     names = dict(rel_gap="|gap to best|", rel_gap_oracle="|gap to oracle|",
                  violation="violation")
     for key, fit in result["admm_fits"].items():

@@ -48,7 +48,7 @@ _CENTERED = 0.01  # loose centring: on the ReLU benchmark it saves a third of th
 _ARMIJO = 0.01
 _QUADRATIC = 0.1  # below this decrement the full step is taken unless Φ_τ rises past round-off
 _START_REGULARISER = 0.1  # the start's β Σ‖w_j‖ as a fraction of the loss at f = 0
-_CHOLESKY_PIVOT_RATIO = 1e-4  # Cholesky while its pivots span < 1e4: cond(H_j) ≲ 1e8
+_CHOLESKY_PIVOT_RATIO = 1e-4  # Cholesky while its pivots span < 1e4 (they estimate √cond(H_j))
 
 
 class Setup(NamedTuple):
