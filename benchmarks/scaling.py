@@ -10,7 +10,8 @@ in float32 (the GPU default):
   trs          the exact worst case of every example of a polynomial head (`poly.worst_case`:
                one eigh of D₁, two n×d×d products, a vectorised secular-equation solve);
   poly_step    one projected step of an adversarial polynomial head (the worst case, the
-               Danskin gradient, two projections onto K: three eighs in all);
+               Danskin gradient, two projections onto K); its FLOPs count three eighs, though
+               each projection runs 4 to 7: its fraction of peak is a lower bound;
   eigh         one (d+1)² `eigh`, the LAPACK call that XLA counts as 0 FLOPs;
   relu_grad    the APG gradient of a gated head, F W and Fᵀ R over P patterns and C classes;
   pgd_step     one PGD iteration against a polynomial head on a batch (forward and backward).
