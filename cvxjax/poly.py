@@ -137,6 +137,16 @@ def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
   return s * lifted_predict(D, X + delta, activation)
 
 
+def counted(s: jnp.ndarray) -> jnp.ndarray:
+  """(n,) True for an example, False for a padding row (`cvxjax.sharding.padding`).
+
+  A padding row has label 0 (and a zero input): its margin s_i f(x_i + δ) is 0 for every model,
+  so it would add the constant (1 − 0)₊ = 1 to the hinge; the objective and the certificates
+  leave it out instead.
+  """
+  return s != 0
+
+
 def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r, beta,
               activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
   """Σ_i (1 − m_i(Z − Z′))₊ + β (z₄ + z′₄), the adversarial hinge problem of MATH.md §3.
@@ -144,7 +154,7 @@ def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r
   Args:
     Z, Zp: (d+1, d+1) matrices of K.
     X: (n, d) inputs.
-    s: (n,) labels in {−1, +1}.
+    s: (n,) labels in {−1, +1}; 0 marks a padding row, which counts nowhere (`counted`).
     r: scalar radius ≥ 0 (0: the plain hinge problem).
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
@@ -153,7 +163,12 @@ def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r
     Scalar objective, exact (the margins come from the exact TRS).
   """
   m = margins(Z - Zp, X, s, r, activation)
-  return jnp.sum(jax.nn.relu(1.0 - m)) + beta * (Z[-1, -1] + Zp[-1, -1])
+  return hinge_sum(m, s) + beta * (Z[-1, -1] + Zp[-1, -1])
+
+
+def hinge_sum(m: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
+  """Σ_i (1 − m_i)₊ over the counted examples: m, s (n,) → scalar."""
+  return jnp.sum(jnp.where(counted(s), jax.nn.relu(1.0 - m), 0.0))
 
 
 def weighted_lift_sum(U: jnp.ndarray, w: jnp.ndarray,
@@ -220,7 +235,7 @@ def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
 
   Args:
     U: (n, d) cut points x_i + δ_i.
-    s: (n,) labels in {−1, +1}.
+    s: (n,) labels in {−1, +1} (0: a padding row, left out).
     alpha: (n,) multipliers in [0, 1].
     beta: β > 0.
     upper: an upper bound on the optimum (the objective of any feasible point).
@@ -231,6 +246,7 @@ def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
   Returns:
     Scalar lower bound.
   """
+  alpha = jnp.where(counted(s), alpha, 0.0)
   return lift_dual_bound(weighted_lift_sum(U, alpha * s, activation), jnp.sum(alpha), beta, upper,
                          mu)
 
@@ -380,8 +396,9 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
     progress: print step, objective and gap as the run goes.
-    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (which
-      must divide n), heads over its "model" axis. None: one device.
+    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (padded
+      to a multiple of it by rows that count nowhere), heads over its "model" axis. None: one
+      device.
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
 
@@ -398,7 +415,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     raise ValueError(f"tol must be a number > 0, got {tol!r}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-  sharding.check_mesh(mesh, X.shape[0])
+  sharding.check_mesh(mesh)
   streaming.check_chunk_size(chunk_size, X.shape[0])
   if chunk_size is not None and (solver == "barrier" or mesh is not None):
     raise ValueError("chunk_size streams the projected solver on one device; it takes neither "

@@ -164,6 +164,16 @@ class Targets(NamedTuple):
   pairs: jnp.ndarray
 
 
+def counted(targets: Targets) -> jnp.ndarray:
+  """(n,) True for an example, False for a padding row (`cvxjax.sharding.padding`).
+
+  Every example has a hinge pair (K = 1 binary, C − 1 multi-class); a padding row has none, a
+  zero input and zero patterns, so its scores, loss and plain cone slacks vanish. Only the robust
+  cones ε‖w‖ ≤ (2D_ik − 1)x_iᵀw would still bind on it; the solvers drop them there.
+  """
+  return jnp.any(targets.pairs > 0, axis=-1)
+
+
 def pair_margins(F: jnp.ndarray, targets: Targets) -> jnp.ndarray:
   """Margins of the hinge pairs: y_i f_i (binary) or f_{i,y_i} − f_ic (multi-class); (n, K).
 
@@ -450,8 +460,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       and a run resumes from the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
     progress: show a progress bar with the objective.
-    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (which
-      must divide n), sign patterns over its "model" axis. None: one device.
+    mesh: a `cvxjax.sharding.make_mesh` mesh: examples split over its "examples" axis (padded
+      to a multiple of it by rows that count nowhere, except for "barrier", whose cones need
+      every row), sign patterns over its "model" axis. None: one device.
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); solver "apg" only.
 
@@ -473,7 +484,11 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     raise ValueError(f"nystrom_rank must be an integer in [0, n], got {nystrom_rank!r}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-  sharding.check_mesh(mesh, problem.X.shape[0])
+  sharding.check_mesh(mesh)
+  if solver == "barrier" and (rows := sharding.padding(problem.X.shape[0], mesh)):
+    raise ValueError(f"solver='barrier' needs n divisible by the mesh's example devices (a "
+                     f"padding row would close its cones); X has n = {problem.X.shape[0]}, "
+                     f"{rows} short of a multiple of {mesh.shape[sharding.EXAMPLES]}")
   streaming.check_chunk_size(chunk_size, problem.X.shape[0])
   if chunk_size is not None and (solver != "apg" or mesh is not None):
     raise ValueError("chunk_size streams solver='apg' (gated, squared loss) on one device; got "

@@ -46,17 +46,38 @@ def make_mesh(examples: Optional[int] = None, model: int = 1, devices=None) -> M
   return Mesh(grid, (EXAMPLES, MODEL))
 
 
-def check_mesh(mesh: Optional[Mesh], n: int) -> None:
-  """Raises ValueError unless `mesh` is None or a cvxjax mesh whose examples axis divides n."""
+def check_mesh(mesh: Optional[Mesh]) -> None:
+  """Raises ValueError unless `mesh` is None or a cvxjax mesh (see `make_mesh`)."""
   if mesh is None:
     return
   if not isinstance(mesh, Mesh) or set(mesh.axis_names) != {EXAMPLES, MODEL}:
     raise ValueError(f"mesh must be a jax.sharding.Mesh with axes ({EXAMPLES!r}, {MODEL!r}) "
                      f"(see cvxjax.sharding.make_mesh), got {mesh!r}")
-  k = mesh.shape[EXAMPLES]
-  if n % k:
-    raise ValueError(f"X has n = {n} examples, which the mesh's {k} example shards do not "
-                     f"divide; use n divisible by {k} or a mesh with fewer example devices")
+
+
+def padding(n: int, mesh: Optional[Mesh]) -> int:
+  """Rows to append to n examples so that the mesh's example shards split them evenly.
+
+  jax.Array shardings must divide their axis, and real n rarely does (ImageNet's 1,281,167 over
+  8 devices). The solvers take padding rows that count nowhere: zero inputs with label 0 for
+  the polynomial heads (`poly.objective`), zero inputs, patterns and targets for the ReLU heads
+  (`relu.counted`).
+
+  Args:
+    n: the number of examples.
+    mesh: a mesh from `make_mesh`, or None (no padding).
+
+  Returns:
+    The number of rows to append, in [0, mesh.shape["examples"]).
+  """
+  return 0 if mesh is None else -n % mesh.shape[EXAMPLES]
+
+
+def pad(array, rows: int, axis: int = 0):
+  """`array` (NumPy) with `rows` zero rows appended along `axis`."""
+  widths = [(0, 0)] * np.ndim(array)
+  widths[axis] = (0, rows)
+  return np.pad(np.asarray(array), widths)
 
 
 def spec(shape: tuple, mesh: Mesh, *, examples: int, model: Optional[int]) -> P:

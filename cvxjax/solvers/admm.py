@@ -229,8 +229,8 @@ def _bisect(decreasing, lo, hi):
   return 0.5 * (lo + hi)
 
 
-def project_robust_cone(A, Bv, eps, q: int):
-  """Projects (t, r) onto {t_i ≥ ε‖r‖_q ∀i}, per neuron.
+def project_robust_cone(A, Bv, eps, q: int, counted=None):
+  """Projects (t, r) onto {t_i ≥ ε‖r‖_q for every counted i}, per neuron.
 
   The KKT conditions give t = max(a, ε‖r‖_q), r = shrink_q(b, λ) with λ the root of the
   decreasing φ(λ) = ε Σ_i (ε‖shrink_q(b, λ)‖_q − a_i)₊ − λ: in closed form on the sorted
@@ -239,13 +239,16 @@ def project_robust_cone(A, Bv, eps, q: int):
   Args:
     A: (S, P, n, C) the slacks a. Bv: (S, P, d, C) the weights b.
     eps: the radius ε > 0. q: the dual norm.
+    counted: (n,) bool, False for padding rows, whose t_i are left free (default: all True).
 
   Returns:
     (T (S, P, n, C), R (S, P, d, C)).
   """
+  counted = jnp.ones(A.shape[2], bool) if counted is None else counted
+  free = ~counted[:, None]
   # Σ_i (τ − a_i)₊ = m τ − (sum of the m smallest a), m = #{a_i < τ}: sorted once, then each
-  # bisection step costs O(d + log n) per neuron instead of O(n + d).
-  a_sorted = jnp.sort(jnp.moveaxis(A, 2, -1), axis=-1)  # (S, P, C, n)
+  # bisection step costs O(d + log n) per neuron instead of O(n + d). A free row sorts as +∞.
+  a_sorted = jnp.sort(jnp.moveaxis(jnp.where(free, jnp.inf, A), 2, -1), axis=-1)  # (S, P, C, n)
   prefix = jnp.concatenate([jnp.zeros_like(a_sorted[..., :1]), jnp.cumsum(a_sorted, -1)], -1)
   count = jnp.vectorize(jnp.searchsorted, signature="(n),()->()")
 
@@ -265,14 +268,13 @@ def project_robust_cone(A, Bv, eps, q: int):
     tau = jnp.maximum(jnp.take_along_axis(tau, jnp.argmax(valid, -1)[..., None], -1), 0.0)
     R = Bv * jnp.moveaxis(jnp.minimum(tau / jnp.maximum(eps * nu, jnp.finfo(Bv.dtype).tiny),
                                       1.0), -1, 2)
-    return jnp.maximum(A, eps * relu.dual_norm(R, q)[:, :, None, :]), R
-
-  def phi(lam):
-    return eps * excess(eps * relu.dual_norm(shrink(Bv, lam[:, :, None, :], q), q)) - lam
-  hi = eps * excess(eps * relu.dual_norm(Bv, q))
-  lam = _bisect(phi, jnp.zeros_like(hi), hi)
-  R = shrink(Bv, lam[:, :, None, :], q)
-  return jnp.maximum(A, eps * relu.dual_norm(R, q)[:, :, None, :]), R
+  else:
+    def phi(lam):
+      return eps * excess(eps * relu.dual_norm(shrink(Bv, lam[:, :, None, :], q), q)) - lam
+    hi = eps * excess(eps * relu.dual_norm(Bv, q))
+    lam = _bisect(phi, jnp.zeros_like(hi), hi)
+    R = shrink(Bv, lam[:, :, None, :], q)
+  return jnp.where(free, A, jnp.maximum(A, eps * relu.dual_norm(R, q)[:, :, None, :])), R
 
 
 def prox_robust_hinge(Zp, X, pairs, eps, q: int, step):
@@ -317,7 +319,8 @@ def prox_loss_scores(A, targets: relu.Targets, loss: str, step):
   t = _bisect(lambda t: -grad(t), a_y, a_y + step * (A.shape[-1] - 1))
   u = A - (t[:, None] - 1.0)
   m = jnp.where(u <= 0, A, jnp.where(u <= step, t[:, None] - 1.0, A - step))
-  return jnp.where(onehot > 0, t[:, None], m)
+  # A padding row has no pairs (no loss): its prox is the identity.
+  return jnp.where(relu.counted(targets)[:, None], jnp.where(onehot > 0, t[:, None], m), A)
 
 
 # ----------------------------------------------------------------------------- iterations
@@ -392,7 +395,8 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
     GW_hat = relax(GW, state.T)
     if robust:
       R_hat = relax(setup.gamma * W, state.R)
-      T, R = project_robust_cone(GW_hat + state.U_T, R_hat + state.U_R, eps / setup.gamma, q)
+      T, R = project_robust_cone(GW_hat + state.U_T, R_hat + state.U_R, eps / setup.gamma, q,
+                                  relu.counted(setup.targets))
       U_R = state.U_R + R_hat - R
     else:
       T = jnp.maximum(GW_hat + state.U_T, 0.0)

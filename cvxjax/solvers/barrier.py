@@ -159,7 +159,9 @@ def _worst_case_curvature(wc: poly.WorstCase, s, r, activation):
   M_hat = jax.vmap(jnp.diag)(inv_h) - jnp.where(
       on_sphere, y[:, :, None] * y[:, None, :] / denom[:, None, None], 0.0)
   Q = wc.eigvecs
-  M = jnp.einsum("pk,ikl,ql->ipq", Q, M_hat, Q)
+  # J_i carries s_i but the forms that use M̃_i are written with w_i: M̃_i takes s_i² (1, or 0 on
+  # a padding row).
+  M = jnp.einsum("pk,ikl,ql->ipq", Q, M_hat, Q) * (s ** 2)[:, None, None]
   return jnp.pad(M, ((0, 0), (0, 1), (0, 1)))
 
 
@@ -216,7 +218,7 @@ def _local_model(Z, Zp, t, X, s, r, beta, activation, lay) -> _Local:
   # In scaled coordinates ∇(−log det Z) = −LᵀZ⁻¹L = −I.
   grad = jnp.concatenate([_svec(L.T @ (E + grad_D) @ L - eye, lay),
                           _svec(Lp.T @ (E - grad_D) @ Lp - eye, lay)])
-  upper = jnp.sum(jax.nn.relu(1.0 - wc.margin)) + beta * (Z[-1, -1] + Zp[-1, -1])
+  upper = poly.hinge_sum(wc.margin, s) + beta * (Z[-1, -1] + Zp[-1, -1])
   return _Local(grad, curvature, V, d2, L, Lp, upper, wc, alpha, M)
 
 
@@ -302,6 +304,7 @@ def _barrier_value(Z, Zp, t, X, s, r, beta, activation):
   """Φ_t with ξ minimised out; +inf outside the interior of K."""
   m_i = poly.worst_case(Z - Zp, X, s, r, activation).margin
   psi, *_ = smoothed_hinge(1.0 - m_i, t)
+  psi = jnp.where(poly.counted(s), psi, 0.0)
   sign, logdet = jnp.linalg.slogdet(Z)
   sign_p, logdet_p = jnp.linalg.slogdet(Zp)
   value = t * beta * (Z[-1, -1] + Zp[-1, -1]) + jnp.sum(psi) - logdet - logdet_p
@@ -320,13 +323,13 @@ def init(X: jnp.ndarray, s: jnp.ndarray, *, r, beta,
 
   Args:
     X: (n, d) inputs.
-    s: (n,) labels in {−1, +1}.
+    s: (n,) labels in {−1, +1} (0: a padding row, see `poly.counted`).
     r, beta, activation: the problem (see `poly.objective`).
 
   Returns:
     A `BarrierState` for one head.
   """
-  n, d = X.shape
+  n, d = jnp.sum(poly.counted(s)), X.shape[1]
   Z0 = jnp.diag(jnp.concatenate([jnp.full((d,), 1.0 / d, X.dtype), jnp.ones((1,), X.dtype)]))
   upper = poly.objective(Z0, Z0, X, s, r, beta, activation)
   # At the centre of Φ_t the duality gap is about (n + 2(d+1)) / t.
@@ -344,7 +347,7 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   Args:
     state: the current `BarrierState` of one head.
     X: (n, d) inputs.
-    s: (n,) labels in {−1, +1}.
+    s: (n,) labels in {−1, +1} (0: a padding row).
     r, beta, activation: the problem.
     tol: relative gap tolerance.
 
@@ -382,13 +385,14 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   moved = sufficient(alpha, trial) & (decrement > 0)
   # t stops growing where the centre's nominal gap (n + 2m)/t is a fraction of the target, so
   # the last Newton steps centre precisely and the dual point becomes feasible.
-  t_final = (X.shape[0] + 2.0 * m) / (0.25 * tol * jnp.maximum(local.upper, _tiny(X.dtype)))
+  n = jnp.sum(poly.counted(s))
+  t_final = (n + 2.0 * m) / (0.25 * tol * jnp.maximum(local.upper, _tiny(X.dtype)))
   # A tiny accepted step means a kink (a worst case in the TRS hard case) blocks centring:
   # move on along the path, which carries the iterate off the kink.
   centred = (decrement < 2 * _CENTERED) | (alpha < _KINK_STEP)
   # Nor may the centre's gap exceed the objective already reached: a centre that loose lies
   # far behind the iterate, and walking back to it wastes steps.
-  t_floor = (X.shape[0] + 2.0 * m) / jnp.maximum(local.upper, _tiny(X.dtype))
+  t_floor = (n + 2.0 * m) / jnp.maximum(local.upper, _tiny(X.dtype))
   t = jnp.where(centred, _T_FACTOR * state.t, state.t)
   t = jnp.minimum(jnp.maximum(t, t_floor), t_final)
   # No descent is possible (round-off) and t can grow no more: report the gap reached.

@@ -173,6 +173,8 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
                          max_steps=max_steps, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, progress=progress,
                          chunk_size=chunk_size)
+  if rows := sharding.padding(X.shape[0], mesh):  # label 0: rows that count nowhere
+    X, S = sharding.pad(X, rows), sharding.pad(S, rows, axis=1)
   # Examples over the mesh's first axis, heads over its second (states follow the heads).
   put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=S.shape[0])
   X = put(jnp.asarray(X, dtype), model=None)

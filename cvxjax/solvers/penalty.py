@@ -28,7 +28,8 @@ def penalised_objective(W, X, D, targets, *, loss, eps, q, beta, rho):
   if W.shape[0] == 1:
     return value
   need = eps * relu.dual_norm(W, q)[:, :, None, :]
-  return value + rho * jnp.sum(jnp.maximum(need - relu.cone_slacks(W, X, D), 0.0))
+  excess = jnp.maximum(need - relu.cone_slacks(W, X, D), 0.0)
+  return value + rho * jnp.sum(jnp.where(relu.counted(targets)[:, None], excess, 0.0))
 
 
 def init(W0, optimizer: optax.GradientTransformation) -> State:

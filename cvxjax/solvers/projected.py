@@ -118,7 +118,8 @@ def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSum
   """
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
   alpha = jnp.where(wc.margin < 1.0, 1.0, jnp.where(wc.margin > 1.0, 0.0, 0.5))
-  return CertificateSums(jnp.sum(jax.nn.relu(1.0 - wc.margin)),
+  alpha = jnp.where(poly.counted(s), alpha, 0.0)
+  return CertificateSums(poly.hinge_sum(wc.margin, s),
                          poly.weighted_lift_sum(X + wc.delta, alpha * s, activation),
                          jnp.sum(alpha))
 

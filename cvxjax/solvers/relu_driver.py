@@ -180,6 +180,8 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
                          checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                          progress=progress, chunk_size=chunk_size)
   X, D, targets = _on_device(problem)
+  if rows := sharding.padding(X.shape[0], mesh):  # rows that count nowhere: see relu.counted
+    X, D, targets = jax.tree.map(lambda a: jnp.asarray(sharding.pad(a, rows)), (X, D, targets))
   # Examples over the mesh's first axis, sign patterns over its second (states follow them).
   put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=D.shape[1])
   X, targets, D = put(X, model=None), put(targets, model=None), put(D)
