@@ -7,8 +7,9 @@ Every hot path is one jitted call, measured by `benchmarks.costs.measure`: XLA's
 the memory XLA plans for the call, and the median wall clock of --repeats calls. The paths,
 in float32 (the GPU default):
 
-  trs          the exact worst case of every example of a polynomial head (`poly.worst_case`:
-               one eigh of D₁, two n×d×d products, a vectorised secular-equation solve);
+  trs          the exact worst-case margin of every example of a polynomial head
+               (`poly.worst_case`: one eigh of D₁, one n×d×d product XQ, a vectorised
+               secular-equation solve);
   poly_step    one projected step of an adversarial polynomial head (the worst case, the
                Danskin gradient, two projections onto K); its FLOPs count three eighs, though
                each projection runs 4 to 7: its fraction of peak is a lower bound;

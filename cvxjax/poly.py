@@ -5,6 +5,7 @@ with D = Z − Z′ it predicts f_D(x) = a xᵀD₁x + b xᵀd₂ + c d₄ = ⟨
 The functions below take one head's matrices; `jax.vmap` batches them over heads.
 """
 
+import functools
 from typing import NamedTuple, Optional
 
 import flax.struct
@@ -105,13 +106,16 @@ def trust_region_data(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray,
     nu: (n, d) eigenvalues of A_i = s_i a D₁; g_hat: (n, d) the g_i in the eigenbasis;
     m0: (n,) the margins at δ = 0; mu: (d,) and Q: (d, d) the eigenpairs of D₁.
   """
-  a, b, _ = activation
+  a, b, c = activation
   D = psd.symmetrize(D)
-  D1, d2 = D[:-1, :-1], D[:-1, -1]
+  D1, d2, d4 = D[:-1, :-1], D[:-1, -1], D[-1, -1]
   mu, Q = jnp.linalg.eigh(D1)
-  g_hat = (s[:, None] * (2 * a * (X @ D1) + b * d2[None, :])) @ Q
+  # X D₁ Q = (XQ) diag(μ): one n×d×d product serves the linear terms and the margins at δ = 0.
+  XQ = X @ Q
+  g_hat = s[:, None] * (2 * a * XQ * mu[None, :] + b * (d2 @ Q)[None, :])
   nu = (s[:, None] * a) * mu[None, :]
-  return nu, g_hat, s * lifted_predict(D, X, activation), mu, Q
+  m0 = s * (a * jnp.sum(mu[None, :] * XQ * XQ, axis=-1) + b * (X @ d2) + c * d4)
+  return nu, g_hat, m0, mu, Q
 
 
 def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
@@ -133,8 +137,39 @@ def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
   """
   if isinstance(r, (int, float)) and r == 0:
     return s * lifted_predict(D, X, activation)
-  delta = jax.lax.stop_gradient(worst_case(D, X, s, r, activation).delta)
-  return s * lifted_predict(D, X + delta, activation)
+  wc = jax.lax.stop_gradient(worst_case(D, X, s, r, activation))
+  return _margins_at(D, X, s, wc.delta_hat, wc.eigvecs, wc.margin, activation)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def _margins_at(D, X, s, delta_hat, Q, margin, activation):
+  """`margin`, the TRS's value of s_i f_D(u_i) at u_i = x_i + Qδ̂_i, differentiated as that
+  function at the fixed u_i (Danskin). Re-evaluating it would cost an n×d×d product."""
+  del D, X, s, delta_hat, Q
+  return margin
+
+
+@functools.partial(_margins_at.defjvp, symbolic_zeros=True)
+def _margins_at_jvp(activation, primals, tangents):
+  D, X, s, delta_hat, Q, margin = primals
+  dD, dX, ds = tangents[:3]  # δ̂, Q and the margin are held fixed
+  zero = jax.custom_derivatives.SymbolicZero
+  tangent = jnp.zeros_like(margin)
+  if type(dD) is not zero:
+    # In D₁'s eigenbasis, where u_i = Q(Qᵀx_i + δ̂_i) needs no n×d×d product (XQ is the TRS's).
+    a, b, c = activation
+    U_hat = X @ Q + delta_hat
+    dD1_hat, dd2_hat = Q.T @ dD[:-1, :-1] @ Q, Q.T @ dD[:-1, -1]
+    tangent = tangent + s * (a * jnp.sum((U_hat @ dD1_hat) * U_hat, axis=-1) + b * (U_hat @ dd2_hat)
+                             + c * dD[-1, -1])
+  if type(dX) is not zero or type(ds) is not zero:
+    U = X + delta_hat @ Q.T
+    f = lambda u: lifted_predict(D, u, activation)
+    if type(dX) is not zero:
+      tangent = tangent + s * jax.jvp(f, (U,), (dX,))[1]
+    if type(ds) is not zero:
+      tangent = tangent + ds * f(U)
+  return margin, tangent
 
 
 def counted(s: jnp.ndarray) -> jnp.ndarray:

@@ -124,11 +124,12 @@ class TrustRegionSolution(NamedTuple):
 def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRegionSolution:
   """Exact trust-region subproblem min_{‖δ‖₂ ≤ r} δᵀAδ + gᵀδ, given A = Q diag(mu) Qᵀ.
 
-  Solves the secular equation Σ_k ĝ_k² / (4(μ_k + λ)²) = r² for λ > max(0, −μ_min) by
-  Newton steps on 1/‖δ(λ)‖ − 1/r (Moré–Sorensen), safeguarded by bisection, and handles the
-  interior case (λ = 0, A ≻ 0, ‖A⁻¹g‖/2 ≤ r) and the hard case (ĝ without weight on the
-  bottom eigenvector: λ = −μ_min and a step along that eigenvector to reach the sphere).
-  Exact to round-off in float64; vmap over examples (and heads).
+  Solves the secular equation Σ_k ĝ_k² / (4(μ_k + λ)²) = r² for λ > max(0, −μ_min) as the root
+  of φ(λ) = 1/‖δ(λ)‖ − 1/r, nearly linear in λ (Moré–Sorensen), by regula falsi with the Illinois
+  rule on a bracket that always holds it, and handles the interior case (λ = 0, A ≻ 0,
+  ‖A⁻¹g‖/2 ≤ r) and the hard case (ĝ without weight on the bottom eigenvector: λ = −μ_min and a
+  step along that eigenvector to reach the sphere). Exact to round-off in float64; vmap over
+  examples (and heads).
 
   Args:
     mu: (d,) eigenvalues of A, in any order.
@@ -140,51 +141,44 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
   """
   dtype = g_hat.dtype
   eps = jnp.finfo(dtype).eps
-  scale = jnp.max(jnp.abs(mu)) + jnp.linalg.norm(g_hat) / jnp.maximum(r, eps) + eps
+  g_norm = jnp.linalg.norm(g_hat)
+  scale = jnp.max(jnp.abs(mu)) + g_norm / jnp.maximum(r, eps) + eps
   bottom_index = jnp.argmin(mu)
   lo = jnp.maximum(0.0, -mu[bottom_index])
   # Entries whose shifted eigenvalue vanishes at λ = lo (the bottom eigenspace in the hard case).
   bottom = mu + lo <= 8 * eps * scale
   g_bottom_sq = jnp.sum(jnp.where(bottom, g_hat**2, 0.0))
-
-  def step_norm_sq(lam):
-    denom = jnp.where(bottom & (lam <= lo), 1.0, mu + lam)
-    coef = jnp.where(bottom & (lam <= lo), 0.0, g_hat / (2.0 * denom))
-    return jnp.sum(coef**2)
-
+  norm_sq_lo = jnp.sum(jnp.where(bottom, 0.0, g_hat / (2.0 * jnp.where(bottom, 1.0, mu + lo)))**2)
   # The boundary root exists iff ‖δ(λ)‖ → ∞ as λ ↓ lo or ‖δ(lo)‖ > r.
-  has_root = (g_bottom_sq > (eps * scale * r) ** 2) | (step_norm_sq(lo) > r**2)
-  hi = lo + jnp.linalg.norm(g_hat) / (2.0 * jnp.maximum(r, eps)) + eps * scale
+  infinite_at_lo = g_bottom_sq > (eps * scale * r) ** 2
+  has_root = infinite_at_lo | (norm_sq_lo > r**2)
+  # ‖δ(hi)‖ ≤ ‖ĝ‖ / (2(hi − lo)) ≤ r, so φ(hi) ≥ 0 ≥ φ(lo).
+  hi = lo + g_norm / (2.0 * jnp.maximum(r, eps)) + eps * scale
 
-  quarter_g2 = 0.25 * g_hat**2
+  def phi(lam):
+    # One reduction per evaluation: XLA:CPU fuses it with the element-wise pass (two do not).
+    return 2.0 * jax.lax.rsqrt(jnp.sum(jnp.square(g_hat / (mu + lam)))) - 1.0 / r
 
-  def newton(carry):
-    lam, a, b, k, _ = carry
-    inv = 1.0 / (mu + lam)
-    coef2 = quarter_g2 * inv * inv  # δ_k²
-    nrm2 = jnp.sum(coef2)
-    nrm = jnp.sqrt(nrm2)
-    phi = 1.0 / nrm - 1.0 / r
-    dnrm2 = -2.0 * jnp.sum(coef2 * inv)  # d‖δ‖²/dλ
-    dphi = -0.5 * nrm2 ** (-1.5) * dnrm2
-    # φ < 0 means λ is below the root.
-    a = jnp.where(phi < 0, lam, a)
-    b = jnp.where(phi < 0, b, lam)
-    trial = lam - phi / dphi
-    ok = (trial > a) & (trial < b) & jnp.isfinite(trial)
-    new = jnp.where(ok, trial, 0.5 * (a + b))
-    # λ is the root once φ is at its own round-off (a few ulps of 1/r): without this test, a φ
-    # that rounds to 0 stalls Newton and bisection runs on to λ's round-off (34 steps, not 4).
-    root = jnp.abs(phi) <= 2 * eps / r
-    # Converged once a step or the bracket is at round-off of λ: later steps cannot move it.
-    resolution = eps * (jnp.abs(new) + eps * scale)
-    return (jnp.where(root, lam, new), a, b, k + 1,
-            root | (jnp.abs(new - lam) <= resolution) | (b - a <= resolution))
+  def falsi(carry):
+    a, fa, b, fb, side, k, _, _ = carry
+    trial = b - fb * (b - a) / (fb - fa)
+    c = jnp.where((trial > a) & (trial < b), trial, 0.5 * (a + b))
+    fc = phi(c)
+    below = fc < 0
+    # Illinois: an end kept twice in a row has its φ halved, so the next point moves it.
+    fa_next = jnp.where(below, fc, jnp.where(side > 0, 0.5 * fa, fa))
+    fb_next = jnp.where(below, jnp.where(side < 0, 0.5 * fb, fb), fc)
+    a, b = jnp.where(below, c, a), jnp.where(below, b, c)
+    # λ is the root once φ is at its own round-off (a few ulps of 1/r), or the bracket at λ's.
+    done = (jnp.abs(fc) <= 2 * eps / r) | (b - a <= eps * (jnp.abs(c) + eps * scale))
+    return a, fa_next, b, fb_next, jnp.where(below, -1, 1).astype(side.dtype), k + 1, done, c
 
-  # A while loop: under vmap it runs until the slowest example converges (3–4 steps measured).
-  lam0 = 0.5 * (lo + hi)
-  lam_root = jax.lax.while_loop(lambda c: (c[3] < _SECULAR_ITERS) & ~c[4], newton,
-                                (lam0, lo, hi, 0, False))[0]
+  # A while loop: under vmap it runs until the slowest example converges.
+  f_lo = jnp.where(infinite_at_lo, -1.0 / r, jax.lax.rsqrt(norm_sq_lo) - 1.0 / r)
+  f_hi = phi(hi)
+  settled = ~has_root | (r <= 0) | (f_hi <= 2 * eps / r)
+  start = (lo, f_lo, hi, f_hi, jnp.int32(0), jnp.int32(0), settled, hi)
+  lam_root = jax.lax.while_loop(lambda c: (c[5] < _SECULAR_ITERS) & ~c[6], falsi, start)[-1]
   lam = jnp.where(has_root, lam_root, lo)
   shifted = jnp.where(bottom & ~has_root, 1.0, mu + lam)
   delta = jnp.where(bottom & ~has_root, 0.0, -g_hat / (2.0 * shifted))
@@ -192,7 +186,7 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
   slack = jnp.sqrt(jnp.maximum(r**2 - jnp.sum(delta**2), 0.0))
   hard = ~has_root & (lo > 0)
   delta = delta.at[bottom_index].add(jnp.where(hard, slack, 0.0))
-  value = jnp.sum(mu * delta**2) + jnp.sum(g_hat * delta)
+  value = jnp.sum(delta * (mu * delta + g_hat))
   # r = 0: the ball is the centre alone.
   zero = r <= 0
   return TrustRegionSolution(value=jnp.where(zero, 0.0, value),
