@@ -122,8 +122,9 @@ def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
             activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
   """Worst-case margins m_i(D) whose gradient is Danskin's: ∇m_i = s_i Φ(x_i + δ*_i).
 
-  The attack is computed exactly and held fixed (`stop_gradient`), then the margin is
-  differentiated at the attack. For r = 0 (a Python number) no attack is computed.
+  The attack is computed exactly and held fixed (`stop_gradient`); the value is the TRS's, and
+  the derivative is that of s_i f_D at the attack. For r = 0 (a Python number) no attack is
+  computed.
 
   Args:
     D: (d+1, d+1) symmetric matrix.
