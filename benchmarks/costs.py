@@ -1,7 +1,7 @@
 """XLA's FLOP count, planned memory and the median wall clock of one jitted call (shared here)."""
 
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -16,10 +16,14 @@ class Cost(NamedTuple):
   seconds: float
 
 
-def measure(fn: Callable, *args, repeats: int = 3) -> Cost:
-  """Compiles `fn` for `args`, calls it once untimed, then `repeats` timed calls."""
+def measure(fn: Callable, *args, repeats: int = 3, counted: Optional[Callable] = None) -> Cost:
+  """Compiles `fn` for `args`, calls it once untimed, then `repeats` timed calls.
+
+  `counted`, when given, is a function of the same arithmetic whose FLOPs XLA counts in place
+  of `fn`'s: XLA counts a loop's body once, so a map over row blocks needs its one-batch twin.
+  """
   compiled = jax.jit(fn).lower(*args).compile()
-  cost = compiled.cost_analysis()
+  cost = (compiled if counted is None else jax.jit(counted).lower(*args).compile()).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   memory = compiled.memory_analysis()
   planned = sum(getattr(memory, f, 0) for f in ("temp_size_in_bytes", "argument_size_in_bytes",

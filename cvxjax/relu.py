@@ -135,12 +135,23 @@ def cone_slacks_adjoint(T: jnp.ndarray, X: jnp.ndarray, D: jnp.ndarray) -> jnp.n
 
 def dual_norm(V: jnp.ndarray, q: int, axis: int = -2) -> jnp.ndarray:
   """‖·‖_q along `axis` (the feature axis d of the weight layouts above)."""
-  return jnp.sum(jnp.abs(V), axis=axis) if q == 1 else jnp.linalg.norm(V, axis=axis)
+  return jnp.sum(jnp.abs(V), axis=axis) if q == 1 else l2_norm(V, axis)
+
+
+def l2_norm(V: jnp.ndarray, axis: int) -> jnp.ndarray:
+  """‖·‖₂ along `axis`, differentiated with the subgradient 0 where the vector is 0.
+
+  jnp.linalg.norm's derivative there is NaN (0·∞), and zeros are common: a zero neuron, and
+  the pair (y_i, y_i) of the multi-class robust hinge, whose weight difference is 0 by design.
+  """
+  square = jnp.sum(V * V, axis=axis)
+  positive = square > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1.0)), 0.0)
 
 
 def group_norms(W: jnp.ndarray) -> jnp.ndarray:
   """‖W[s, k, :, c]‖₂ for every neuron: (S, P, d, C) → (S, P, C)."""
-  return jnp.linalg.norm(W, axis=2)
+  return l2_norm(W, axis=2)
 
 
 def constraint_violation(W: jnp.ndarray, X: jnp.ndarray, D: jnp.ndarray, eps, q: int):
@@ -464,7 +475,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       to a multiple of it by rows that count nowhere, except for "barrier", whose cones need
       every row), sign patterns over its "model" axis. None: one device.
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
-      examples, one chunk on the device at a time (`cvxjax.streaming`); solver "apg" only.
+      examples, one chunk on the device at a time (`cvxjax.streaming`); solvers "apg" and
+      "penalty" (every loss and ball: the robust head larger than device memory).
 
   Returns:
     A `ReluHead` with its gates, weights, exact objective and constraint violation.
@@ -490,8 +502,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
                      f"padding row would close its cones); X has n = {problem.X.shape[0]}, "
                      f"{rows} short of a multiple of {mesh.shape[sharding.EXAMPLES]}")
   streaming.check_chunk_size(chunk_size, problem.X.shape[0])
-  if chunk_size is not None and (solver != "apg" or mesh is not None):
-    raise ValueError("chunk_size streams solver='apg' (gated, squared loss) on one device; got "
+  if chunk_size is not None and (solver not in ("apg", "penalty") or mesh is not None):
+    raise ValueError("chunk_size streams solver='apg' or solver='penalty' on one device; got "
                      f"solver={solver!r}, mesh={mesh!r}")
   key = jax.random.key(0) if key is None else key
   return relu_driver.fit_relu(problem, solver=solver, tol=float(tol), max_steps=max_steps,

@@ -67,6 +67,18 @@ def test_danskin_gradient_matches_finite_differences():
     np.testing.assert_allclose(jnp.sum(grad * E), fd, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("rows", [5, 8, 20])
+def test_worst_case_in_row_blocks_equals_one_batch(rows):
+  X, y = _random_problem(3, n=20, d=3)
+  rng = np.random.default_rng(4)
+  D = jnp.asarray(psd.symmetrize(rng.normal(size=(4, 4))))
+  one = poly.worst_case(D, jnp.asarray(X), jnp.asarray(y), 0.4, ACT, block_rows=None)
+  blocked = jax.jit(functools.partial(poly.worst_case, r=0.4, activation=ACT, block_rows=rows))(
+      D, jnp.asarray(X), jnp.asarray(y))
+  for field in one._fields:
+    np.testing.assert_allclose(getattr(blocked, field), getattr(one, field), atol=1e-12)
+
+
 def test_barrier_newton_model_matches_finite_differences():
   rng = np.random.default_rng(0)
   n, d, r, beta, t = 12, 3, 0.4, 0.05, 3.0

@@ -63,6 +63,18 @@ def test_project_trace_psd_equals_the_cvxpy_projection(seed):
   np.testing.assert_allclose(project_k(jnp.asarray(Y)), Z.value, atol=1e-5 * np.abs(Y).max())
 
 
+@pytest.mark.parametrize("guess", [-50.0, -1.0, 0.3, 2.0, 80.0])
+def test_warm_started_projection_equals_the_cold_one(guess):
+  rng = np.random.default_rng(7)
+  Y = jnp.asarray(3.0 * rng.normal(size=(6, 6)))
+  project = jax.jit(psd.trace_psd_projection)
+  cold, warm = project(Y, 0.0), project(Y, guess)
+  np.testing.assert_allclose(warm.point, cold.point, atol=1e-10)
+  np.testing.assert_allclose(warm.multiplier, cold.multiplier, rtol=1e-8)
+  # From its own multiplier the search ends at once: one `eigh`, the projection's.
+  assert int(project(Y, cold.multiplier).eighs) == 1 < int(cold.eighs)
+
+
 def test_project_trace_psd_batches_with_vmap():
   rng = np.random.default_rng(0)
   Y = jnp.asarray(rng.normal(size=(3, 5, 5)))
@@ -96,7 +108,7 @@ def _solve(A, g, r, with_multiplier=False):
 
 
 @pytest.mark.parametrize("case", ["indefinite", "convex_interior", "convex_boundary", "hard",
-                                  "negative_definite"])
+                                  "hard_repeated", "negative_definite"])
 def test_trust_region_matches_brute_force(case):
   rng = np.random.default_rng(hash(case) % 2**32)
   d, r = 3, 0.7
@@ -109,6 +121,11 @@ def test_trust_region_matches_brute_force(case):
   elif case == "hard":
     mu, Q = np.linalg.eigh(A)
     g = Q[:, 1:] @ (0.05 * rng.normal(size=d - 1))  # no weight on the bottom eigenvector
+  elif case == "hard_repeated":
+    d = 4
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    A = Q @ np.diag([-1.0, -1.0, 0.5, 2.0]) @ Q.T  # a two-dimensional bottom eigenspace
+    g = Q[:, 2:] @ (0.05 * rng.normal(size=2))
   elif case == "negative_definite":
     A = -(A @ A.T) - np.eye(d)
   value, delta, lam = _solve(A, g, r, with_multiplier=True)

@@ -150,6 +150,25 @@ def test_the_penalty_baseline_approaches_the_optimum():
   assert float(head.violation) < 1e-2
 
 
+def test_robust_objective_gradient_is_finite_at_zero_vectors_and_matches_differences():
+  X, y = _data(classes=3)
+  problem = relu.check_problem(X, y, eps=0.2, p=2, beta=0.1, num_patterns=6, gates=None,
+                               gated=False, loss="hinge", key=KEY, drop_empty_cones=False)
+  rng = np.random.default_rng(1)
+  W = rng.normal(size=(2, problem.D.shape[1], 3, 3))
+  W[0, 1] = 0.0  # a zero neuron; the pairs (y_i, y_i) compare a class with itself (zero too)
+  args = (jnp.asarray(X), jnp.asarray(problem.D, W.dtype),
+          jax.tree.map(jnp.asarray, problem.targets))
+  f = lambda W: relu.objective(W, *args, loss="hinge", eps=0.2, q=2, beta=0.1)
+  grad = np.asarray(jax.grad(f)(jnp.asarray(W)))
+  assert np.isfinite(grad).all()
+  E = rng.normal(size=W.shape)
+  E[0, 1] = 0.0  # along which f is differentiable
+  h = 1e-6
+  fd = (f(jnp.asarray(W + h * E)) - f(jnp.asarray(W - h * E))) / (2 * h)
+  np.testing.assert_allclose(np.sum(grad * E), fd, rtol=1e-6)
+
+
 def test_the_cg_paths_agree_with_the_cholesky_path():
   X, y = _data(n=40)
   kw = dict(beta=0.1, num_patterns=8, loss="squared", key=KEY, tol=1e-9, max_steps=20000)

@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from multihost_problems import data
 
 from cvxjax import poly, relu, sharding
 
 KEY = jax.random.key(1)
-
-
-def _data(n=64, d=4, classes=2, seed=0):
-  rng = np.random.default_rng(seed)
-  X = rng.normal(size=(n, d))
-  score = X[:, 0] - 0.6 * X[:, 1] ** 2 + 0.4 + 0.3 * rng.normal(size=n)
-  if classes == 2:
-    return X, np.where(score > 0, 1.0, -1.0)
-  return X, np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1]))
 
 
 def _rel(a, b):
@@ -35,7 +27,7 @@ def test_the_suite_has_eight_devices():
 
 @pytest.mark.parametrize("solver, classes", [("barrier", 2), ("projected", 4)])
 def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
-  X, y = _data(classes=classes)
+  X, y = data(n=64, classes=classes)
   mesh = sharding.make_mesh(examples=4, model=2)
   settings = dict(r=0.3, beta=1e-2, solver=solver, max_steps=60)
   alone = poly.fit(X, y, **settings)
@@ -54,7 +46,7 @@ def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
 ], ids=["robust-relu-admm", "gated-apg"])
 def test_sharded_relu_fit_equals_the_single_device_fit(settings):
   settings = dict(settings)
-  X, y = _data(classes=settings.pop("classes"))
+  X, y = data(n=64, classes=settings.pop("classes"))
   mesh = sharding.make_mesh(examples=4, model=2)
   alone = relu.fit(X, y, num_patterns=8, key=KEY, max_steps=400, **settings)
   sharded = relu.fit(X, y, num_patterns=8, key=KEY, max_steps=400, mesh=mesh, **settings)
@@ -74,7 +66,7 @@ def test_placement_splits_examples_and_the_model_axis():
 
 @pytest.mark.parametrize("solver, classes", [("barrier", 2), ("projected", 3)])
 def test_uneven_n_is_padded_by_rows_that_count_nowhere_poly(solver, classes):
-  X, y = _data(n=30, classes=classes)  # 8 example shards: two padding rows
+  X, y = data(n=30, classes=classes)  # 8 example shards: two padding rows
   settings = dict(r=0.3, beta=1e-2, solver=solver, max_steps=60)
   alone = poly.fit(X, y, **settings)
   sharded = poly.fit(X, y, mesh=sharding.make_mesh(examples=8), **settings)
@@ -94,7 +86,7 @@ def test_uneven_n_is_padded_by_rows_that_count_nowhere_poly(solver, classes):
         "gated-apg"])
 def test_uneven_n_is_padded_by_rows_that_count_nowhere_relu(settings):
   settings = dict(settings)
-  X, y = _data(n=30, classes=settings.pop("classes"))
+  X, y = data(n=30, classes=settings.pop("classes"))
   fit = lambda **kw: relu.fit(X, y, num_patterns=8, key=KEY, max_steps=300, **settings, **kw)
   alone, sharded = fit(), fit(mesh=sharding.make_mesh(examples=4, model=2))
   assert _rel(sharded.objective, alone.objective) < 1e-5
@@ -103,7 +95,7 @@ def test_uneven_n_is_padded_by_rows_that_count_nowhere_relu(settings):
 
 def test_padding_rows_would_bind_without_the_mask():
   """The check above can fail: an unmasked zero row closes the robust cones (ε‖w‖ ≤ 0)."""
-  X, y = _data(n=30)
+  X, y = data(n=30)
   Xp, yp = np.vstack([X, np.zeros((2, 4))]), np.concatenate([y, [0.0, 0.0]])
   problem = relu.check_problem(X, y, eps=0.1, p="inf", beta=1e-3, num_patterns=8, gates=None,
                                gated=False, loss="hinge", key=KEY)
@@ -115,7 +107,7 @@ def test_padding_rows_would_bind_without_the_mask():
 
 
 def test_bad_meshes_are_refused_by_name():
-  X, y = _data(n=30)
+  X, y = data(n=30)
   with pytest.raises(ValueError, match="solver='barrier' needs n divisible"):
     relu.fit(X, y, key=KEY, solver="barrier", mesh=sharding.make_mesh(examples=4))
   with pytest.raises(ValueError, match="mesh must be"):

@@ -46,6 +46,21 @@ def test_streamed_gated_apg_equals_the_in_memory_fit(memmapped, classes):
   np.testing.assert_allclose(float(streamed.objective), float(in_memory.objective), rtol=1e-10)
 
 
+@pytest.mark.parametrize("settings", [dict(eps=0.1, p="inf"), dict(eps=0.2, p=2, classes=3),
+                                      dict(loss="squared", classes=3)])
+def test_streamed_penalty_method_equals_the_in_memory_fit(memmapped, settings):
+  X, Xm, labels = memmapped
+  y = labels[settings.pop("classes", 2)]
+  settings.update(num_patterns=10, key=KEY, solver="penalty", max_steps=60)
+  in_memory = relu.fit(X, y, **settings)
+  streamed = relu.fit(Xm, y, chunk_size=32, **settings)
+  np.testing.assert_allclose(np.asarray(streamed.weights), np.asarray(in_memory.weights),
+                             atol=1e-10)
+  np.testing.assert_allclose(float(streamed.objective), float(in_memory.objective), rtol=1e-10)
+  np.testing.assert_allclose(float(streamed.violation), float(in_memory.violation), atol=1e-12)
+  assert np.isfinite(float(in_memory.objective))
+
+
 def test_an_interrupted_streamed_fit_resumes_to_the_same_head(memmapped, tmp_path):
   X, Xm, labels = memmapped
   settings = dict(num_patterns=10, key=KEY, gated=True, loss="squared", solver="apg",
@@ -69,7 +84,7 @@ def test_bad_streaming_arguments_are_refused_by_name(memmapped):
       poly.fit(X, labels[2], solver="projected", chunk_size=bad)
   with pytest.raises(ValueError, match="solver='barrier'"):
     poly.fit(X, labels[2], solver="barrier", chunk_size=8)
-  with pytest.raises(ValueError, match="solver='apg'"):
+  with pytest.raises(ValueError, match="solver='apg' or solver='penalty'"):
     relu.fit(X, labels[2], key=KEY, chunk_size=8)
   bad = np.array(X)
   bad[70, 2] = np.nan

@@ -36,11 +36,16 @@ def init(W0, optimizer: optax.GradientTransformation) -> State:
   return State(W=W0, opt_state=optimizer.init(W0), step=jnp.asarray(0))
 
 
+def apply_gradient(state: State, grad, optimizer: optax.GradientTransformation) -> State:
+  """One optimiser step with `grad`, the gradient of the penalised objective at state.W (summed
+  over the examples: a full pass, or its chunks added, `cvxjax.streaming`)."""
+  updates, opt_state = optimizer.update(grad, state.opt_state, state.W)
+  return State(W=optax.apply_updates(state.W, updates), opt_state=opt_state, step=state.step + 1)
+
+
 def run(state: State, X, D, targets, *, num_steps, optimizer, **problem) -> State:
   """`num_steps` optimiser steps."""
   grad_fn = jax.grad(penalised_objective)
   def body(_, st):
-    updates, opt_state = optimizer.update(grad_fn(st.W, X, D, targets, **problem), st.opt_state,
-                                          st.W)
-    return State(W=optax.apply_updates(st.W, updates), opt_state=opt_state, step=st.step + 1)
+    return apply_gradient(st, grad_fn(st.W, X, D, targets, **problem), optimizer)
   return jax.lax.fori_loop(0, num_steps, body, state)

@@ -25,12 +25,15 @@ class ProjectedState(NamedTuple):
     Z, Zp: (d+1, d+1) iterates in K.
     opt_state: the optax state of the pair (Z, Z′).
     step: () steps taken.
+    multipliers: (2,) the multipliers of the last projections of Z and Z′ onto K: each next
+      projection starts its search there (2 to 3 `eigh` calls instead of 4 to 7).
   """
 
   Z: jnp.ndarray
   Zp: jnp.ndarray
   opt_state: optax.OptState
   step: jnp.ndarray
+  multipliers: jnp.ndarray
 
 
 def init(X: jnp.ndarray, optimizer: optax.GradientTransformation) -> ProjectedState:
@@ -45,7 +48,7 @@ def init(X: jnp.ndarray, optimizer: optax.GradientTransformation) -> ProjectedSt
   """
   m = X.shape[1] + 1
   Z0 = jnp.zeros((m, m), X.dtype)
-  return ProjectedState(Z0, Z0, optimizer.init((Z0, Z0)), jnp.asarray(0))
+  return ProjectedState(Z0, Z0, optimizer.init((Z0, Z0)), jnp.asarray(0), jnp.zeros(2, X.dtype))
 
 
 def gradient(Z, Zp, X, s, *, r, beta, activation: Quadratic):
@@ -60,8 +63,10 @@ def update(state: ProjectedState, grads, *, optimizer: optax.GradientTransformat
   """One optax update with the gradient `grads` of (Z, Z′), then Π_K on Z and Z′."""
   updates, opt_state = optimizer.update(grads, state.opt_state, (state.Z, state.Zp))
   Z, Zp = optax.apply_updates((state.Z, state.Zp), updates)
-  return ProjectedState(psd.project_trace_psd(Z), psd.project_trace_psd(Zp), opt_state,
-                        state.step + 1)
+  Z, Zp = (psd.trace_psd_projection(Y, mu) for Y, mu in zip((Z, Zp), state.multipliers,
+                                                               strict=True))
+  return ProjectedState(Z.point, Zp.point, opt_state, state.step + 1,
+                        jnp.stack([Z.multiplier, Zp.multiplier]))
 
 
 def step(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,

@@ -108,8 +108,23 @@ def _chunk_objective(W, X, D, labels, onehot, pairs, beta, *, loss, eps, q):
   return relu.objective(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta)
 
 
+@functools.partial(jax.jit, static_argnames=("loss", "eps", "q", "rho"))
+def _chunk_penalty_gradient(W, X, D, labels, onehot, pairs, beta, *, loss, eps, q, rho):
+  targets = relu.Targets(labels, onehot, pairs)
+  return jax.grad(penalty.penalised_objective)(W, X, D, targets, loss=loss, eps=eps, q=q,
+                                               beta=beta, rho=rho)
+
+
+_apply_penalty_gradient = jax.jit(penalty.apply_gradient, static_argnames=("optimizer",))
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "q"))
+def _chunk_violation(W, X, D, *, eps, q):
+  return relu.constraint_violation(W, X, D, eps, q)
+
+
 class _Streamed:
-  """Full passes over a problem's host arrays in chunks (gated ReLU, squared loss)."""
+  """Full passes over a problem's host arrays in chunks (APG and the penalty method)."""
 
   def __init__(self, problem: relu.Problem, chunk_size: int):
     self.problem, self.chunk_size = problem, chunk_size
@@ -140,34 +155,72 @@ class _Streamed:
       state = _apply_gradient(state, grad, L, beta=self.problem.beta, tol=tol)
     return state
 
+  def penalty_run(self, state, num_steps: int, *, optimizer, rho: float):
+    """`num_steps` steps of the penalty method, each on the gradient of a full pass."""
+    p = self.problem
+    measures = dict(loss=p.loss, eps=p.eps, q=p.q, rho=rho)
+    for _ in range(num_steps):
+      grad = self.sum(lambda first, *chunk, W=state.W: _chunk_penalty_gradient(
+          W, *chunk, jnp.asarray(p.beta if first else 0.0, W.dtype), **measures))
+      state = _apply_penalty_gradient(state, grad, optimizer)
+    return state
+
   def objective(self, W):
     p = self.problem
     measures = dict(loss=p.loss, eps=p.eps, q=p.q)
     return self.sum(lambda first, *chunk: _chunk_objective(
         W, *chunk, jnp.asarray(p.beta if first else 0.0, W.dtype), **measures))
 
+  def violation(self, W):
+    """`relu.constraint_violation`, the largest over the chunks (0 for a gated head)."""
+    if W.shape[0] == 1:
+      return jnp.zeros((), W.dtype)
+    return max((_chunk_violation(W, X, D, eps=self.problem.eps, q=self.problem.q)
+                for X, D, *_ in streaming.chunks(self.arrays, self.chunk_size, self.dtypes)),
+               key=float)
 
-def _fit_streamed(problem: relu.Problem, *, tol: float, max_steps: Optional[int], key,
-                  checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool,
-                  chunk_size: int) -> relu.ReluHead:
-  """APG with the features on the host, streamed in chunks of `chunk_size` examples."""
+
+def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
+                  key, optimizer, penalty_rho: float, checkpoint_dir: Optional[str],
+                  checkpoint_every: int, progress: bool, chunk_size: int) -> relu.ReluHead:
+  """APG or the penalty method with the features on the host, streamed in chunks of
+  `chunk_size` examples."""
   streamed = _Streamed(problem, chunk_size)
-  S, P, C = 1, problem.D.shape[1], problem.targets.onehot.shape[1]
+  P, C = problem.D.shape[1], problem.targets.onehot.shape[1]
   dtype = jnp.result_type(float)
+  chunk = dict(max_steps=_DEFAULT_STEPS[solver] if max_steps is None else int(max_steps),
+               chunk=checkpoint_every, checkpoint_dir=checkpoint_dir, progress=progress,
+               steps_of=lambda st: int(st.step))
+  objective = lambda st: {"objective": f"{float(streamed.objective(st.W)):.8g}"}
   with blas_limited():
-    L = streamed.lipschitz(key, S, C)
-    shapes = jnp.zeros((1, problem.X.shape[1]), dtype), jnp.zeros((1, P), dtype)
-    state = proximal.init(*shapes, relu.Targets(*(jnp.zeros((1, C)),) * 3), num_blocks=S,
-                          augmented=False)
-    state = run_chunks(
-        state, lambda st, k: streamed.run(st, L, k, tol=tol),
-        max_steps=_DEFAULT_STEPS["apg"] if max_steps is None else int(max_steps),
-        chunk=checkpoint_every, checkpoint_dir=checkpoint_dir, progress=progress,
-        steps_of=lambda st: int(st.step), finished=lambda st: bool(st.residual <= tol),
-        describe=lambda st: {"objective": f"{float(streamed.objective(st.W)):.8g}",
-                             "residual": f"{float(st.residual):.2e}"})
+    if solver == "apg":
+      L = streamed.lipschitz(key, 1, C)
+      shapes = jnp.zeros((1, problem.X.shape[1]), dtype), jnp.zeros((1, P), dtype)
+      state = proximal.init(*shapes, relu.Targets(*(jnp.zeros((1, C)),) * 3), num_blocks=1,
+                            augmented=False)
+      state = run_chunks(state, lambda st, k: streamed.run(st, L, k, tol=tol),
+                         finished=lambda st: bool(st.residual <= tol),
+                         describe=lambda st: {**objective(st),
+                                              "residual": f"{float(st.residual):.2e}"}, **chunk)
+    else:
+      optimizer = _penalty_optimizer(optimizer)
+      state = penalty.init(_penalty_start(problem, key, dtype), optimizer)
+      state = run_chunks(
+          state, lambda st, k: streamed.penalty_run(st, k, optimizer=optimizer, rho=penalty_rho),
+          finished=lambda st: False, describe=objective, **chunk)
   return _head(problem, state.W, state.step, objective=streamed.objective(state.W),
-               violation=jnp.zeros((), dtype))
+               violation=streamed.violation(state.W))
+
+
+def _penalty_optimizer(optimizer):
+  return optax.adam(1e-2) if optimizer is None else optimizer
+
+
+def _penalty_start(problem: relu.Problem, key, dtype):
+  """Small random weights (S, P, d, C): ‖·‖ is not differentiable at 0."""
+  S = 1 if problem.gated else 2
+  shape = (S, problem.D.shape[1], problem.X.shape[1], problem.targets.onehot.shape[1])
+  return 1e-3 * jax.random.normal(key, shape, dtype)
 
 
 def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
@@ -176,7 +229,8 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
              progress: bool, mesh=None, chunk_size: Optional[int] = None) -> relu.ReluHead:
   """Runs a ReLU-head solver on a validated problem; see `cvxjax.relu.fit`."""
   if chunk_size is not None:
-    return _fit_streamed(problem, tol=tol, max_steps=max_steps, key=key,
+    return _fit_streamed(problem, solver=solver, tol=tol, max_steps=max_steps, key=key,
+                         optimizer=optimizer, penalty_rho=penalty_rho,
                          checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                          progress=progress, chunk_size=chunk_size)
   X, D, targets = _on_device(problem)
@@ -243,9 +297,8 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
                                "residual": f"{float(st.residual):.2e}"}, **chunk)
       W = state.W
     else:
-      optimizer = optax.adam(1e-2) if optimizer is None else optimizer
-      W0 = 1e-3 * jax.random.normal(key, (S, P, X.shape[1], C), dtype)  # ‖·‖ is not
-      state = put(penalty.init(W0, optimizer))                           # differentiable at 0
+      optimizer = _penalty_optimizer(optimizer)
+      state = put(penalty.init(_penalty_start(problem, key, dtype), optimizer))
       settings = dict(optimizer=optimizer, rho=penalty_rho, **measures)
       state = run_chunks(
           state, lambda st, k: _penalty_run(st, X, D, targets, k, **settings),
