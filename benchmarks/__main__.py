@@ -99,7 +99,9 @@ def _scaling_rows(data: dict) -> list:
   for path, sweeps in data["paths"].items():
     for name, sweep in sweeps.items():
       last = sweep["rows"][-1]
-      rows.append(dict(comparison=f"{path}: time ∝ {name}^{sweep['exponent']:.2f}",
+      top = (f" ({name}^{sweep['exponent_largest']:.2f} at the largest)"
+             if "exponent_largest" in sweep else "")
+      rows.append(dict(comparison=f"{path}: time ∝ {name}^{sweep['exponent']:.2f}{top}",
                        cvxjax_s=last["seconds"], peer="matmul peak",
                        peer_s=None, note=f"at {name}={last[name]}: {last['gflop_per_s']:.1f} "
                        f"GFLOP/s = {last['fraction_of_peak']:.0%} of "

@@ -1,6 +1,6 @@
 r"""How the hot paths of the solvers scale with n, d, P and C, and their fraction of matmul peak.
 
-  python -m benchmarks.scaling             # about 5 minutes on 2 CPU cores
+  python -m benchmarks.scaling             # about 8 minutes on 2 CPU cores
   python -m benchmarks.scaling --quick     # the smallest sizes, under a minute
 
 Every hot path is one jitted call, measured by `benchmarks.costs.measure`: XLA's FLOP count,
@@ -18,10 +18,12 @@ in float32 (the GPU default):
   pgd_step     one PGD iteration against a polynomial head on a batch (forward and backward).
 
 For each path the time per call is fitted as c·size^k over the sweep of one size (the others
-held fixed): k is the scaling exponent. The fraction of peak is the path's achieved FLOP rate
-over this machine's measured float32 matmul rate (2048², median). For the polynomial paths the
-FLOPs include 9m³ per m×m eigh (LAPACK's count for eigenvalues and eigenvectors), which XLA
-does not count. Results go to benchmarks/results/scaling.json.
+held fixed): k is the scaling exponent; the exponent between the two largest sizes shows the
+law once the costs that do not grow with the swept size (the eighs in n) have faded. The
+fraction of peak is the path's achieved FLOP rate over this machine's measured float32 matmul
+rate (2048², median). For the polynomial paths the FLOPs include 9m³ per m×m eigh (LAPACK's
+count for eigenvalues and eigenvectors), which XLA does not count. Results go to
+benchmarks/results/scaling.json.
 """
 
 import os
@@ -136,10 +138,10 @@ def sweeps(quick: bool):
             "relu_grad": {"n": ([2048, 4096], dict(d=64, P=32, C=2))},
             "pgd_step": {"n": ([2048, 4096], dict(d=64))}}
   return {
-      "trs": {"n": ([4096, 8192, 16384, 32768], dict(d=256)),
-              "d": ([64, 128, 256, 512], dict(n=8192))},
-      "poly_step": {"n": ([4096, 8192, 16384, 32768], dict(d=256)),
-                    "d": ([64, 128, 256, 512], dict(n=8192))},
+      "trs": {"n": ([4096, 8192, 16384, 32768, 65536, 131072], dict(d=256)),
+              "d": ([64, 128, 256, 512, 1024], dict(n=8192))},
+      "poly_step": {"n": ([4096, 8192, 16384, 32768, 65536, 131072], dict(d=256)),
+                    "d": ([64, 128, 256, 512, 1024], dict(n=8192))},
       "eigh": {"d": ([64, 128, 256, 512], dict())},
       "relu_grad": {"n": ([4096, 8192, 16384, 32768], dict(d=256, P=64, C=10)),
                     "d": ([64, 128, 256, 512], dict(n=8192, P=64, C=10)),
@@ -177,9 +179,11 @@ def main(argv=None) -> int:
         print(f"{path:>10} {name:>5} {value:>6} {row['seconds']:9.4f} {row['gflops']:8.2f} "
               f"{row['gflop_per_s']:8.1f} {row['fraction_of_peak']:7.0%} "
               f"{row['planned_mb']:8.1f}", flush=True)
-      k = exponent(values, [r["seconds"] for r in rows])
-      report["paths"][path][name] = dict(rows=rows, exponent=k)
-      print(f"{path:>10} {name:>5}   time ∝ {name}^{k:.2f}")
+      seconds = [r["seconds"] for r in rows]
+      k, k_top = exponent(values, seconds), exponent(values[-2:], seconds[-2:])
+      report["paths"][path][name] = dict(rows=rows, exponent=k, exponent_largest=k_top)
+      print(f"{path:>10} {name:>5}   time ∝ {name}^{k:.2f} ({name}^{k_top:.2f} between the "
+            "two largest)")
   report["meta"]["loadavg_after"] = os.getloadavg()
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
