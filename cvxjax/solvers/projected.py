@@ -26,7 +26,7 @@ class ProjectedState(NamedTuple):
     opt_state: the optax state of the pair (Z, Z′).
     step: () steps taken.
     multipliers: (2,) the multipliers of the last projections of Z and Z′ onto K: each next
-      projection starts its search there (2 to 3 `eigh` calls instead of 4 to 7).
+      projection starts its search there (mostly 2 or 3 `eigh` calls instead of 4 to 7).
   """
 
   Z: jnp.ndarray
