@@ -1,15 +1,9 @@
 """Convex ReLU and gated-ReLU networks over sampled sign patterns, plain and robust (MATH.md §4).
 
-Gates h_k (columns of a (d, P) matrix) fix the sign patterns D_k = diag(1[X h_k ≥ 0]). The
-weights of a head are stacked as W of shape (S, P, d, C): S = 2 blocks [v; w] for convex ReLU
-(signs σ = (+1, −1)), S = 1 block [u] for gated ReLU (σ = (+1,)); C = 1 output for a binary
-head (labels ±1), C ≥ 2 for a multi-class head with shared patterns. The convex model is
-
-    f_ic = Σ_s σ_s Σ_k D_ik x_iᵀ W[s, k, :, c],        θ_i = Σ_s σ_s Σ_k D_ik W[s, k]  (d, C),
-
-so f_i = x_iᵀθ_i. Robust training against ‖δ‖_p ≤ ε adds ε‖·‖_q (q the dual norm: p = ∞ → q = 1,
-p = 2 → q = 2) to every hinge margin, and for ReLU the robust cone constraints
-(2D_ik − 1) x_iᵀW[s, k, :, c] ≥ ε‖W[s, k, :, c]‖_q keep each neuron's pattern fixed on the ball.
+`fit` trains a `ReluHead` to global optimality, `exact_fit` solves the same problem with CVXPY,
+`recover` returns the two-layer network, and `certified_radius` certifies it. The mathematics
+(sign patterns, scores and their adjoints, cones, losses, the validated `Problem`) lives in
+`cvxjax.core.relu`, with the weight layout W (S, P, d, C), and is re-exported here.
 """
 
 import dataclasses

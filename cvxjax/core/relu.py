@@ -13,7 +13,6 @@ p = 2 → q = 2) to every hinge margin, and for ReLU the robust cone constraints
 (2D_ik − 1) x_iᵀW[s, k, :, c] ≥ ε‖W[s, k, :, c]‖_q keep each neuron's pattern fixed on the ball.
 """
 
-
 from typing import NamedTuple, Optional
 
 import jax

@@ -228,7 +228,7 @@ def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: 
           state, lambda st, k: streamed.penalty_run(st, k, optimizer=optimizer, rho=penalty_rho),
           finished=lambda st: False, describe=objective, **chunk)
   return _solution(problem, state.W, state.step, objective=streamed.objective(state.W),
-               violation=streamed.violation(state.W))
+                   violation=streamed.violation(state.W))
 
 
 def _penalty_optimizer(optimizer):
