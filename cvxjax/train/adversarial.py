@@ -15,11 +15,11 @@ progress) as in normal training. MATH.md §6.
       δ̃ᵢ = δ̂ᵢ − α (vᵢ/c₁) nᵢ                   nᵢ: the ball's unit outward normal at δ̂ᵢ
       vᵢ ← (vᵢ + α(‖δ̃ᵢ‖ − ε))₊                 the violation before the projection
       δᵢ ← P_ε(δ̃ᵢ)
-      t ← t + α(λ⁺ − 1),  λ⁺ = (λ + u − t⁺)₊,   u = (α/c₂) L − Σᵢ vᵢ(‖δᵢ‖ − ε)
+      t ← t + α(λ⁺ − 1),  λ⁺ = (λ + u − t⁺)₊,   u = (α/c₂)(L − meanᵢ (vᵢ/c₁)(‖δᵢ‖ − ε))
       θ ← θ + λ⁺ · (the optimizer's update)
 
   with L the batch's mean loss (∇_δᵢ of the sum is example i's own loss gradient, whatever
-  the batch size). Defaults (α, c₁, c₂, v₀, λ₀, t₀) are the public code's; three things differ
+  the batch size). Defaults (α, c₁, c₂, v₀, λ₀, t₀) are the public code's; four things differ
   from it, each because its dynamics do not converge:
 
   1. (λ, t) step. The public code steps t with the old λ, t⁺ = t + α(λ − 1), then
@@ -42,6 +42,12 @@ progress) as in normal training. MATH.md §6.
      projection's residual δ̂ᵢ − P_ε(δ̂ᵢ) scaled to unit dual norm (ℓ₁ for ℓ∞, ℓ₂ for ℓ₂): a
      subgradient of the norm at P_ε(δ̂ᵢ), zero inside the ball, so the pull only moves δᵢ
      once vᵢ/c₁ exceeds the multiplier, and then back into the ball.
+  4. λ's drive. The public code's u = (α/c₂)L − Σᵢ vᵢ(‖δᵢ‖ − ε) adds the batch's sum in units of
+     vᵢ, not vᵢ/c₁; harmless while vᵢ only falls from v₀ = 1, but once vᵢ tracks c₁ times the
+     multiplier the sum outweighs (α/c₂)L by orders of magnitude (a head on breast cancer, ℓ₂
+     ε = 1: λ stuck at 0 for hundreds of steps, then spikes, the loss diverging to ~100). Here
+     u is (α/c₂) times ∂/∂λ of the batch's mean Lagrangian ℓᵢ − (vᵢ/c₁)(‖δᵢ‖ − ε), the same
+     per-example objective the ascent climbs.
 
   With an augmentation (random crops and flips of images) δᵢ lives in the frame of the
   un-augmented image: the loss is taken at augment(xᵢ + δᵢ), so the same δᵢ perturbs the same
@@ -218,7 +224,7 @@ def weight_and_level(weight: jnp.ndarray, level: jnp.ndarray, drive: jnp.ndarray
   Args:
     weight: () λ.
     level: () t.
-    drive: () u = (α/c₂) L − Σᵢ vᵢ(‖δᵢ‖ − ε).
+    drive: () u, the constant of the flow's fixed point (1, u).
     alpha: the step α > 0.
     scheme: "implicit" or "explicit".
 
