@@ -151,3 +151,51 @@ def certificate(Z, Zp, X, s, alpha, *, r, beta, activation) -> Certificate:
   upper = poly.hinge_sum(wc.margin, s) + beta * (Z[-1, -1] + Zp[-1, -1])
   M = poly.weighted_lift_sum(X + wc.delta, alpha * s, activation)
   return Certificate(upper, restored_bound(M, jnp.sum(alpha), beta, upper), M)
+
+
+def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -> jnp.ndarray:
+  """Multipliers from complementary slackness at a (near-)optimal primal point.
+
+  At an optimum, α_i = 1 where m_i < 1, 0 where m_i > 1, and the α_i of the examples on the
+  margin (|m_i − 1| ≤ margin_tol) together with μ, μ′ make the dual slacks annihilate the primal:
+  (βE − M − μG)L = 0 and (βE + M − μ′G)L′ = 0 with Z = LLᵀ, Z′ = L′L′ᵀ. Those equations are
+  linear in (α_margin, μ, μ′) and solved by least squares; the result is clipped into [0, 1]
+  (pass it to `certificate`, which restores feasibility). Forms the margin examples' (d+1)²
+  lifts: for d up to a few dozen.
+
+  Args:
+    Z, Zp: (d+1, d+1) matrices of K.
+    X: (n, d) inputs.
+    s: (n,) labels in {−1, +1} (0: a padding row).
+    r, activation, beta: the problem.
+    margin_tol: how close to 1 a worst-case margin counts as on the margin.
+
+  Returns:
+    (n,) multipliers in [0, 1].
+  """
+  wc = poly.worst_case(Z - Zp, X, s, r, activation)
+  counted = poly.counted(s)
+  free = counted & (jnp.abs(wc.margin - 1.0) <= margin_tol)
+  fixed = jnp.where(counted & ~free & (wc.margin < 1.0), 1.0, 0.0)
+  U = X + wc.delta
+  m = Z.shape[-1]
+  G = jnp.diag(jnp.ones(m, Z.dtype).at[-1].set(-1.0))
+  E = jnp.zeros_like(Z).at[-1, -1].set(beta)
+  M_fixed = poly.weighted_lift_sum(U, fixed * s, activation)
+  lifts = jax.vmap(poly.lift, in_axes=(0, None))(U, activation) * (s * free)[:, None, None]
+
+  def factor(W):
+    w, V = jnp.linalg.eigh(W)
+    return V * jnp.sqrt(jnp.maximum(w, 0.0))
+
+  L, Lp = factor(Z), factor(Zp)
+  # Unknowns (α_free, μ, μ′): columns vec(s_iΦ_i L), vec(G L) for the first system, and their
+  # counterparts with −M for the second.
+  top = jnp.concatenate([jnp.einsum("ipq,qk->ipk", lifts, L).reshape(len(U), -1).T,
+                         (G @ L).reshape(-1, 1), jnp.zeros((m * m, 1), Z.dtype)], axis=1)
+  bottom = jnp.concatenate([-jnp.einsum("ipq,qk->ipk", lifts, Lp).reshape(len(U), -1).T,
+                            jnp.zeros((m * m, 1), Z.dtype), (G @ Lp).reshape(-1, 1)], axis=1)
+  A = jnp.concatenate([top, bottom])
+  b = jnp.concatenate([((E - M_fixed) @ L).reshape(-1), ((E + M_fixed) @ Lp).reshape(-1)])
+  solution = jnp.linalg.lstsq(A, b)[0]
+  return jnp.where(free, jnp.clip(solution[:-2], 0.0, 1.0), fixed)
