@@ -115,7 +115,7 @@ def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:
 
 # Largest svec size for which the barrier solver is the default (its KKT system is 2N).
 _BARRIER_MAX_SVEC = 1300
-_SOLVERS = ("auto", "barrier", "projected")
+_SOLVERS = ("auto", "barrier", "projected", "primal_dual")
 
 
 def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
@@ -132,8 +132,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     "barrier": the exact interior-point method of `cvxjax.solvers.barrier`; stops when the
       certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
     "projected": `optimizer` (default optax.adam(1e-2)) on the exact objective with Π_K after
-      every step, for `max_steps` steps; a baseline that scales to large d but stalls above
-      the optimum (its gap is reported honestly).
+      every step, until the certified relative gap is below `tol` or for `max_steps` steps; a
+      baseline that scales to large d but stalls above the optimum (its gap, from multipliers
+      scaled into the dual's feasible set, is reported honestly).
+    "primal_dual": restarted primal–dual hybrid gradient (`cvxjax.solvers.primal_dual`),
+      O(n·d + d²) memory per head, certified every 64 iterations; stops at `tol`. Experimental:
+      its fixed primal weight suits some problems and not others.
     "auto": "barrier" when d ≤ 49, else "projected" (always "projected" with `chunk_size`).
 
   Precision: the barrier solver is built for float64 (`jax_enable_x64`); in float32 it stops
@@ -145,9 +149,11 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     r: radius of the ℓ₂ ball of the adversary, ≥ 0.
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
-    solver: "auto", "barrier" or "projected".
-    tol: relative gap at which the barrier solver stops.
-    max_steps: step limit (default 300 for "barrier", 1000 for "projected").
+    solver: "auto", "barrier", "projected" or "primal_dual".
+    tol: relative certified gap at which the solver stops; a fit that ends above it warns
+      with the gap it reached.
+    max_steps: step limit (default 300 for "barrier", 1000 for "projected", 20000 iterations
+      for "primal_dual").
     optimizer: optax transformation for "projected".
     head_batch_size: heads solved together by "projected" (bounds memory).
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
@@ -175,9 +181,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   sharding.check_mesh(mesh)
   streaming.check_chunk_size(chunk_size, X.shape[0])
-  if chunk_size is not None and (solver == "barrier" or mesh is not None):
+  if solver == "primal_dual" and mesh is not None:
+    raise ValueError(f"solver='primal_dual' runs on one device; it takes no mesh (got {mesh!r})")
+  if chunk_size is not None and (solver in ("barrier", "primal_dual") or mesh is not None):
     raise ValueError("chunk_size streams the projected solver on one device; it takes neither "
-                     f"solver='barrier' nor a mesh (got solver={solver!r}, mesh={mesh!r})")
+                     f"solver='barrier' or 'primal_dual' nor a mesh (got solver={solver!r}, "
+                     f"mesh={mesh!r})")
   activation = Quadratic(*(float(v) for v in activation))
   d = X.shape[1]
   if solver == "auto":

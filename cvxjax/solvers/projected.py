@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cvxjax.core import poly, psd
+from cvxjax.core import poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
 
 
@@ -122,8 +122,7 @@ def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSum
   α_i = 1 where the worst-case margin is below 1, ½ at 1 and 0 above: the hinge's subgradient.
   """
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
-  alpha = jnp.where(wc.margin < 1.0, 1.0, jnp.where(wc.margin > 1.0, 0.0, 0.5))
-  alpha = jnp.where(poly.counted(s), alpha, 0.0)
+  alpha = poly_dual.subgradient_multipliers(wc.margin, s)
   return CertificateSums(poly.hinge_sum(wc.margin, s),
                          poly.weighted_lift_sum(X + wc.delta, alpha * s, activation),
                          jnp.sum(alpha))
@@ -132,10 +131,12 @@ def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSum
 def certificate_of_sums(Z, Zp, sums: CertificateSums, *, beta):
   """(objective, certified lower bound) of one head from its sums over all the examples.
 
-  The bound is valid for any iterate; it is tight only at an optimum.
+  The subgradient multipliers are scaled into the dual's feasible set
+  (`cvxjax.poly_dual.restored_bound`). The bound is valid for any iterate; it is tight only at
+  an optimum.
   """
   upper = sums.hinge + beta * (Z[-1, -1] + Zp[-1, -1])
-  return upper, poly.lift_dual_bound(sums.lift, sums.alpha, beta, upper)
+  return upper, poly_dual.restored_bound(sums.lift, sums.alpha, beta, upper)
 
 
 def certificate(Z, Zp, X, s, *, r, beta, activation: Quadratic):
