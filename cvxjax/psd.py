@@ -153,7 +153,7 @@ class TrustRegionSolution(NamedTuple):
 def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRegionSolution:
   """Exact trust-region subproblem min_{‖δ‖₂ ≤ r} δᵀAδ + gᵀδ, given A = Q diag(mu) Qᵀ.
 
-  With λ_lo = max(0, −μ_min) and the shifted eigenvalues ν_k = μ_k + λ_lo ≥ 0 (the bottom one
+  With λ_lo = max(0, −μ_min) and the shifted eigenvalues ν_k = μ_k + λ_lo ≥ 0 (the bottom ones
   exactly 0 when A is indefinite), solves the secular equation Σ_k ĝ_k² / (4(ν_k + σ)²) = r² for
   the shifted multiplier σ = λ − λ_lo > 0 (MATH.md §3): no sum ν_k + σ cancels, so near the hard
   case (ĝ with a tiny weight on the bottom eigenvector, σ* of the order of that weight) δ, the
@@ -176,9 +176,11 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
   eps = jnp.finfo(dtype).eps
   # min, not argmin: XLA:CPU runs a vmapped argmin as a scalar loop (a third of the TRS's time).
   lo = jnp.maximum(0.0, -jnp.min(mu))
-  # μ − μ_min (μ where A ⪰ 0): ≥ 0 in floating point too, exactly 0 on the bottom eigenvalue.
+  # ν = μ − μ_min (μ where A ⪰ 0). A product that XLA fuses into this sum (an FMA) can leave
+  # the bottom a few ulps of λ_lo off 0: those entries are the bottom, set to exactly 0.
   nu = mu + lo
-  bottom = nu <= 0.0
+  bottom = nu <= 8 * eps * lo
+  nu = jnp.where(bottom, 0.0, nu)
   half_g = 0.5 * g_hat
   r_safe = jnp.where(r > 0, r, 1.0)
 

@@ -125,7 +125,8 @@ def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSum
   alpha = jnp.where(wc.margin < 1.0, 1.0, jnp.where(wc.margin > 1.0, 0.0, 0.5))
   alpha = jnp.where(poly.counted(s), alpha, 0.0)
   return CertificateSums(poly.hinge_sum(wc.margin, s),
-                         poly.weighted_lift_sum(X + wc.delta, alpha * s, activation),
+                         poly.weighted_lift_sum(poly.cut_points(X, wc.delta, r), alpha * s,
+                                                activation),
                          jnp.sum(alpha))
 
 
