@@ -20,6 +20,7 @@ from cvxjax.core.checks import check_array, check_labels, check_nonnegative, che
 from cvxjax.core.poly import (
     WorstCase,
     counted,
+    cut_points,
     default_block_rows,
     dual_bound,
     hinge_sum,
@@ -40,6 +41,7 @@ __all__ = [
     "WorstCase",
     "certified_radius",
     "counted",
+    "cut_points",
     "decompose",
     "default_block_rows",
     "dual_bound",

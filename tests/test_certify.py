@@ -131,6 +131,53 @@ def test_certified_radius_is_the_distance_to_the_boundary(binary):
     assert inside > 0 > outside
 
 
+def _first_crossings(D, x, y, angles):
+  """Per direction u(θ) in the plane, the smallest t > 0 with y f(x + t u) = 0 (inf if none).
+
+  Along a ray y f is the quadratic αt² + βt + γ, whose roots are exact; a dense sweep of θ
+  gives the distance to the boundary {f = 0} to O(Δθ²).
+  """
+  a, b, _ = ACTIVATION
+  u = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+  D1, d2 = D[:2, :2], D[:2, 2]
+  alpha = y * a * np.einsum("ki,ij,kj->k", u, D1, u)
+  beta = y * (2 * a * u @ (D1 @ x) + b * u @ d2)
+  gamma = y * _predict(D, x[None])[0]
+  disc = beta**2 - 4 * alpha * gamma
+  root = np.sqrt(np.maximum(disc, 0.0))
+  q = -0.5 * (beta + np.where(beta >= 0, root, -root))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    roots = np.stack([q / alpha, gamma / q])
+  roots = np.where((roots > 0) & (disc >= 0)[None], roots, np.inf)
+  return roots.min(axis=0)
+
+
+def test_certified_radius_near_the_hard_case_against_a_dense_search():
+  # f(z) = a(z₁² − 2z₂²) + b z₁ + c at x = (0.5, x₂): ĝ's weight on the bottom eigenvector of
+  # D₁ = diag(1, −2) is 4a|x₂|, from 0 (the hard case) to tiny (x₂ = 3e-14 over-claimed by 5e-4);
+  # rotated copies add the weight that round-off in D₁'s eigenvectors puts there.
+  D = np.array([[1.0, 0.0, 1.0], [0.0, -2.0, 0.0], [1.0, 0.0, 1.0]])
+  offsets = np.array([0.0, 3e-14, 1e-12, 1e-8, 1e-6])
+  X = np.stack([np.full_like(offsets, 0.5), offsets], axis=1)
+  y = np.ones(len(offsets))
+  angles = np.linspace(0.0, 2 * np.pi, 400_000, endpoint=False)
+  for turn in (0.0, 0.3, 2.1):
+    P = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    E = np.eye(3)
+    E[:2, :2] = P
+    D_turned, X_turned = E @ D @ E.T, X @ P.T
+    radii = np.asarray(poly_certified_radius(D_turned[None], np.zeros((1, 3, 3)), X_turned, y,
+                                             ACTIVATION, True))
+    for i, x in enumerate(X_turned):
+      distance = _first_crossings(D_turned, x, 1.0, angles).min()
+      # No point strictly inside the radius reaches the boundary; one just outside it does.
+      assert radii[i] <= distance * (1 + 1e-9)
+      assert distance <= radii[i] * (1 + 1e-6)
+      inside = x + 0.999999 * radii[i] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+      outside = x + 1.000001 * radii[i] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+      assert _predict(D_turned, inside).min() > 0 and _predict(D_turned, outside).min() <= 0
+
+
 def test_infinite_radius_for_a_convex_head_with_positive_minimum():
   # f(x) = a‖x‖² + c·d > 0 everywhere: Z = diag(1, .., 1, d) is in K and Z′ = 0.
   Z = np.diag(np.r_[np.ones(D_IN), D_IN])[None]

@@ -80,6 +80,27 @@ def test_worst_case_in_row_blocks_equals_one_batch(rows):
     np.testing.assert_allclose(getattr(blocked, field), getattr(one, field), atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_cut_points_lie_in_the_ball(dtype):
+  # Worst cases on the sphere, rotated out of D₁'s eigenbasis, and points a few ulps outside.
+  X, y = _random_problem(5, n=200, d=6)
+  rng = np.random.default_rng(6)
+  D = jnp.asarray(psd.symmetrize(rng.normal(size=(7, 7))), dtype)
+  X, y, r = jnp.asarray(X, dtype), jnp.asarray(y, dtype), 0.7
+  wc = poly.worst_case(D, X, y, r, ACT)
+  outside = wc.delta * (1 + 3 * jnp.finfo(dtype).eps)
+  inside = 0.5 * wc.delta
+  for delta in (wc.delta, outside, inside):
+    U = poly.cut_points(X, delta, jnp.asarray(r, dtype))
+    # ‖u_i − x_i‖ in float64, where the subtraction of the float32 points is exact.
+    norms = np.linalg.norm(np.asarray(U, np.float64) - np.asarray(X, np.float64), axis=1)
+    assert np.all(norms <= r)
+  # Points well inside the ball are kept; the sphere's move by a few ulps at most.
+  np.testing.assert_array_equal(poly.cut_points(X, inside, r), X + inside)
+  np.testing.assert_allclose(poly.cut_points(X, wc.delta, r), X + wc.delta,
+                             rtol=0, atol=16 * float(jnp.finfo(dtype).eps))
+
+
 def test_barrier_newton_model_matches_finite_differences():
   rng = np.random.default_rng(0)
   n, d, r, beta, t = 12, 3, 0.4, 0.05, 3.0

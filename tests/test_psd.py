@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 from scipy import optimize
@@ -157,3 +158,103 @@ def test_trust_region_radius_zero():
   sol = psd.trust_region(jnp.asarray([-1.0, 2.0]), jnp.asarray([1.0, 1.0]), jnp.asarray(0.0))
   assert float(sol.value) == 0.0
   np.testing.assert_array_equal(sol.delta, 0.0)
+
+
+def _mp_trust_region(mu, g, r, digits=50):
+  """min_{‖δ‖ ≤ r} Σ μ_k δ_k² + g_k δ_k at `digits` digits (mpmath), from the float inputs.
+
+  The secular equation Σ g_k²/(4(μ_k − μ_min + σ)²) = r² is solved for σ = λ − max(0, −μ_min) by
+  bisection (geometric once the lower end is positive) to the working precision; the hard case
+  (no weight on the bottom eigenspace, S(0) ≤ r²) steps along it to the sphere.
+
+  Returns:
+    (value, δ): an mpf and a list of mpf.
+  """
+  with mpmath.workdps(digits):
+    mu, g, r = ([mpmath.mpf(float(v)) for v in mu], [mpmath.mpf(float(v)) for v in g],
+                mpmath.mpf(float(r)))
+    lo = max(mpmath.mpf(0), -min(mu))
+    nu = [m + lo for m in mu]
+    bottom = [v == 0 for v in nu]
+    b_sq = mpmath.fsum(gk**2 / 4 for gk, b in zip(g, bottom, strict=True) if b)
+    s0 = mpmath.fsum((gk / (2 * v))**2 for gk, v, b in zip(g, nu, bottom, strict=True) if not b)
+    if b_sq == 0 and s0 <= r**2:
+      delta = [mpmath.mpf(0) if b else -gk / (2 * v)
+               for gk, v, b in zip(g, nu, bottom, strict=True)]
+      if lo > 0:
+        delta[bottom.index(True)] = mpmath.sqrt(r**2 - s0)
+    else:
+      phi = lambda s: 1 / mpmath.sqrt(mpmath.fsum((gk / (2 * (v + s)))**2
+                                                  for gk, v in zip(g, nu, strict=True))) - 1 / r
+      a = mpmath.sqrt(b_sq) / r if b_sq > 0 else mpmath.mpf(0)
+      b = mpmath.sqrt(mpmath.fsum(gk**2 for gk in g)) / (2 * r)
+      for _ in range(8 * digits):
+        c = mpmath.sqrt(a * b) if a > 0 else b / 2
+        a, b = (c, b) if phi(c) < 0 else (a, c)
+      sigma = (a + b) / 2
+      delta = [-gk / (2 * (v + sigma)) for gk, v in zip(g, nu, strict=True)]
+    value = mpmath.fsum(d * (m * d + gk) for d, m, gk in zip(delta, mu, g, strict=True))
+  return value, delta
+
+
+def _mp_objective(mu, g, delta):
+  """Σ μ_k δ_k² + g_k δ_k at 50 digits, of float δ."""
+  with mpmath.workdps(50):
+    return mpmath.fsum(mpmath.mpf(float(d)) * (mpmath.mpf(float(m)) * mpmath.mpf(float(d))
+                                                + mpmath.mpf(float(gk)))
+                       for d, m, gk in zip(delta, mu, g, strict=True))
+
+
+solve_batch = jax.jit(jax.vmap(psd.trust_region))
+
+
+@pytest.mark.parametrize("d", range(2, 7))
+def test_trust_region_near_the_hard_case_matches_extended_precision(d):
+  # Instances that sweep ĝ's weight g_b on the bottom eigenvector from 0 (the hard case) to 1e-6,
+  # in every regime: indefinite, convex interior, convex boundary, a repeated bottom eigenvalue.
+  rng = np.random.default_rng(d)
+  weights = [0.0, 1e-15, 1e-12, 1e-8, 1e-6]
+  mus, gs, rs = [], [], []
+  for g_b in weights:
+    for kind in ["indefinite", "indefinite", "interior", "boundary", "repeated"]:
+      mu, g, r = rng.normal(size=d), rng.normal(size=d), rng.uniform(0.1, 3.0)
+      if kind in ("interior", "boundary"):
+        mu = np.abs(mu) + 0.1
+        g = 0.01 * g if kind == "interior" else g
+      if kind == "repeated":
+        mu[np.argsort(mu)[1]] = mu.min()
+      g[mu == mu.min()] = g_b * rng.choice([-1.0, 1.0], size=np.sum(mu == mu.min()))
+      mus.append(mu), gs.append(g), rs.append(r)
+  sol = solve_batch(jnp.asarray(np.array(mus)), jnp.asarray(np.array(gs)), jnp.asarray(rs))
+  for i, (mu, g, r) in enumerate(zip(mus, gs, rs, strict=True)):
+    exact, _ = _mp_trust_region(mu, g, r)
+    delta = np.asarray(sol.delta[i])
+    scale = float(np.abs(mu).max() * r**2 + np.linalg.norm(g) * r)
+    assert abs(float(sol.value[i]) - float(exact)) <= 1e-12 * max(abs(float(exact)), 1e-3 * scale)
+    # The minimiser is in the ball and attains the value.
+    assert np.linalg.norm(delta) <= r * (1 + 4 * np.finfo(np.float64).eps)
+    assert abs(float(_mp_objective(mu, g, delta) - exact)) <= 1e-12 * scale
+
+
+def test_trust_region_regression_near_the_hard_case():
+  # ĝ with weight 1e-15 on the bottom eigenvector: forming μ_k + λ directly was 7% optimistic.
+  mu, r = np.array([0.82660134, -1.22250272, 0.34887616]), 1.18797545
+  for g_b in (1e-15, 1e-12, 1e-8):
+    g = np.array([0.78621491, g_b, -0.07976981])
+    sol = psd.trust_region(jnp.asarray(mu), jnp.asarray(g), jnp.asarray(r))
+    exact, _ = _mp_trust_region(mu, g, r)
+    np.testing.assert_allclose(float(sol.value), float(exact), rtol=1e-12)
+    assert np.linalg.norm(np.asarray(sol.delta)) <= r * (1 + 4 * np.finfo(np.float64).eps)
+  assert abs(float(exact) - (-1.8017)) < 1e-4
+
+
+def test_trust_region_float32_near_the_hard_case():
+  mu, r = np.array([0.82660134, -1.22250272, 0.34887616]), 1.18797545
+  for g_b in (0.0, 1e-12, 1e-8, 1e-6, 1e-3):
+    g = np.array([0.78621491, g_b, -0.07976981])
+    sol = psd.trust_region(jnp.asarray(mu, jnp.float32), jnp.asarray(g, jnp.float32),
+                           jnp.asarray(r, jnp.float32))
+    assert sol.value.dtype == jnp.float32
+    exact, _ = _mp_trust_region(mu.astype(np.float32), g.astype(np.float32), np.float32(r))
+    np.testing.assert_allclose(float(sol.value), float(exact), rtol=1e-5)
+    assert np.linalg.norm(np.asarray(sol.delta, np.float64)) <= r * (1 + 1e-6)

@@ -308,12 +308,31 @@ def max_min_eigenvalue(S: jnp.ndarray) -> jnp.ndarray:
   return f(0.5 * (lo + hi))
 
 
+def cut_points(X: jnp.ndarray, delta: jnp.ndarray, r) -> jnp.ndarray:
+  """The cut points x_i + δ_i for `dual_bound`, each δ_i pulled into the ball ‖δ‖₂ ≤ r.
+
+  A worst case on the sphere can land a few ulps outside it once rotated (δ = Qδ̂) or moved;
+  the bound holds only for cut points in the ball, so δ_i is scaled by min(1, (1 − 4ε) r/‖δ_i‖).
+
+  Args:
+    X: (n, d) inputs.
+    delta: (n, d) perturbations.
+    r: scalar radius ≥ 0.
+
+  Returns:
+    (n, d) cut points.
+  """
+  norm = jnp.linalg.norm(delta, axis=-1, keepdims=True)
+  inside = (1 - 4 * jnp.finfo(delta.dtype).eps) * r / jnp.maximum(norm, jnp.finfo(delta.dtype).tiny)
+  return X + delta * jnp.minimum(1.0, inside)
+
+
 def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
                activation: Quadratic = DEFAULT_ACTIVATION, mu=None) -> jnp.ndarray:
   """A certified lower bound on the optimum of the adversarial problem (MATH.md §3).
 
-  For cuts at u_i = x_i + δ_i (any δ_i in the ball) and multipliers α ∈ [0, 1]^n, with
-  S = βE − Σ α_i s_i Φ(u_i) and S′ = βE + Σ α_i s_i Φ(u_i), weak duality gives
+  For cuts at u_i = x_i + δ_i (any δ_i in the ball, see `cut_points`) and multipliers
+  α ∈ [0, 1]^n, with S = βE − Σ α_i s_i Φ(u_i) and S′ = βE + Σ α_i s_i Φ(u_i), weak duality gives
 
       optimum ≥ Σ_i α_i + R · min(0, max_μ λ_min(S − μG), max_μ′ λ_min(S′ − μ′G)),
 

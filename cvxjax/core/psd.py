@@ -153,12 +153,16 @@ class TrustRegionSolution(NamedTuple):
 def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRegionSolution:
   """Exact trust-region subproblem min_{‖δ‖₂ ≤ r} δᵀAδ + gᵀδ, given A = Q diag(mu) Qᵀ.
 
-  Solves the secular equation Σ_k ĝ_k² / (4(μ_k + λ)²) = r² for λ > max(0, −μ_min) as the root
-  of φ(λ) = 1/‖δ(λ)‖ − 1/r, nearly linear in λ (Moré–Sorensen), by regula falsi with the Illinois
-  rule on a bracket that always holds it, and handles the interior case (λ = 0, A ≻ 0,
-  ‖A⁻¹g‖/2 ≤ r) and the hard case (ĝ without weight on the bottom eigenvector: λ = −μ_min and a
-  step along that eigenvector to reach the sphere). Exact to round-off in float64; vmap over
-  examples (and heads).
+  With λ_lo = max(0, −μ_min) and the shifted eigenvalues ν_k = μ_k + λ_lo ≥ 0 (the bottom ones
+  exactly 0 when A is indefinite), solves the secular equation Σ_k ĝ_k² / (4(ν_k + σ)²) = r² for
+  the shifted multiplier σ = λ − λ_lo > 0 (MATH.md §3): no sum ν_k + σ cancels, so near the hard
+  case (ĝ with a tiny weight on the bottom eigenvector, σ* of the order of that weight) δ, the
+  value and ‖δ‖ = r stay exact to round-off. The root of φ(σ) = 1/‖δ(σ)‖ − 1/r, nearly linear
+  (Moré–Sorensen), is found by regula falsi with the Illinois rule on a bracket that always
+  holds it, `_secular_bracket`, narrow near the hard case. Handles the interior case (λ = 0,
+  A ≻ 0, ‖A⁻¹g‖/2 ≤ r) and the hard case (no weight on the bottom eigenspace: λ = λ_lo and a step
+  along that eigenspace to reach the sphere). Value, δ and λ are exact to ~1e-12 relative in
+  float64 in every case; vmap over examples (and heads).
 
   Args:
     mu: (d,) eigenvalues of A, in any order.
@@ -170,23 +174,19 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
   """
   dtype = g_hat.dtype
   eps = jnp.finfo(dtype).eps
-  g_norm = jnp.linalg.norm(g_hat)
-  scale = jnp.max(jnp.abs(mu)) + g_norm / jnp.maximum(r, eps) + eps
   # min, not argmin: XLA:CPU runs a vmapped argmin as a scalar loop (a third of the TRS's time).
   lo = jnp.maximum(0.0, -jnp.min(mu))
-  # Entries whose shifted eigenvalue vanishes at λ = lo (the bottom eigenspace in the hard case).
-  bottom = mu + lo <= 8 * eps * scale
-  g_bottom_sq = jnp.sum(jnp.where(bottom, g_hat**2, 0.0))
-  norm_sq_lo = jnp.sum(jnp.where(bottom, 0.0, g_hat / (2.0 * jnp.where(bottom, 1.0, mu + lo)))**2)
-  # The boundary root exists iff ‖δ(λ)‖ → ∞ as λ ↓ lo or ‖δ(lo)‖ > r.
-  infinite_at_lo = g_bottom_sq > (eps * scale * r) ** 2
-  has_root = infinite_at_lo | (norm_sq_lo > r**2)
-  # ‖δ(hi)‖ ≤ ‖ĝ‖ / (2(hi − lo)) ≤ r, so φ(hi) ≥ 0 ≥ φ(lo).
-  hi = lo + g_norm / (2.0 * jnp.maximum(r, eps)) + eps * scale
+  # ν = μ − μ_min (μ where A ⪰ 0). A product that XLA fuses into this sum (an FMA) can leave
+  # the bottom a few ulps of λ_lo off 0: those entries are the bottom, set to exactly 0.
+  nu = mu + lo
+  bottom = nu <= 8 * eps * lo
+  nu = jnp.where(bottom, 0.0, nu)
+  half_g = 0.5 * g_hat
+  r_safe = jnp.where(r > 0, r, 1.0)
 
-  def phi(lam):
+  def phi(sigma):
     # One reduction per evaluation: XLA:CPU fuses it with the element-wise pass (two do not).
-    return 2.0 * jax.lax.rsqrt(jnp.sum(jnp.square(g_hat / (mu + lam)))) - 1.0 / r
+    return jax.lax.rsqrt(jnp.sum(jnp.square(half_g / (nu + sigma)))) - 1.0 / r_safe
 
   def falsi(carry):
     a, fa, b, fb, side, k, _, _ = carry
@@ -198,26 +198,60 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
     fa_next = jnp.where(below, fc, jnp.where(side > 0, 0.5 * fa, fa))
     fb_next = jnp.where(below, jnp.where(side < 0, 0.5 * fb, fb), fc)
     a, b = jnp.where(below, c, a), jnp.where(below, b, c)
-    # λ is the root once φ is at its own round-off (a few ulps of 1/r), or the bracket at λ's.
-    done = (jnp.abs(fc) <= 2 * eps / r) | (b - a <= eps * (jnp.abs(c) + eps * scale))
+    # σ is the root once φ is at its own round-off (a few ulps of 1/r), or the bracket at σ's.
+    done = (jnp.abs(fc) <= 2 * eps / r_safe) | (b - a <= eps * c)
     return a, fa_next, b, fb_next, jnp.where(below, -1, 1).astype(side.dtype), k + 1, done, c
 
   # A while loop: under vmap it runs until the slowest example converges.
-  f_lo = jnp.where(infinite_at_lo, -1.0 / r, jax.lax.rsqrt(norm_sq_lo) - 1.0 / r)
-  f_hi = phi(hi)
-  settled = ~has_root | (r <= 0) | (f_hi <= 2 * eps / r)
-  start = (lo, f_lo, hi, f_hi, jnp.int32(0), jnp.int32(0), settled, hi)
-  lam_root = jax.lax.while_loop(lambda c: (c[5] < _SECULAR_ITERS) & ~c[6], falsi, start)[-1]
-  lam = jnp.where(has_root, lam_root, lo)
-  shifted = jnp.where(bottom & ~has_root, 1.0, mu + lam)
-  delta = jnp.where(bottom & ~has_root, 0.0, -g_hat / (2.0 * shifted))
-  # Hard case: move to the sphere along a unit vector of the bottom eigenspace, where δ is 0.
+  f_zero, b, has_root = _secular_bracket(nu, half_g, bottom, r_safe)
+  fb = phi(b)
+  settled = ~has_root | (r <= 0) | (fb <= 2 * eps / r_safe)
+  start = (jnp.zeros_like(b), f_zero, b, fb, jnp.int32(0), jnp.int32(0), settled, b)
+  sigma = jax.lax.while_loop(lambda c: (c[5] < _SECULAR_ITERS) & ~c[6], falsi, start)[-1]
+  sigma = jnp.where(has_root, sigma, 0.0)
+  flat = bottom & ~has_root
+  delta = jnp.where(flat, 0.0, -half_g / jnp.where(flat, 1.0, nu + sigma))
+  # Hard case: move to the sphere in the bottom eigenspace, where δ is 0, downhill of ĝ's
+  # negligible weight there.
   slack = jnp.sqrt(jnp.maximum(r**2 - jnp.sum(delta**2), 0.0))
   hard = ~has_root & (lo > 0)
   along = jnp.where(bottom, jax.lax.rsqrt(jnp.maximum(jnp.sum(bottom.astype(dtype)), 1.0)), 0.0)
+  along = jnp.where(g_hat > 0, -along, along)
   delta = delta + jnp.where(hard, slack, 0.0) * along
   value = jnp.sum(delta * (mu * delta + g_hat))
   # r = 0: the ball is the centre alone.
   zero = r <= 0
-  return TrustRegionSolution(value=jnp.where(zero, 0.0, value),
-                             delta=jnp.where(zero, 0.0, delta), lam=jnp.where(zero, 0.0, lam))
+  return TrustRegionSolution(value=jnp.where(zero, 0.0, value), delta=jnp.where(zero, 0.0, delta),
+                             lam=jnp.where(zero, 0.0, lo + sigma))
+
+
+def _secular_bracket(nu, half_g, bottom, r):
+  """φ(0), an upper end b of a bracket [0, b] of the root σ* > 0, and whether a root exists.
+
+  With B² = Σ_bottom ĝ_k²/4 and S(σ) = Σ_rest ĝ_k²/(4(ν_k + σ)²), non-increasing in σ,
+  ‖δ(σ)‖² = B²/σ² + S(σ) ≤ ‖ĝ‖²/(4σ²); hence σ* ≤ ‖ĝ‖/(2r), and σ* ≤ B/√(r² − S(0)) when
+  S(0) < r², an end of the order of B near the hard case. Without a root the solution is in the
+  interior or in the hard case, with σ* = 0.
+
+  Args:
+    nu: (d,) shifted eigenvalues ν_k ≥ 0.
+    half_g: (d,) ĝ/2.
+    bottom: (d,) whether ν_k = 0.
+    r: () radius > 0.
+
+  Returns:
+    (φ(0), b, has_root), each of shape ().
+  """
+  finfo = jnp.finfo(half_g.dtype)
+  b_sq = jnp.sum(jnp.where(bottom, half_g**2, 0.0))
+  s0 = jnp.sum(jnp.square(jnp.where(bottom, 0.0, half_g / jnp.where(bottom, 1.0, nu))))
+  # A bottom weight whose square nears underflow moves the value by less than its round-off.
+  b_sq = jnp.where(b_sq > finfo.tiny / finfo.eps, b_sq, 0.0)
+  has_root = (b_sq > 0) | (s0 > r**2)
+  near_hard = s0 < r**2
+  upper = jnp.sqrt(jnp.sum(half_g**2)) / r
+  upper = jnp.where(near_hard, jnp.minimum(upper, jnp.sqrt(b_sq / jnp.where(near_hard, r**2 - s0,
+                                                                            1.0))), upper)
+  f_zero = jnp.where(b_sq > 0, -1.0 / r, jax.lax.rsqrt(s0) - 1.0 / r)
+  # Without a root any b > 0 does (and keeps φ(b) finite).
+  return f_zero, jnp.where(has_root, upper, 1.0), has_root

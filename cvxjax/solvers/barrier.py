@@ -276,9 +276,8 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
     w = jnp.concatenate([2 * a * U, jnp.full((U.shape[0], 1), b, U.dtype)], axis=1)
     J_dD = s[:, None] * (w @ dD.T)[:, :-1]
     delta = delta - jnp.einsum("ipq,iq->ip", local.M[:, :-1, :-1], J_dD)
-    norm = jnp.linalg.norm(delta, axis=1, keepdims=True)
-    delta = delta * jnp.minimum(1.0, r / jnp.maximum(norm, jnp.finfo(X.dtype).tiny))
-  return poly.dual_bound(X + delta, s, alpha, beta, local.upper, activation, mu=mu)
+  return poly.dual_bound(poly.cut_points(X, delta, r), s, alpha, beta, local.upper, activation,
+                         mu=mu)
 
 
 def _barrier_value(Z, Zp, t, X, s, r, beta, activation):

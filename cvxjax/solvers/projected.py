@@ -124,7 +124,8 @@ def certificate_sums(Z, Zp, X, s, *, r, activation: Quadratic) -> CertificateSum
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
   alpha = poly_dual.subgradient_multipliers(wc.margin, s)
   return CertificateSums(poly.hinge_sum(wc.margin, s),
-                         poly.weighted_lift_sum(X + wc.delta, alpha * s, activation),
+                         poly.weighted_lift_sum(poly.cut_points(X, wc.delta, r), alpha * s,
+                                                activation),
                          jnp.sum(alpha))
 
 
