@@ -149,7 +149,7 @@ def certificate(Z, Zp, X, s, alpha, *, r, beta, activation) -> Certificate:
   alpha = subgradient_multipliers(wc.margin, s) if alpha is None else alpha
   alpha = jnp.where(poly.counted(s), jnp.clip(alpha, 0.0, 1.0), 0.0)
   upper = poly.hinge_sum(wc.margin, s) + beta * (Z[-1, -1] + Zp[-1, -1])
-  M = poly.weighted_lift_sum(X + wc.delta, alpha * s, activation)
+  M = poly.weighted_lift_sum(poly.cut_points(X, wc.delta, r), alpha * s, activation)
   return Certificate(upper, restored_bound(M, jnp.sum(alpha), beta, upper), M)
 
 
@@ -177,7 +177,7 @@ def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -
   counted = poly.counted(s)
   free = counted & (jnp.abs(wc.margin - 1.0) <= margin_tol)
   fixed = jnp.where(counted & ~free & (wc.margin < 1.0), 1.0, 0.0)
-  U = X + wc.delta
+  U = poly.cut_points(X, wc.delta, r)
   m = Z.shape[-1]
   G = jnp.diag(jnp.ones(m, Z.dtype).at[-1].set(-1.0))
   E = jnp.zeros_like(Z).at[-1, -1].set(beta)

@@ -95,7 +95,7 @@ def _cuts(D, X, s, r, activation):
   if isinstance(r, (int, float)) and r == 0:
     return s * poly.lifted_predict(D, X, activation), X
   wc = poly.worst_case(D, X, s, r, activation)
-  return wc.margin, X + wc.delta
+  return wc.margin, poly.cut_points(X, wc.delta, r)
 
 
 def operator_norm(X, s, activation: Quadratic, r=0.0) -> jnp.ndarray:

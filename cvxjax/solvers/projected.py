@@ -133,7 +133,7 @@ def certificate_of_sums(Z, Zp, sums: CertificateSums, *, beta):
   """(objective, certified lower bound) of one head from its sums over all the examples.
 
   The subgradient multipliers are scaled into the dual's feasible set
-  (`cvxjax.poly_dual.restored_bound`). The bound is valid for any iterate; it is tight only at
+  (`cvxjax.core.poly_dual.restored_bound`). The bound is valid for any iterate; it is tight only at
   an optimum.
   """
   upper = sums.hinge + beta * (Z[-1, -1] + Zp[-1, -1])
