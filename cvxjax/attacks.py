@@ -836,6 +836,154 @@ def square(apply: Apply, params, X, y, eps, *, key: jax.Array, norm="inf",
                  channel_axis=None if X.ndim == 2 else channel_axis)
 
 
+def gated_scores(params: Tuple[Any, Any], X: jnp.ndarray) -> jnp.ndarray:
+  """A gated-ReLU head f_c(x) = Σ_k 1[xᵀh_k ≥ 0] xᵀu_{k,c}, as an `apply` for the attacks.
+
+  Args:
+    params: (U, gates): U (P, d, C) gated weights (`ReluHead.u`; C = 1 for a binary head),
+      gates (d, P).
+    X: (n, d) inputs.
+
+  Returns:
+    (n,) scores for C = 1, else (n, C) logits.
+  """
+  U, gates = params
+  scores = jnp.einsum("np,nd,pdc->nc", (X @ gates >= 0).astype(X.dtype), X, U)
+  return scores[:, 0] if U.shape[2] == 1 else scores
+
+
+def _to_boundary(Z: jnp.ndarray, m: jnp.ndarray, g: jnp.ndarray, norm) -> jnp.ndarray:
+  """The shortest move (in the ball's norm) of rows Z that takes m + gᵀδ just below 0.
+
+  Z, g: (k, d); m: (k,). Rows with g = 0 stay.
+  """
+  direction = steepest_direction(g, norm)
+  slope = jnp.sum(g * direction, axis=1)  # ‖g‖ in the dual norm
+  overshoot = 1e-6 * jnp.abs(m) + jnp.finfo(Z.dtype).tiny  # to land on the wrong side
+  length = jnp.where(slope > 0, (m + overshoot) / jnp.where(slope > 0, slope, 1.0), 0.0)
+  return Z - length[:, None] * direction
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "steps", "tabu"))
+def _gated_walk(U, gates, X, y, eps, bounds, *, norm, steps, tabu):
+  n, d = X.shape
+  P, binary = gates.shape[1], U.shape[2] == 1
+  H = gates.T  # (P, d)
+  h_dir = steepest_direction(H, norm)
+  h_len = jnp.sum(H * h_dir, axis=1)  # ‖h_k‖ in the dual norm: the distance is |xᵀh_k| / it
+  h_len = jnp.where(h_len > 0, h_len, 1.0)
+  repeat = lambda A, k: jnp.repeat(A, k, axis=0)
+  candidates = 2 * P + 1
+  X_rep, y_rep = repeat(X, candidates), repeat(y, candidates)
+  bounds_rep = None if bounds is None else tuple(repeat(b, candidates) for b in bounds)
+  margin_at = lambda Z, labels: margin(gated_scores((U, gates), Z), labels)
+
+  def differences(Z):
+    """(n, P, d) a_k with margin f_y − f_t = Σ_k D_k xᵀa_k on a piece (t: the rival at Z)."""
+    if binary:
+      return y.astype(X.dtype)[:, None, None] * U[None, :, :, 0]
+    scores = gated_scores((U, gates), Z)
+    rival = _targets(scores, y, 0)
+    return (U[:, :, y] - U[:, :, rival]).transpose(2, 0, 1)
+
+  def iteration(_, state):
+    Z, m, Z_best, m_best, since = state
+    A = differences(Z)
+    side = Z @ gates  # (n, P)
+    on = side >= 0
+    slope = jnp.einsum("np,npd->nd", on.astype(X.dtype), A)  # the margin's gradient on the piece
+    # Just across each gate's hyperplane, the shortest move from Z.
+    flip = jnp.where(on, 1.0, -1.0).astype(X.dtype)
+    across = (side + flip * 1e-6 * eps * h_len) / h_len
+    crossed = Z[:, None, :] - across[..., None] * h_dir[None]  # (n, P, d)
+    # From there, to the decision boundary along the new piece (gate k on -> off or off -> on).
+    slope_crossed = slope[:, None, :] - flip[..., None] * A
+    m_crossed = margin_at(crossed.reshape(n * P, d), repeat(y, P))
+    beyond = _to_boundary(crossed.reshape(n * P, d), m_crossed, slope_crossed.reshape(n * P, d),
+                          norm).reshape(n, P, d)
+    here = _to_boundary(Z, m, slope, norm)[:, None, :]
+    found = jnp.concatenate([here, crossed, beyond], axis=1).reshape(n * candidates, d)
+    found = project(found, X_rep, eps, norm, bounds_rep)
+    m_found = margin_at(found, y_rep).reshape(n, candidates)
+    # A tabu search: always move to the best candidate, but not back across a gate crossed in
+    # the last `tabu` moves, so that the walk leaves local minima without cycling.
+    barred = jnp.concatenate([jnp.zeros((n, 1), bool), since < tabu, since < tabu], axis=1)
+    choice = jnp.argmin(jnp.where(barred, jnp.inf, m_found), axis=1)
+    m_next = jnp.take_along_axis(m_found, choice[:, None], axis=1)[:, 0]
+    Z_next = found.reshape(n, candidates, d)[jnp.arange(n), choice]
+    going = m_best > 0  # an example stops once misclassified
+    crossed_gate = jax.nn.one_hot((choice - 1) % P, P, dtype=bool) & (choice > 0)[:, None]
+    since = jnp.where(going[:, None] & crossed_gate, 0, since + 1)
+    lower = going & (m_next < m_best)
+    return (jnp.where(going[:, None], Z_next, Z), jnp.where(going, m_next, m),
+            jnp.where(lower[:, None], Z_next, Z_best), jnp.where(lower, m_next, m_best), since)
+
+  m_clean = margin_at(X, y)
+  never = jnp.full((n, P), tabu, jnp.int32)
+  state = jax.lax.fori_loop(0, steps, iteration, (X, m_clean, X, m_clean, never))
+  return state[2]
+
+
+def gated_walk(U, gates, X, y, eps, *, norm=2, steps: int = 60, tabu: int = 5,
+               bounds: Bounds = None) -> jnp.ndarray:
+  """An attack on gated-ReLU heads that walks across gates and along their linear pieces.
+
+  A gated head is linear on each cell of its gate hyperplanes and jumps where a gate flips;
+  gradients see only the current piece. From x, each step evaluates 2P + 1 points of the ball
+  (projected onto it): the shortest step to the decision boundary on the current piece, the
+  nearest point just across each gate's hyperplane (the jumps the certificate
+  `certify.gated_certified_radius` bounds), and from each of those the shortest step to the
+  boundary on the piece across. It moves to the one of lowest margin, except back across a
+  gate crossed in the last `tabu` moves (a tabu search, which leaves local minima without
+  cycling), and returns the lowest point it visited. An example stops once misclassified.
+  Deterministic; the clean point is the first candidate, so no margin rises.
+
+  Args:
+    U: (P, d, C) gated weights (`ReluHead.u`), C = 1 for a binary head.
+    gates: (d, P) gates h_k (`ReluHead.gates`).
+    X: (n, d) float inputs.
+    y: (n,) labels: ±1 for a binary head, 0..C−1 otherwise.
+    eps: radius ≥ 0 of the ball.
+    norm: "inf" or 2.
+    steps: moves per example, ≥ 1.
+    tabu: moves during which a crossed gate may not be crossed back, ≥ 0 (0: a plain walk that
+      may cycle between two cells).
+    bounds: None or (lower, upper) broadcastable to X.
+
+  Returns:
+    (n, d) adversarial inputs with ‖x_adv − x‖ ≤ ε and within bounds, exactly.
+
+  Raises:
+    ValueError: if an argument is malformed (named in the message).
+  """
+  norm = _check_norm(norm)
+  U, gates = jnp.asarray(U), jnp.asarray(gates)
+  if U.ndim != 3 or gates.shape != (U.shape[1], U.shape[0]) or np.ndim(X) != 2:
+    raise ValueError(f"U (P, d, C), gates (d, P) and X (n, d) must agree, got shapes "
+                     f"{U.shape}, {gates.shape}, {np.shape(X)}")
+  X, y, eps, bounds = _check_inputs(gated_scores, (U, gates), X, y, eps, bounds, "margin")
+  steps, tabu = _check_count("steps", steps, 1), _check_count("tabu", tabu, 0)
+  return _gated_walk(U.astype(X.dtype), gates.astype(X.dtype), X, y, eps, bounds, norm=norm,
+                     steps=steps, tabu=tabu)
+
+
+def gated_walk_attack(norm=2, steps: int = 60, tabu: int = 5) -> Attack:
+  """`gated_walk` as an attack of a suite for `robust_accuracy` on a gated `ReluHead`.
+
+  Returns:
+    (apply, head, X, y, eps, bounds=None) -> X_adv, reading `head.u` and `head.gates` (apply
+    is not needed: a gated head's scores are `gated_scores`).
+  """
+  norm = _check_norm(norm)
+
+  def attack(apply, head, X, y, eps, bounds=None):
+    del apply
+    return gated_walk(head.u, head.gates, X, y, eps, norm=norm, steps=steps, tabu=tabu,
+                      bounds=bounds)
+
+  return attack
+
+
 def standard_attacks(norm="inf", *, key: jax.Array, classes: int = 2, pgd_steps: int = 20,
                      apgd_steps: int = 100, restarts: int = 1, targets: int = 9,
                      square_queries: int = 5000, channel_axis: Optional[int] = -1,
