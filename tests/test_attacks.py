@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cvxjax
-from cvxjax import attacks, poly
+from cvxjax import attacks, certify, poly
 
 KEY = jax.random.PRNGKey(0)
 
@@ -422,3 +422,56 @@ def test_robust_accuracy_names_a_bad_mode():
   X, y, params = _linear_problem(7, n=8)
   with pytest.raises(ValueError, match="mode"):
     attacks.robust_accuracy(linear, params, X, y, [0.1], {"fgsm": attacks.fgsm}, mode="best")
+
+
+def test_gated_walk_crosses_the_gate_that_gradients_cannot_see():
+  # f(x) = 1[x₁ ≥ 0]·x₂ − 0.05·1[x₂ ≥ 0]·x₂: at x = (0.1, 1) the gradient (0, 0.95) points
+  # away from the gate x₁ = 0, 0.1 away, across which f = −0.05·x₂ < 0.
+  U = np.array([[[0.0], [1.0]], [[0.0], [-0.05]]])  # (P, d, 1)
+  gates = np.array([[1.0, 0.0], [0.0, 1.0]])  # (d, P): h₁ = e₁, h₂ = e₂
+  X, y = np.array([[0.1, 1.0]]), np.array([1.0])
+  pgd = attacks.pgd(attacks.gated_scores, (U, gates), X, y, 0.3, key=KEY, norm=2, steps=20,
+                    random_start=False)
+  assert float(attacks.gated_scores((U, gates), pgd)[0]) > 0.5
+  walk = attacks.gated_walk(U, gates, X, y, 0.3, steps=3)
+  assert float(attacks.gated_scores((U, gates), walk)[0]) < 0
+  assert float(attacks.norm_of(walk - X, 2)[0]) <= 0.3
+
+
+def test_gated_walk_is_sound_and_finds_what_a_brute_force_search_finds():
+  rng = np.random.default_rng(15)
+  P, d, C, n, eps = 6, 2, 3, 40, 0.4
+  U, gates = rng.normal(size=(P, d, C)), rng.normal(size=(d, P))
+  X = rng.normal(size=(n, d))
+  y = np.array(jnp.argmax(attacks.gated_scores((U, gates), jnp.asarray(X)), axis=1))
+  X_adv = attacks.gated_walk(U, gates, X, y, eps, steps=20)
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, 2)) <= eps)
+  found = np.asarray(attacks.margin(attacks.gated_scores((U, gates), X_adv), y))
+  clean = np.asarray(attacks.margin(attacks.gated_scores((U, gates), jnp.asarray(X)), y))
+  assert np.all(found <= clean)
+  # Sound: the gate-aware certificate is a lower bound on the distance to the boundary.
+  radii = np.asarray(certify.gated_certified_radius(U, gates, X, y))
+  assert not np.any((found <= 0) & (radii > eps))
+  # Brute force: the disc on a polar grid of 100 radii × 360 angles around each example.
+  r, a = np.meshgrid(np.linspace(0, eps, 100), np.linspace(0, 2 * np.pi, 360))
+  disc = np.stack([r * np.cos(a), r * np.sin(a)], -1).reshape(-1, 2)
+  points = jnp.asarray((X[:, None] + disc).reshape(-1, d))
+  grid = np.asarray(attacks.gated_scores((U, gates), points))
+  lowest = np.asarray(attacks.margin(grid, np.repeat(y, len(disc)))).reshape(n, -1).min(1)
+  clearly = lowest < -0.05 * np.abs(clean).mean()
+  assert clearly.sum() >= 5 and np.mean(found[clearly] <= 0) >= 0.9
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(U=np.ones((3, 2, 1)), gates=np.ones((2, 4))), "must agree"),
+    (dict(X=np.ones((4, 2, 1))), "must agree"),
+    (dict(steps=0), "steps"),
+    (dict(tabu=-1), "tabu"),
+    (dict(y=np.zeros(4)), "labels"),
+])
+def test_gated_walk_names_malformed_arguments(kwargs, match):
+  args = dict(U=np.ones((3, 2, 1)), gates=np.ones((2, 3)), X=np.ones((4, 2)), y=np.ones(4))
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    attacks.gated_walk(args.pop("U"), args.pop("gates"), args.pop("X"), args.pop("y"), 0.1,
+                       **args)
