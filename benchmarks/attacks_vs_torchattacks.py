@@ -12,20 +12,23 @@ the ℓ∞ ball, inputs clipped to [0, 1].
           (eval mode); their logits must agree to `LOGIT_TOL` on the test set.
   cvxjax: `attacks.robust_accuracy` with the `standard_attacks` of key 0: FGSM, PGD (20 steps
           of 2.5·ε/20 on the cross-entropy, random start), APGD-CE, APGD-DLR and APGD-T (9
-          targets), 100 steps each, and the worst of them all per example. Also, as a
-          diagnostic outside the suite, the same PGD on the margin (`loss="margin"`), which the
-          suite ran before this cross-check showed it weaker on logits.
+          targets), 100 steps each, Square (5000 queries, p_init 0.8, channels first), and the
+          worst of them all per example. Also, as a diagnostic outside the suite, the same PGD
+          on the margin (`loss="margin"`), which the suite ran before this cross-check showed it
+          weaker on logits.
   torch:  torchattacks' PGD (eps, alpha = 2.5·eps/20, 20 steps, random start, CE loss),
           APGD (norm 'Linf', 100 steps, 1 restart, loss 'ce' and 'dlr'), APGDT (100 steps,
-          9 targets) and AutoAttack (version 'standard', seed 0: torchattacks' APGD-CE, APGD-T,
-          FAB-T and Square at its own defaults, which in torchattacks 3.5.1 are 10 steps for
-          APGD-CE, APGD-T and FAB-T, not AutoAttack's 100, and 5000 Square queries).
+          9 targets), Square (5000 queries, p_init 0.8, margin loss, 1 restart) and
+          AutoAttack (version 'standard', seed 0: torchattacks' APGD-CE, APGD-T, FAB-T and
+          Square at its own defaults, which in torchattacks 3.5.1 are 10 steps for APGD-CE,
+          APGD-T and FAB-T, not AutoAttack's 100, and 5000 Square queries).
 
 Robust accuracy is the fraction of test images classified correctly both clean and at the
 attacked point. Every attacked point is checked against the ball and the bounds. The script
 prints, per ε, both libraries' robust accuracies and the checks (PASS / FAIL, not asserted):
-cvxjax's PGD and APGD attacks reach a robust accuracy no higher than torchattacks' counterparts
-(+ `--tol`, 1 point), and cvxjax's worst-of-all is within `--tol` of torchattacks' AutoAttack.
+cvxjax's PGD, APGD and Square attacks reach a robust accuracy no higher than torchattacks'
+counterparts (+ `--tol`, 1 point), and cvxjax's worst-of-all is within `--tol` of torchattacks'
+AutoAttack.
 
 Timings: cvxjax's attacks are timed through the public functions (argument validation
 included), with `jax.block_until_ready`: the first call (XLA compilation + one run) is reported
@@ -81,14 +84,16 @@ BALL_TOL = 1e-6  # how far (absolute) a torchattacks point may stray outside the
 PGD_STEPS, APGD_STEPS = 20, 100
 
 # Column names: cvxjax's (names of `standard_attacks`) and torchattacks' attacks.
-CVXJAX_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t")
+CVXJAX_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square")
 DIAGNOSTIC = "pgd-margin"  # cvxjax's PGD on the margin: not in the suite nor its worst-of-all
-TORCH_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack")
+TORCH_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack")
 # The counterpart pairs the checks and the timing ratios compare.
-PAIRS = (("pgd", "pgd"), ("apgd-ce", "apgd-ce"), ("apgd-dlr", "apgd-dlr"), ("apgd-t", "apgd-t"))
+PAIRS = (("pgd", "pgd"), ("apgd-ce", "apgd-ce"), ("apgd-dlr", "apgd-dlr"), ("apgd-t", "apgd-t"),
+         ("square", "square"))
+SQUARE_QUERIES = 5000
 LABELS = {"fgsm": "FGSM", "pgd": "PGD", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
-          "apgd-t": "APGD-T", "autoattack": "AutoAttack", "worst_of_all": "worst",
-          "pgd-margin": "PGD-margin"}
+          "apgd-t": "APGD-T", "square": "Square", "autoattack": "AutoAttack",
+          "worst_of_all": "worst", "pgd-margin": "PGD-margin"}
 
 
 def load_digits(seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -207,9 +212,11 @@ def bench_cvxjax(params, X, y, eps_list: List[float], repeats: int) -> Dict[str,
   """
   key = jax.random.key(0)
   bounds = (0.0, 1.0)
-  suite = attacks.standard_attacks("inf", key=key, classes=CLASSES)
-  assert tuple(suite) == CVXJAX_ATTACKS, tuple(suite)
-  suite = dict(suite, **{DIAGNOSTIC: functools.partial(suite["pgd"], loss="margin")})
+  # The images are (n, 1, 8, 8): channels first, for the Square attack's windows.
+  standard = attacks.standard_attacks("inf", key=key, classes=CLASSES,
+                                      square_queries=SQUARE_QUERIES, channel_axis=1)
+  assert tuple(standard) == CVXJAX_ATTACKS, tuple(standard)
+  suite = dict(standard, **{DIAGNOSTIC: functools.partial(standard["pgd"], loss="margin")})
   X, y = jnp.asarray(X), jnp.asarray(y)
   correct = np.asarray(attacks.margin(apply(params, X), y) > 0)
   timing = {name: dict(first_call_s=None, median_s=[], all_s=[]) for name in suite}
@@ -232,7 +239,7 @@ def bench_cvxjax(params, X, y, eps_list: List[float], repeats: int) -> Dict[str,
       print(f"  cvxjax {LABELS[name]:>10} eps={eps:<5g} robust {ok.mean():6.1%}  "
             f"{median:7.3f} s (median of {len(walls)})", flush=True)
   start = time.perf_counter()
-  report = attacks.robust_accuracy(apply, params, X, y, eps_list, bounds=bounds, key=key)
+  report = attacks.robust_accuracy(apply, params, X, y, eps_list, standard, bounds=bounds)
   report_s = time.perf_counter() - start
   mismatch = {name: (robust_timed[name], report["attacks"][name]) for name in CVXJAX_ATTACKS
               if not np.allclose(robust_timed[name], report["attacks"][name])}
@@ -251,6 +258,10 @@ def make_torch_attack(name: str, model: torch.nn.Module, eps: float):
   if name == "apgd-t":
     return torchattacks.APGDT(model, norm="Linf", eps=eps, steps=APGD_STEPS, n_restarts=1,
                               n_classes=CLASSES, seed=0)
+  if name == "square":
+    return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=SQUARE_QUERIES,
+                               n_restarts=1, p_init=0.8, loss="margin", resc_schedule=True,
+                               seed=0)
   if name == "autoattack":
     return torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                    n_classes=CLASSES, seed=0)
@@ -349,7 +360,7 @@ def print_tables(cvx, ta, eps_list, checks) -> None:
     print(f"{eps:>6g} {'suite/AA':>10} {suite_s:9.3f} {'':>9} {aa['median_s'][j]:9.3f} "
           f"{aa['median_s'][j] / suite_s:8.1f}"
           + ("  (AA: 1 run)" if len(aa["all_s"][j]) == 1 else ""))
-  print("('suite/AA': cvxjax's five attacks in all vs torchattacks' AutoAttack: not the same "
+  print("('suite/AA': cvxjax's six attacks in all vs torchattacks' AutoAttack: not the same "
         "work; cvxjax FGSM median: "
         + ", ".join(f"{t:.4f}" for t in cvx["timing"]["fgsm"]["median_s"]) + " s)")
   print(f"robust_accuracy (every attack, every eps, compiled): "

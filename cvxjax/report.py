@@ -21,7 +21,7 @@ from cvxjax.train import head as network_head
 
 # The attacks of `attacks.standard_attacks` (and the worst of them) and the balls they run in.
 _ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
-                  "apgd_t": "APGD-T", "worst": "worst of all attacks"}
+                  "apgd_t": "APGD-T", "square": "Square", "worst": "worst of all attacks"}
 _BALLS = {"linf": ("ℓ∞", "linf_eps"), "l2": ("ℓ₂", "l2_radii")}
 
 # The result keys that hold one accuracy per attack radius: title, radius key, radius label.
@@ -58,9 +58,9 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
                      names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Clean accuracy, and accuracy under every standard attack and the worst of them, per radius.
 
-  Runs `attacks.standard_attacks` (FGSM, PGD, APGD-CE, and APGD-DLR / APGD-T for logits of
-  3 / 4+ classes) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each of `l2_radii`
-  (a ball with no radii is skipped).
+  Runs `attacks.standard_attacks` (FGSM, PGD, APGD-CE, APGD-DLR / APGD-T for logits of
+  3 / 4+ classes, and Square) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each
+  of `l2_radii` (a ball with no radii is skipped).
 
   Args:
     apply: (params, x) -> scores, as for `cvxjax.attacks`.
@@ -79,7 +79,7 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
 
   Returns:
     {"clean_accuracy": float, "<attack>_<ball>_accuracy": [per radius]} for attack in fgsm,
-    pgd, apgd_ce, (apgd_dlr, apgd_t,) worst and ball in linf, l2 (the keys of `CURVES`).
+    pgd, apgd_ce, (apgd_dlr, apgd_t,) square, worst and ball in linf, l2 (the keys of `CURVES`).
   """
   X = jnp.asarray(X)
   shape = jax.eval_shape(apply, params, X).shape

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cvxjax
-from cvxjax import attacks, poly
+from cvxjax import attacks, certify, poly
 
 KEY = jax.random.PRNGKey(0)
 
@@ -226,6 +226,7 @@ def test_stronger_attacks_never_report_higher_accuracy(model):
   assert np.all(apgd <= np.asarray(found["pgd"]) + tie)
   assert np.all(np.asarray(found["pgd"]) <= np.asarray(found["fgsm"]) + tie)
   assert np.all(np.asarray(found["fgsm"]) <= report["clean"])
+  assert np.all(np.asarray(found["square"]) <= report["clean"])
   # Different attacks break different examples: together they break at least as many.
   assert np.all(np.asarray(report["worst_of_all"]) <= np.min(list(found.values()), axis=0))
   assert report["worst_of_all"][-1] < report["clean"]  # the radii are large enough to matter
@@ -288,3 +289,189 @@ def test_plot_robust_accuracy_draws_every_model_and_checks_the_radii(tmp_path):
   reports["other"] = attacks.robust_accuracy(linear, (w, b), X, y, [0.0, 0.3], suite)
   with pytest.raises(ValueError, match="one eps list"):
     cvxjax.plot_robust_accuracy(str(tmp_path / "bad.png"), reports)
+
+
+def test_square_schedule_halves_p_at_autoattacks_iterations():
+  # A 10000-query run halves p after iterations 10, 50, 200, ..., 8000 (AutoAttack's).
+  p = np.asarray(attacks.square_schedule(np.array([0, 10, 11, 50, 51, 201, 501, 1001, 2001,
+                                                   4001, 6001, 8000, 8001, 9999]), 10000, 0.8))
+  np.testing.assert_allclose(p, 0.8 / 2.0 ** np.array([0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 9]))
+  # A 1000-query run reaches them ten times sooner: iteration 1 is 10 of 10000, 2 is 20.
+  np.testing.assert_allclose(attacks.square_schedule(np.array([1, 2, 5, 6]), 1000, 0.5),
+                             [0.5, 0.25, 0.25, 0.125])
+  # Square sides cover a fraction p of a 32×32 image; ℓ₂ sides are odd and at least 3; a
+  # vector's windows are p of its length; every window fits the grid.
+  sides = lambda i, *grid: np.asarray(attacks.square_window(np.array(i), 5000, 0.8, *grid))
+  np.testing.assert_array_equal(sides([0, 4999], (32, 32), 2, "inf"), [[29, 29], [1, 1]])
+  np.testing.assert_array_equal(sides([0, 4999], (32, 32), 2, 2), [[29, 29], [3, 3]])
+  np.testing.assert_array_equal(sides([0, 30], (1, 30), 1, "inf"), [[1, 24], [1, 6]])
+  np.testing.assert_array_equal(sides([0], (4, 40), 2, 2), [[4, 11]])
+
+
+@pytest.mark.parametrize("norm, shape", [("inf", (40, 12)), (2, (40, 4, 4, 2))])
+def test_square_on_a_linear_model_succeeds_exactly_where_the_analytic_distance_allows(norm,
+                                                                                     shape):
+  rng = np.random.default_rng(11)
+  X = rng.normal(size=shape)
+  w = rng.normal(size=int(np.prod(shape[1:])))
+  b = 0.2
+  scores = X.reshape(len(X), -1) @ w + b
+  y = np.where(rng.random(len(X)) < 0.8, np.sign(scores), -np.sign(scores))  # some wrong
+  dual = np.abs(w).sum() if norm == "inf" else np.linalg.norm(w)
+  distance = np.abs(scores) / dual  # the minimal adversarial distance of f(x) = wᵀx + b
+  eps = float(np.median(distance))
+  X_adv = attacks.square(linear_images, (w, b), X, y, eps, key=KEY, norm=norm, n_queries=400)
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, norm)) <= eps)
+  found = y * np.asarray(linear_images((w, b), X_adv))
+  clean = y * scores
+  assert np.all(found <= clean)  # never raises a margin
+  assert np.all(found >= clean - eps * dual - 1e-9)  # no point of the ball goes lower
+  correct = clean > 0
+  assert not np.any((found <= 0) & correct & (distance > eps))
+  near = correct & (distance <= 0.5 * eps)
+  assert near.sum() >= 5 and np.mean(found[near] <= 0) >= 0.9
+
+
+def test_square_l2_on_logits_and_channels_first_images_keeps_the_ball_and_bounds():
+  rng = np.random.default_rng(12)
+  X = rng.random(size=(24, 2, 3, 5))  # (n, C, H, W)
+  params = (rng.normal(size=(30, 16)), rng.normal(size=(16, 4)))
+  y = np.array(jnp.argmax(_relu_logits(params, jnp.asarray(X)), axis=1))
+  y[:3] = (y[:3] + 1) % 4
+  clean = np.asarray(attacks.margin(_relu_logits(params, jnp.asarray(X)), y))
+  X_adv = attacks.square(_relu_logits, params, X, y, 0.3, key=KEY, norm=2, n_queries=200,
+                         restarts=2, bounds=(0.0, 1.0), channel_axis=1)
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, 2)) <= 0.3)
+  assert np.all((np.asarray(X_adv) >= 0) & (np.asarray(X_adv) <= 1))
+  found = np.asarray(attacks.margin(_relu_logits(params, X_adv), y))
+  assert np.all(found <= clean) and np.any(found[clean > 0] <= 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_queries=0), "n_queries"),
+    (dict(n_queries=10**6), "n_queries"),
+    (dict(p_init=0.0), "p_init"),
+    (dict(restarts=0), "restarts"),
+    (dict(channel_axis=0), "channel_axis"),
+    (dict(channel_axis=None), "spatial axes"),
+    (dict(norm=1), "norm"),
+])
+def test_square_names_malformed_arguments(kwargs, match):
+  X = np.zeros((4, 2, 2, 2, 1))  # three spatial axes beside the channels: too many
+  if "channel_axis" not in kwargs or kwargs["channel_axis"] == 0:
+    X = X[..., 0]  # (n, H, W, C)
+  with pytest.raises(ValueError, match=match):
+    attacks.square(linear_images, (np.ones(8), 0.0), X, np.ones(4), 0.1, key=KEY, **kwargs)
+
+
+def test_survivor_mode_equals_the_worst_of_all_on_a_linear_model():
+  X, y, (w, b) = _linear_problem(13, n=40)
+  eps_list = [0.0, 0.15, 0.3]
+  clean = y * (X @ w + b)
+  expected = [np.mean((clean > 0) & (clean - eps * np.abs(w).sum() > 0)) for eps in eps_list]
+  suite = attacks.standard_attacks("inf", key=KEY, names=("fgsm", "pgd"))
+  kw = dict(attacks=suite)
+  every = attacks.robust_accuracy(linear, (w, b), X, y, eps_list, **kw)
+  survivors = attacks.robust_accuracy(linear, (w, b), X, y, eps_list, mode="worst", **kw)
+  assert survivors["clean"] == every["clean"] == np.mean(clean > 0)
+  assert survivors["worst_of_all"] == every["worst_of_all"] == expected
+  # FGSM, exact on a linear model, breaks every breakable example first: nothing is left.
+  broken = survivors["broken_first"]
+  np.testing.assert_allclose(survivors["clean"] - np.sum(list(broken.values()), axis=0),
+                             survivors["worst_of_all"])
+  assert broken["pgd"] == [0.0] * 3
+
+
+def test_survivor_mode_attacks_only_survivors_and_matches_every_example_mode():
+  rng = np.random.default_rng(14)
+  X = rng.normal(size=(45, 6))
+  params = (rng.normal(size=(6, 16)), rng.normal(size=(16, 3)))
+  y = np.array(jnp.argmax(_relu_logits(params, jnp.asarray(X)), axis=1))
+  y[:4] = (y[:4] + 1) % 3
+  seen = []
+
+  def recorded(attack):
+    def run(apply, params, X, y, eps, bounds=None):
+      seen.append(X.shape[0])
+      return attack(apply, params, X, y, eps, bounds=bounds)
+    return run
+
+  # Deterministic attacks: each example's attacked point depends on it alone.
+  suite = {"fgsm": recorded(functools.partial(attacks.fgsm, loss="ce")),
+           "pgd": recorded(functools.partial(attacks.pgd, key=KEY, steps=10,
+                                             random_start=False))}
+  eps_list = [0.1, 0.4]
+  every = attacks.robust_accuracy(_relu_logits, params, X, y, eps_list, suite, batch_size=16)
+  seen.clear()
+  survivors = attacks.robust_accuracy(_relu_logits, params, X, y, eps_list, suite,
+                                      batch_size=16, mode="worst")
+  assert survivors["worst_of_all"] == every["worst_of_all"]
+  assert every["worst_of_all"][-1] < every["clean"]
+  np.testing.assert_allclose(survivors["broken_first"]["fgsm"],
+                             every["clean"] - np.asarray(every["attacks"]["fgsm"]))
+  # PGD sees only FGSM's survivors, in batches of 16 and a last one padded to a power of 2.
+  def batches(count):
+    return [16] * (count // 16) + ([1 << (count % 16 - 1).bit_length()] if count % 16 else [])
+
+  clean = round(45 * every["clean"])
+  alive = [clean - round(45 * f) for f in survivors["broken_first"]["fgsm"]]
+  assert seen == sum((batches(clean) + batches(a) for a in alive), [])
+
+
+def test_robust_accuracy_names_a_bad_mode():
+  X, y, params = _linear_problem(7, n=8)
+  with pytest.raises(ValueError, match="mode"):
+    attacks.robust_accuracy(linear, params, X, y, [0.1], {"fgsm": attacks.fgsm}, mode="best")
+
+
+def test_gated_walk_crosses_the_gate_that_gradients_cannot_see():
+  # f(x) = 1[x₁ ≥ 0]·x₂ − 0.05·1[x₂ ≥ 0]·x₂: at x = (0.1, 1) the gradient (0, 0.95) points
+  # away from the gate x₁ = 0, 0.1 away, across which f = −0.05·x₂ < 0.
+  U = np.array([[[0.0], [1.0]], [[0.0], [-0.05]]])  # (P, d, 1)
+  gates = np.array([[1.0, 0.0], [0.0, 1.0]])  # (d, P): h₁ = e₁, h₂ = e₂
+  X, y = np.array([[0.1, 1.0]]), np.array([1.0])
+  pgd = attacks.pgd(attacks.gated_scores, (U, gates), X, y, 0.3, key=KEY, norm=2, steps=20,
+                    random_start=False)
+  assert float(attacks.gated_scores((U, gates), pgd)[0]) > 0.5
+  walk = attacks.gated_walk(U, gates, X, y, 0.3, steps=3)
+  assert float(attacks.gated_scores((U, gates), walk)[0]) < 0
+  assert float(attacks.norm_of(walk - X, 2)[0]) <= 0.3
+
+
+def test_gated_walk_is_sound_and_finds_what_a_brute_force_search_finds():
+  rng = np.random.default_rng(15)
+  P, d, C, n, eps = 6, 2, 3, 40, 0.4
+  U, gates = rng.normal(size=(P, d, C)), rng.normal(size=(d, P))
+  X = rng.normal(size=(n, d))
+  y = np.array(jnp.argmax(attacks.gated_scores((U, gates), jnp.asarray(X)), axis=1))
+  X_adv = attacks.gated_walk(U, gates, X, y, eps, steps=20)
+  assert np.all(np.asarray(attacks.norm_of(X_adv - X, 2)) <= eps)
+  found = np.asarray(attacks.margin(attacks.gated_scores((U, gates), X_adv), y))
+  clean = np.asarray(attacks.margin(attacks.gated_scores((U, gates), jnp.asarray(X)), y))
+  assert np.all(found <= clean)
+  # Sound: the gate-aware certificate is a lower bound on the distance to the boundary.
+  radii = np.asarray(certify.gated_certified_radius(U, gates, X, y))
+  assert not np.any((found <= 0) & (radii > eps))
+  # Brute force: the disc on a polar grid of 100 radii × 360 angles around each example.
+  r, a = np.meshgrid(np.linspace(0, eps, 100), np.linspace(0, 2 * np.pi, 360))
+  disc = np.stack([r * np.cos(a), r * np.sin(a)], -1).reshape(-1, 2)
+  points = jnp.asarray((X[:, None] + disc).reshape(-1, d))
+  grid = np.asarray(attacks.gated_scores((U, gates), points))
+  lowest = np.asarray(attacks.margin(grid, np.repeat(y, len(disc)))).reshape(n, -1).min(1)
+  clearly = lowest < -0.05 * np.abs(clean).mean()
+  assert clearly.sum() >= 5 and np.mean(found[clearly] <= 0) >= 0.9
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(U=np.ones((3, 2, 1)), gates=np.ones((2, 4))), "must agree"),
+    (dict(X=np.ones((4, 2, 1))), "must agree"),
+    (dict(steps=0), "steps"),
+    (dict(tabu=-1), "tabu"),
+    (dict(y=np.zeros(4)), "labels"),
+])
+def test_gated_walk_names_malformed_arguments(kwargs, match):
+  args = dict(U=np.ones((3, 2, 1)), gates=np.ones((2, 3)), X=np.ones((4, 2)), y=np.ones(4))
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    attacks.gated_walk(args.pop("U"), args.pop("gates"), args.pop("X"), args.pop("y"), 0.1,
+                       **args)
