@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import psd, sharding, streaming
+from cvxjax import decomposition, psd, sharding, streaming
 from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic
 
 
@@ -393,6 +393,18 @@ class PolyHead:
     """Labels: ±1 for a binary head, argmax_c f_c (in 0..C−1) otherwise; shape (n,)."""
     f = self.scores(X)
     return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
+
+  def certified_radius(self, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+    """(n,) exact ℓ₂ radii: `certified_radius` (the module's function) of this head."""
+    return certified_radius(self, X, y, backbone_lipschitz=backbone_lipschitz)
+
+  def summary(self) -> dict:
+    """{"objective", "gap" (None where no gap was computed: `exact_fit`), "violation" (None:
+    Z, Z′ are kept in K), "steps", "width" (neurons of `decompose` with |α| ≥ 1e-6·max|α|)}."""
+    gap = float(self.gap)
+    return dict(objective=float(self.objective), gap=gap if np.isfinite(gap) else None,
+                violation=None, steps=int(self.steps),
+                width=decomposition.network_width(decompose(self)[1]))
 
 
 def check_array(X, name: str) -> np.ndarray:
