@@ -1,4 +1,4 @@
-"""One interface for every head, the linear and nonconvex heads, and saving heads without pickle.
+"""One interface for every head, the linear and nonconvex heads, and saving heads safely.
 
 A head is a classifier on features: `poly.PolyHead` (polynomial activation), `relu.ReluHead`
 (convex ReLU or gated ReLU), `NetworkHead` (the nonconvex two-layer ReLU head that
@@ -10,10 +10,12 @@ as leaves, settings static: it passes through `jax.jit` and `jax.tree.map`) with
     head.summary()  # {"objective": ..., "gap": ..., "violation": ..., "steps": ..., "width": ...}
 
 `save_head(path, head)` writes a head as one zip file: `description.json` (format, version, kind,
-static settings, each array's shape and dtype) and one `.npy` file per array; `load_head(path)`
-reads it back without pickle (`numpy.lib.format.read_array(allow_pickle=False)`), and refuses a
-file that is not a saved head, is of another kind or version, or whose arrays are missing, extra,
-of other shapes or dtypes, or truncated, with a ValueError naming the file.
+static settings, each array's shape and dtype) and one `.npy` file per numeric array;
+`load_head(path)` reads back only that JSON and numeric arrays (`numpy.lib.format.read_array`,
+which refuses object arrays), so loading a file runs no code from it and no class is looked up
+by a name the file gives. A file that is not a saved head, is of another kind or version, or
+whose arrays are missing, extra, of other shapes or dtypes, or truncated is refused with a
+ValueError naming the file.
 """
 
 import dataclasses
@@ -201,7 +203,7 @@ def save_head(path: str, head: Head) -> str:
     The path written.
 
   Raises:
-    ValueError: if `head` is of no kind in `KINDS`.
+    ValueError: if `head` is of no kind in `KINDS` or holds a non-numeric array.
   """
   name = kind(head)
   arrays, settings = {}, {}
@@ -209,8 +211,13 @@ def save_head(path: str, head: Head) -> str:
     value = getattr(head, field.name)
     if _static(field):
       settings[field.name] = _json_value(value)
+    elif value is not None:
+      arrays[field.name] = np.asarray(jax.device_get(value))
+      if not np.issubdtype(arrays[field.name].dtype, np.number):
+        raise ValueError(f"head.{field.name} must be a numeric array, got dtype "
+                         f"{arrays[field.name].dtype}")
     else:
-      arrays[field.name] = None if value is None else np.asarray(jax.device_get(value))
+      arrays[field.name] = None
   description = {"format": FORMAT, "version": VERSION, "kind": name, "settings": settings,
                  "arrays": {k: None if a is None else {"shape": list(a.shape), "dtype": a.dtype.str}
                             for k, a in arrays.items()}}
@@ -220,7 +227,7 @@ def save_head(path: str, head: Head) -> str:
     for k, a in arrays.items():
       if a is not None:
         with archive.open(f"{k}.npy", "w") as f:
-          np.lib.format.write_array(f, a, allow_pickle=False)
+          np.lib.format.write_array(f, a)
   os.replace(partial, path)
   return path
 
@@ -260,7 +267,7 @@ def _read_array(archive: zipfile.ZipFile, name: str, spec, path: str) -> Optiona
     raise ValueError(f"{path}: array {name!r} is described by {spec!r}, not its shape and dtype")
   try:
     with archive.open(f"{name}.npy") as f:
-      array = np.lib.format.read_array(f, allow_pickle=False)
+      array = np.lib.format.read_array(f)  # object arrays are refused: numbers only
   except KeyError:
     raise ValueError(f"{path}: array {name!r} is missing") from None
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
@@ -273,7 +280,7 @@ def _read_array(archive: zipfile.ZipFile, name: str, spec, path: str) -> Optiona
 
 def load_head(path: str) -> Head:
   """The head saved in `path` by `save_head`, its arrays as numpy arrays (as saved: no dtype
-  changes), without unpickling anything.
+  changes); nothing in the file is run.
 
   Args:
     path: a file written by `save_head`.

@@ -7,6 +7,7 @@ foreign, corrupt or truncated file is refused with a ValueError naming it.
 """
 
 import dataclasses
+import io
 import json
 import zipfile
 
@@ -198,6 +199,12 @@ def _rewrite(path, *, description=None, drop=(), add=None, replace=None):
       archive.writestr(name, data)
 
 
+def _npy(array: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  np.lib.format.write_array(buffer, array, allow_pickle=True)
+  return buffer.getvalue()
+
+
 def _edit(**changes):
   return lambda d: {**d, **changes}
 
@@ -227,6 +234,9 @@ REFUSALS = {
     "not json": (dict(replace={"description.json": b"{not json"}), "not JSON"),
     "no description": (dict(drop=("description.json",)), "description.json"),
     "truncated array": (dict(replace={"Z.npy": b"\x93NUMPY\x01\x00"}), "cannot be read"),
+    # A pickled object array: never unpickled, whatever its description says.
+    "object array": (dict(replace={"Z.npy": _npy(np.array([print], dtype=object))}),
+                     "cannot be read"),
 }
 
 
@@ -262,4 +272,6 @@ def test_truncated_corrupted_and_foreign_bytes_are_refused(tmp_path):
 def test_saving_something_else_is_refused(tmp_path):
   with pytest.raises(ValueError, match="head must be one of"):
     heads.save_head(str(tmp_path / "h"), dataclasses.asdict(HEADS["network"]))
+  with pytest.raises(ValueError, match="numeric"):
+    heads.save_head(str(tmp_path / "h"), heads.LinearHead(np.array([[print]]), np.zeros(1)))
   assert heads.kind(HEADS["gated"]) == "relu" and heads.kind(HEADS["linear"]) == "linear"
