@@ -184,7 +184,7 @@ def _activation(value) -> Quadratic:
 
 # JSON value -> setting, for every static field of the heads in KINDS.
 _SETTINGS = {"activation": _activation, "binary": _boolean, "eps": _number,
-             "p": _one_of(*relu.NORMS), "loss": _one_of("squared", "hinge")}
+             "p": _one_of(*relu.NORMS), "loss": _one_of(*relu.LOSSES)}
 
 
 def _json_value(value):
