@@ -113,22 +113,23 @@ def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
 
 def _head_fits(config, classes: int):
   """(label, fit(X, y, β) -> head, betas) for every head of config.heads."""
-  heads = config.heads
-  mesh = heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
+  mesh = config.heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
   mesh = (None if mesh.examples * mesh.model == 1
           else sharding.make_mesh(examples=mesh.examples, model=mesh.model))
-  for r in heads.poly.radii:
+  polys = config.heads.poly
+  for r in polys.radii:
     yield (f"poly r={r:g}", lambda X, y, beta, r=r: poly.fit(
-        X, y, r=float(r), beta=beta, solver=heads.poly.solver, tol=heads.poly.tol,
-        max_steps=heads.poly.max_steps, progress=config.progress, mesh=mesh), heads.poly.betas)
+        X, y, r=float(r), beta=beta, solver=polys.solver, tol=polys.tol,
+        max_steps=polys.max_steps, progress=config.progress, mesh=mesh), polys.betas)
   key = jax.random.key(config.seed)
-  for family in heads.relu.families:
-    for eps in heads.relu.eps:
+  relus = config.heads.relu
+  for family in relus.families:
+    for eps in relus.eps:
       yield (f"{family} ε={eps:g}", lambda X, y, beta, eps=eps, family=family: relu.fit(
-          X, y, eps=float(eps), p=heads.relu.p, beta=beta, num_patterns=heads.relu.num_patterns,
-          gated=family == "gated", key=key, tol=heads.relu.tol, max_steps=heads.relu.max_steps,
-          progress=config.progress, mesh=mesh), heads.relu.betas)
-  network = heads.network
+          X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
+          gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
+          progress=config.progress, mesh=mesh), relus.betas)
+  network = config.heads.network
   for method in network.methods if network.steps > 0 else ():
     adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
         method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
@@ -136,9 +137,9 @@ def _head_fits(config, classes: int):
     yield (report.network_label(adversary),
            lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(
                **network_head.fit(X, y, hidden=config.model.head_width, steps=network.steps,
-                                learning_rate=network.learning_rate, weight_decay=weight_decay,
-                                key=jax.random.fold_in(key, classes), adversary=adversary,
-                                progress=config.progress)),
+                                  learning_rate=network.learning_rate, weight_decay=weight_decay,
+                                  key=jax.random.fold_in(key, classes), adversary=adversary,
+                                  progress=config.progress)),
            network.weight_decays)
 
 
