@@ -5,26 +5,19 @@ worst_case_margin, certified_radius), the convex ReLU and gated-ReLU heads in `c
 (fit, exact_fit, recover, certified_radius); every head, with the nonconvex and linear ones of
 `cvxjax.heads`, offers the `Head` interface and is saved by `save_head` / `load_head`. Attacks
 and certificates of any model are in `cvxjax.attacks` and `cvxjax.certify`, reported by
-`robust_accuracy` and drawn by `plot_robust_accuracy`. The formulations are in the project's
-MATH.md.
+`robust_accuracy` and drawn by `plot_robust_accuracy`. The mathematics the solvers share (the
+lift, K and its projections, the trust-region subproblem, sign patterns and cones) is in
+`cvxjax.core`, which imports no solver. The formulations are in the project's MATH.md.
 """
 
-import os
-
-# XLA's concurrency-optimised CPU scheduler deadlocks (every thread idle in a futex) on programs
-# that run batched LAPACK calls side by side, as the ReLU barrier's Newton step does; the flag
-# must be set before jax starts its backend.
-if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
-
-from cvxjax import activations, attacks, certify, heads, poly, psd, relu  # noqa: E402
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic, relu_fit  # noqa: E402
-from cvxjax.attacks import robust_accuracy  # noqa: E402
-from cvxjax.heads import Head, LinearHead, NetworkHead, load_head, save_head  # noqa: E402
-from cvxjax.poly import PolyHead  # noqa: E402
-from cvxjax.relu import ReluHead  # noqa: E402
-from cvxjax.report import plot_robust_accuracy  # noqa: E402
+from cvxjax import attacks, certify, heads, poly, relu
+from cvxjax.attacks import robust_accuracy
+from cvxjax.core import activations, psd
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic, relu_fit
+from cvxjax.heads import Head, LinearHead, NetworkHead, load_head, save_head
+from cvxjax.plotting import plot_robust_accuracy
+from cvxjax.poly import PolyHead
+from cvxjax.relu import ReluHead
 
 __all__ = [
     "DEFAULT_ACTIVATION",

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvxjax import certify, poly, relu
-from cvxjax.activations import Quadratic
+from cvxjax.core.activations import Quadratic
 
 
 @runtime_checkable
@@ -152,8 +152,8 @@ def kind(head: Head) -> str:
 
 
 def _static(field: dataclasses.Field) -> bool:
-  # jax dataclasses mark settings static=True, flax.struct ones pytree_node=False.
-  return bool(field.metadata.get("static", False)) or field.metadata.get("pytree_node") is False
+  """Whether a head's field is a setting (static in its pytree) rather than an array."""
+  return bool(field.metadata.get("static", False))
 
 
 def _boolean(value) -> bool:

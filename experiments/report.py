@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvxjax import attacks, certify, heads
-from cvxjax.report import Panel, plot_accuracy
+from cvxjax.plotting import Panel, plot_accuracy
 from cvxjax.train import adversarial
 from experiments import common
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cvxjax import certify, heads, poly, relu
-from cvxjax.activations import Quadratic
+from cvxjax.core.activations import Quadratic
 from cvxjax.train import head as network_head
 
 N, D, P, C, H = 8, 3, 4, 3, 5
