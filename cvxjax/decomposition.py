@@ -149,3 +149,20 @@ def network_predict(U: jnp.ndarray, alpha: jnp.ndarray, X: jnp.ndarray,
   """
   X, U, alpha = jnp.asarray(X), jnp.asarray(U), jnp.asarray(alpha)
   return polynomial(X @ U.T, activation) @ alpha
+
+
+def network_width(alpha, rel_tol: float = 1e-6) -> int:
+  """Neurons with |α| ≥ rel_tol · max|α|.
+
+  Args:
+    alpha: (M,) second-layer weights, or (M, C) (a neuron counts if any output uses it).
+    rel_tol: relative threshold.
+
+  Returns:
+    The number of neurons kept.
+  """
+  alpha = np.abs(np.asarray(alpha))
+  if alpha.size == 0:
+    return 0
+  size = alpha if alpha.ndim == 1 else alpha.max(axis=1)
+  return int(np.sum(size >= rel_tol * size.max()))

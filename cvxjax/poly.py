@@ -97,6 +97,18 @@ class PolyHead:
     f = self.scores(X)
     return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
 
+  def certified_radius(self, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+    """(n,) exact ℓ₂ radii: `certified_radius` (the module's function) of this head."""
+    return certified_radius(self, X, y, backbone_lipschitz=backbone_lipschitz)
+
+  def summary(self) -> dict:
+    """{"objective", "gap" (None where no gap was computed: `exact_fit`), "violation" (None:
+    Z, Z′ are kept in K), "steps", "width" (neurons of `decompose` with |α| ≥ 1e-6·max|α|)}."""
+    gap = float(self.gap)
+    return dict(objective=float(self.objective), gap=gap if np.isfinite(gap) else None,
+                violation=None, steps=int(self.steps),
+                width=decomposition.network_width(decompose(self)[1]))
+
 
 def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
   """Labels → (C, n) signs: ±1 labels give one binary head, integers 0..C−1 give C heads."""

@@ -147,6 +147,19 @@ class ReluHead:
     f = self.scores(X)
     return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
 
+  def certified_radius(self, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
+    """(n,) certified ℓ₂ radii: `certified_radius` (the module's function) of this head."""
+    return certified_radius(self, X, y, backbone_lipschitz=backbone_lipschitz)
+
+  def summary(self) -> dict:
+    """{"objective", "gap" (None unless solver "barrier" computed one), "violation", "steps",
+    "width" (neurons of `recover`)}."""
+    gap = None if self.gap is None else float(self.gap)
+    return dict(objective=float(self.objective),
+                gap=gap if gap is not None and np.isfinite(gap) else None,
+                violation=float(self.violation), steps=int(self.steps),
+                width=int(recover(self)[0].shape[1]))
+
 
 def recover(head: ReluHead, *, prune: float = 1e-10):
   """The two-layer network of a head (MATH.md §4): u = v_k/√‖v_k‖, α = ±√‖v_k‖ per neuron.

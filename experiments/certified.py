@@ -4,7 +4,7 @@ r"""Certified accuracy: a 1-Lipschitz SOC network with convex heads in place of 
       --workdir=runs/certified_digits
 
 See experiments/configs/certified.py for the CIFAR-10 command and the variants, and
-`cvxjax.certified_pipeline` for the stages. Writes results.json, config.json and
+`experiments.certified_train` for the stages. Writes results.json, config.json and
 accuracy_vs_eps.png into --workdir and prints a table (one row per network); rerunning resumes
 where it stopped.
 """
@@ -23,7 +23,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import certified_pipeline  # noqa: E402
+from experiments import certified_train  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -36,7 +36,7 @@ def main(argv):
     raise app.UsageError("Too many command-line arguments.")
   # The polynomial heads' solver certifies its optimum in float64; the network stays float32.
   jax.config.update("jax_enable_x64", True)
-  certified_pipeline.train_and_certify(FLAGS.config, FLAGS.workdir)
+  certified_train.train_and_certify(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ r"""The deep experiment: convex heads in place of a PreAct ResNet-18's last two 
   python -m experiments.cifar --config=experiments/configs/cifar.py:digits --workdir=runs/digits
 
 See experiments/configs/cifar.py for the CIFAR-10 commands and the variants, and
-`cvxjax.pipeline` for the stages. Writes results.json, config.json and accuracy_vs_eps.png into
---workdir and prints a table (one row per network); rerunning resumes where it stopped.
+`experiments.cifar_train` for the stages. Writes results.json, config.json and
+accuracy_vs_eps.png into --workdir and prints a table (one row per network); rerunning resumes
+where it stopped.
 """
 
 import os
@@ -21,7 +22,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import pipeline  # noqa: E402
+from experiments import cifar_train  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -36,7 +37,7 @@ def main(argv):
   jax.config.update("jax_enable_x64", True)
   if FLAGS.config.distributed:
     jax.distributed.initialize()  # coordinator and process ids from the cluster's environment
-  pipeline.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  cifar_train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

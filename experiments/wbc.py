@@ -24,8 +24,9 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import data, pipeline, poly, relu, report  # noqa: E402
+from cvxjax import data, heads, poly, relu  # noqa: E402
 from cvxjax.train import adversarial, head  # noqa: E402
+from experiments import report  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -33,12 +34,23 @@ config_flags.DEFINE_config_file("config", None, "Experiment configuration file."
 flags.DEFINE_string("workdir", None, "Directory for results.json and the plots.")
 
 
+def _signs(y):
+  """Labels ±1, as the convex heads take them."""
+  return y
+
+
+def _classes(y):
+  """Labels ±1 as classes 0/1, as the nonconvex heads take them (y > 0)."""
+  return (y > 0).astype(int)
+
+
 def _models(config: ml_collections.ConfigDict):
-  """(label, family, training radius, fit(X, y, β)) for every head of the experiment."""
+  """(label, family, training radius, fit(X, y, β), the βs, the labels the head takes) for every
+  head of the experiment."""
   for r in config.radii:
     yield (f"poly r={r:g}", "poly", r, lambda X, y, beta, r=r: poly.fit(
         X, y, r=float(r), beta=beta, tol=config.tol, max_steps=config.max_steps,
-        progress=config.progress))
+        progress=config.progress), config.betas, _signs)
   key = jax.random.key(config.seed)
   for family in config.relu.families:
     for eps in config.relu.eps:
@@ -47,25 +59,18 @@ def _models(config: ml_collections.ConfigDict):
                  X, y, eps=float(eps), p=config.relu.p, beta=beta,
                  num_patterns=config.relu.num_patterns, gated=family == "gated", key=key,
                  tol=config.relu.tol, max_steps=config.relu.max_steps,
-                 progress=config.progress))
+                 progress=config.progress), config.relu.betas, _signs)
   network = config.network
   for method in network.methods:
     adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
         method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
         pgd_steps=network.pgd_steps)))
-    yield (pipeline.network_label(adversary), "network", adversary.eps,
-           lambda X, y, weight_decay, adversary=adversary: head.FittedHead(head.fit(
-               X, (y > 0).astype(int), hidden=network.hidden, steps=network.steps,
+    yield (report.network_label(adversary), "network", adversary.eps,
+           lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(**head.fit(
+               X, y, hidden=network.hidden, steps=network.steps,
                learning_rate=network.learning_rate, weight_decay=weight_decay, key=key,
-               adversary=adversary, progress=config.progress)))
-
-
-_EVALUATE = {"poly": report.evaluate_head, "relu": report.evaluate_relu_head,
-             "gated": report.evaluate_relu_head,
-             "network": lambda fitted, X, y, **kw: report.evaluate_network_head(
-                 fitted.params, X, (y > 0).astype(int), **kw)}
-_REGULARISATION = {"poly": lambda c: c.betas, "relu": lambda c: c.relu.betas,
-                   "gated": lambda c: c.relu.betas, "network": lambda c: c.network.weight_decays}
+               adversary=adversary, progress=config.progress)),
+           network.weight_decays, _classes)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -84,18 +89,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      max_train=config.n_train, num_features=config.num_features)
   key = jax.random.PRNGKey(config.seed)
   rows = []
-  for label, family, radius, fit in _models(config):
+  for label, family, radius, fit, betas, labels in _models(config):
+    train, val, test = ((s.X, labels(s.y)) for s in (splits.train, splits.val, splits.test))
     start = time.perf_counter()
-    # The nonconvex heads predict classes 0/1, compared with labels ±1 as y > 0.
-    val = splits.val if family != "network" else (splits.val.X, (splits.val.y > 0).astype(int))
-    fitted, beta, val_accuracy = report.fit_and_select(splits.train, val, fit=fit,
-                                                       betas=_REGULARISATION[family](config))
+    fitted, beta, val_accuracy = report.fit_and_select(train, val, fit=fit, betas=betas)
     seconds = time.perf_counter() - start
-    row = _EVALUATE[family](fitted, *splits.test, linf_eps=config.linf_eps,
-                            l2_radii=config.l2_radii, pgd_steps=config.pgd_steps,
-                            apgd_steps=config.apgd_steps, restarts=config.restarts, key=key)
-    rows.append(dict({"violation": None}, **row, model=label, family=family, train_radius=radius,
-                     beta=beta, val_accuracy=val_accuracy, seconds=seconds))
+    row = report.evaluate_head(fitted, *test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
+                               pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
+                               restarts=config.restarts, key=key)
+    rows.append(dict(row, model=label, family=family, train_radius=radius, beta=beta,
+                     val_accuracy=val_accuracy, seconds=seconds))
     # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.
     stalled = row["gap"] is not None and row["gap"] > 10 * config.tol * abs(row["objective"])
     objective = "—" if row["objective"] is None else f"{row['objective']:.6g}"

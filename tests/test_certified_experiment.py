@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from cvxjax import certified_pipeline
 from cvxjax.train import backbone
+from experiments import certified_train
 from experiments.configs import certified as certified_config
 
 
@@ -16,7 +16,7 @@ from experiments.configs import certified as certified_config
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("certified"))
   config = certified_config.get_config("smoke")
-  return config, workdir, certified_pipeline.train_and_certify(config, workdir)
+  return config, workdir, certified_train.train_and_certify(config, workdir)
 
 
 @pytest.mark.slow
@@ -52,8 +52,8 @@ def test_rerun_resumes_from_every_stage(run, monkeypatch):
     raise AssertionError("train_step called on a finished run")
 
   monkeypatch.setattr(backbone, "train_step", no_training)
-  monkeypatch.setattr(certified_pipeline.report, "evaluate_attacks", no_training)
-  again = certified_pipeline.train_and_certify(config, workdir)
+  monkeypatch.setattr(certified_train.report, "evaluate_attacks", no_training)
+  again = certified_train.train_and_certify(config, workdir)
   assert again["model"] == results["model"]
   assert again["certified_l2_accuracy"] == results["certified_l2_accuracy"]
 
@@ -62,8 +62,8 @@ def test_bad_settings_are_refused_before_training(tmp_path):
   config = certified_config.get_config("smoke").unlock()
   config.heads.isotropic = False
   with pytest.raises(ValueError, match="isotropic"):
-    certified_pipeline.train_and_certify(config, str(tmp_path))
+    certified_train.train_and_certify(config, str(tmp_path))
   config.heads.isotropic = True
   config.eval.radii_k = (0, 36)
   with pytest.raises(ValueError, match="radii_k"):
-    certified_pipeline.train_and_certify(config, str(tmp_path))
+    certified_train.train_and_certify(config, str(tmp_path))

@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cvxjax import data, features, pipeline
+from cvxjax import data, features
 from cvxjax.train import backbone
+from experiments import cifar_train
 from experiments.configs import cifar as cifar_config
 
 
@@ -40,7 +41,7 @@ def _check_results(config, results, workdir):
     assert accuracy.shape == (len(models), len(eps))
     assert np.all(accuracy <= clean[:, None]) and np.all(accuracy[:, 0] == clean)
     assert np.all(np.asarray(results["worst_linf_accuracy"]) <= accuracy)
-  assert set(results["timings"]) == {"data", *pipeline.STAGES}
+  assert set(results["timings"]) == {"data", *cifar_train.STAGES}
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["model"] == models
   with open(os.path.join(workdir, "accuracy_vs_eps.png"), "rb") as f:
@@ -52,7 +53,7 @@ def test_every_stage_on_tfds_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = _config(**{"data.source": "tfds"})
   with tfds.testing.mock_data(num_examples=80, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = pipeline.train_and_evaluate(config, str(tmp_path))
+    results = cifar_train.train_and_evaluate(config, str(tmp_path))
   _check_results(config, results, str(tmp_path))
 
 
@@ -69,9 +70,9 @@ def test_archive_run_resumes_after_the_backbones_without_retraining(tmp_path, mo
   workdir = str(tmp_path / "run")
   config = _config(**{"data.source": "archive", "data.data_dir": str(tmp_path / "cifar")})
   # The "kill": the run ends after the backbones, as an interrupted one would.
-  stopped = pipeline.train_and_evaluate(_config(**{"data.source": "archive",
-                                                   "data.data_dir": str(tmp_path / "cifar"),
-                                                   "stop_after": "backbones"}), workdir)
+  stopped = cifar_train.train_and_evaluate(_config(**{"data.source": "archive",
+                                                      "data.data_dir": str(tmp_path / "cifar"),
+                                                      "stop_after": "backbones"}), workdir)
   assert set(stopped["timings"]) == {"data", "backbones"}
   assert not os.path.exists(os.path.join(workdir, "features"))
 
@@ -79,7 +80,7 @@ def test_archive_run_resumes_after_the_backbones_without_retraining(tmp_path, mo
     raise AssertionError("the resumed run retrained a backbone")
 
   monkeypatch.setattr(backbone, "train_step", no_training)
-  results = pipeline.train_and_evaluate(config, workdir)
+  results = cifar_train.train_and_evaluate(config, workdir)
   _check_results(config, results, workdir)
 
 
@@ -105,16 +106,16 @@ def test_cached_features_are_reused_and_recomputed_when_the_checkpoint_changes(t
 
 def test_errors_name_the_problem_before_any_compute(tmp_path):
   with pytest.raises(ValueError, match="does-not-exist"):
-    pipeline.train_and_evaluate(_config(**{"data.source": "archive",
-                                           "data.data_dir": str(tmp_path / "does-not-exist")}),
-                                str(tmp_path / "run"))
+    cifar_train.train_and_evaluate(
+        _config(**{"data.source": "archive", "data.data_dir": str(tmp_path / "does-not-exist")}),
+        str(tmp_path / "run"))
   with pytest.raises(AttributeError, match="no_such_key"):
     cifar_config.get_config("smoke").no_such_key = 1  # locked: a misspelt override fails
   with pytest.raises(ValueError, match="stop_after"):
-    pipeline.train_and_evaluate(_config(stop_after="everything"), str(tmp_path / "run"))
+    cifar_train.train_and_evaluate(_config(stop_after="everything"), str(tmp_path / "run"))
   # A checkpoint of another width in the workdir is refused before training resumes.
   workdir = str(tmp_path / "arch")
-  pipeline.train_and_evaluate(_config(stop_after="backbones"), workdir)
+  cifar_train.train_and_evaluate(_config(stop_after="backbones"), workdir)
   with pytest.raises(ValueError, match="width"):
-    pipeline.train_and_evaluate(_config(**{"stop_after": "backbones", "model.width": 4}),
-                                workdir)
+    cifar_train.train_and_evaluate(_config(**{"stop_after": "backbones", "model.width": 4}),
+                                   workdir)

@@ -2,12 +2,12 @@
 normally or adversarially (PGD-AT, SSDS: `cvxjax.train.adversarial`).
 
 Its parameters are a dict {"W1": (d, H), "b1": (H,), "W2": (H, C), "b2": (C,)}: the layout of
-`PreActResNet18`'s own head (see `from_model_params`), so the backbone's head, a head retrained
-on frozen features and the recovered convex heads all plug into the same assembled model.
+`PreActResNet18`'s own head (see `from_model_params`) and the fields of `heads.NetworkHead`, the
+head with the common interface (`NetworkHead(**fit(...))`).
 """
 
 import functools
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import flax.struct
 import jax
@@ -16,26 +16,16 @@ import numpy as np
 import optax
 import tqdm
 
-from cvxjax import certify, checkpoint
+from cvxjax import checkpoint
+from cvxjax.heads import NetworkHead
 from cvxjax.train import adversarial
 
 HeadParams = Dict[str, jnp.ndarray]
 
 
 def scores(params: HeadParams, features: jnp.ndarray) -> jnp.ndarray:
-  """Logits relu(F W1 + b1) W2 + b2: features (n, d) -> (n, C)."""
-  hidden = jax.nn.relu(features @ params["W1"] + params["b1"])
-  return hidden @ params["W2"] + params["b2"]
-
-
-class FittedHead(NamedTuple):
-  """A head's parameters with the `predict` that `report.fit_and_select` calls."""
-
-  params: HeadParams
-
-  def predict(self, features: jnp.ndarray) -> jnp.ndarray:
-    """(n, d) -> (n,) predicted classes."""
-    return jnp.argmax(scores(self.params, features), axis=-1)
+  """Logits relu(F W1 + b1) W2 + b2 of `heads.NetworkHead`: features (n, d) -> (n, C)."""
+  return NetworkHead(**params).scores(features)
 
 
 def from_model_params(params: Mapping[str, Any]) -> HeadParams:
@@ -47,7 +37,7 @@ def from_model_params(params: Mapping[str, Any]) -> HeadParams:
 
 def certified_radius(params: HeadParams, features, labels, *,
                      backbone_lipschitz: float = 1.0) -> jnp.ndarray:
-  """ℓ₂ radii certified by the head's Lipschitz margin bound (`certify.lipschitz_certified_radius`).
+  """ℓ₂ radii certified by the head's Lipschitz margin bound (`NetworkHead.certified_radius`).
 
   Args:
     params: the head. features: (n, d). labels: (n,) in 0..C−1.
@@ -56,9 +46,8 @@ def certified_radius(params: HeadParams, features, labels, *,
   Returns:
     (n,) radii, 0 where misclassified.
   """
-  return certify.lipschitz_certified_radius(params["W1"], params["W2"], features, labels,
-                                            b1=params["b1"], b2=params["b2"],
-                                            backbone_lipschitz=backbone_lipschitz)
+  return NetworkHead(**params).certified_radius(features, labels,
+                                                backbone_lipschitz=backbone_lipschitz)
 
 
 def init(key: jax.Array, dim: int, hidden: int, classes: int) -> HeadParams:

@@ -4,7 +4,7 @@ Trains the backbone with SGD and with SAM, extracts the SGD backbone's frozen fe
 polynomial, ReLU and gated-ReLU heads (plain and robust) and nonconvex heads (trained normally,
 by PGD adversarial training and by SSDS) on them, and reports each head's fitting time and
 the clean, FGSM, PGD and APGD accuracy at ε = k/255 of every assembled network
-(`cvxjax.pipeline`; MATH.md §5, §6).
+(`experiments.cifar_train`; MATH.md §5, §6).
 
 Full CIFAR-10 run (one GPU; the data prepared once with TFDS, see the README):
 
@@ -45,7 +45,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.seed = 0
   config.progress = True
   config.distributed = False  # several hosts: jax.distributed.initialize() before anything
-  config.stop_after = config_dict.placeholder(str)  # end after this stage (see cvxjax.pipeline)
+  config.stop_after = config_dict.placeholder(str)  # end after this stage (cifar_train.STAGES)
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"  # "tfds", "archive" (the CIFAR-10 binary format) or "digits"

@@ -1,10 +1,9 @@
 """Train, evaluate and report helpers shared by the experiments.
 
-An experiment fits heads, turns each into a flat dict of numbers with `evaluate_head` (or
-`evaluate_attacks` for any model), stacks the dicts with `collect`, and writes them with
-`write_results`, `plot_models` and `format_table` (`cvxjax.plotting.plot_robust_accuracy` draws
-`attacks.robust_accuracy` reports directly). Everything here runs on the host; the
-attacks and solvers it calls are jitted.
+An experiment fits heads (`fit_and_select`), turns each into a flat dict of numbers with
+`evaluate_head` (or `evaluate_attacks` for any model), stacks the dicts with `collect`, and
+writes them with `write_results`, `plot_models` and `format_table`. Everything here runs on the
+host; the attacks and solvers it calls are jitted.
 """
 
 import json
@@ -15,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import attacks, certify, poly, relu
+from cvxjax import attacks, certify, heads
 from cvxjax.plotting import Panel, plot_accuracy
-from cvxjax.train import head as network_head
+from cvxjax.train import adversarial
+from experiments import common
 
 # The attacks of `attacks.standard_attacks` (and the worst of them) and the balls they run in.
 _ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
@@ -32,23 +32,6 @@ CURVES = {
     "certified_l2_accuracy": ("certified ℓ₂ (exact or bounded radius)", "l2_radii",
                               "ℓ₂ radius ε"),
 }
-
-
-def network_width(alpha, rel_tol: float = 1e-6) -> int:
-  """Neurons with |α| ≥ rel_tol · max|α|.
-
-  Args:
-    alpha: (M,) second-layer weights, or (M, C) (a neuron counts if any output uses it).
-    rel_tol: relative threshold.
-
-  Returns:
-    The number of neurons kept.
-  """
-  alpha = np.abs(np.asarray(alpha))
-  if alpha.size == 0:
-    return 0
-  size = alpha if alpha.ndim == 1 else alpha.max(axis=1)
-  return int(np.sum(size >= rel_tol * size.max()))
 
 
 def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[float],
@@ -102,57 +85,41 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
   return results
 
 
-def evaluate_head(head: poly.PolyHead, X, y, **attack_settings) -> Dict[str, Any]:
-  """Everything reported about a trained polynomial head, as a flat dict of numbers.
+def head_scores(head: heads.Head, X: jnp.ndarray) -> jnp.ndarray:
+  """`head.scores(X)`: the `apply` of a head for `cvxjax.attacks` (one function for every head,
+  so the jitted attacks compile once per head structure)."""
+  return head.scores(X)
+
+
+def evaluate_head(head: heads.Head, X, y, **attack_settings) -> Dict[str, Any]:
+  """Everything reported about a trained head, as a flat dict of numbers.
 
   Args:
-    head: a trained `PolyHead` (binary or one-vs-all).
-    X: (n, d) test inputs; y: (n,) test labels.
+    head: any `heads.Head` (polynomial, ReLU, gated, nonconvex or linear).
+    X: (n, d) test inputs; y: (n,) test labels, as the head predicts them.
     **attack_settings: linf_eps, l2_radii, pgd_steps, apgd_steps, restarts, key: as for
       `evaluate_attacks`.
 
   Returns:
-    `evaluate_attacks`'s dict plus "certified_l2_accuracy" ([per radius], from the exact
-    radius `poly.certified_radius`), "objective", "gap" and "steps" of the solver, and
-    "width" (neurons of the recovered network `poly.decompose`, |α| ≥ 1e-6·max|α|).
+    `evaluate_attacks`'s dict (attacks on `head.scores`) plus "certified_l2_accuracy" ([per
+    radius of l2_radii], from `head.certified_radius`) and the entries of `head.summary()`:
+    "objective", "gap", "violation", "steps", "width" (None where the head has none).
   """
-  results = evaluate_attacks(poly.PolyHead.scores, head, X, y, **attack_settings)
-  radii = poly.certified_radius(head, X, y)
+  results = evaluate_attacks(head_scores, head, X, y, **attack_settings)
+  radii = head.certified_radius(X, y)
   results["certified_l2_accuracy"] = certify.certified_accuracy(
       radii, attack_settings["l2_radii"]).tolist()
-  _, alpha = poly.decompose(head)
-  results.update(objective=float(head.objective), gap=float(head.gap), steps=int(head.steps),
-                 width=network_width(alpha))
+  results.update(head.summary())
   return results
 
 
-def evaluate_relu_head(head: relu.ReluHead, X, y, **attack_settings) -> Dict[str, Any]:
-  """Everything reported about a ReLU or gated-ReLU head, with the keys of `evaluate_head`.
-
-  The attacks act on the head's network (`ReluHead.scores`: the recovered ReLU network, or the
-  gated model). "certified_l2_accuracy" comes from `relu.certified_radius` (the Lipschitz margin
-  bound of a ReLU head, the gate-aware bound of a gated head); "gap" is None (no certificate of
-  optimality is computed); "violation" is the largest cone violation of the returned weights.
-  """
-  results = evaluate_attacks(relu.ReluHead.scores, head, X, y, **attack_settings)
-  radii = relu.certified_radius(head, X, y)
-  results.update(
-      certified_l2_accuracy=certify.certified_accuracy(radii, attack_settings["l2_radii"]).tolist(),
-      objective=float(head.objective), gap=None, violation=float(head.violation),
-      steps=int(head.steps), width=int(relu.recover(head)[0].shape[1]))
-  return results
-
-
-def evaluate_network_head(params, X, y, **attack_settings) -> Dict[str, Any]:
-  """Everything reported about a nonconvex head (`cvxjax.train.head`), with the keys of
-  `evaluate_head`: attacks on `head.scores`, certified accuracy by its Lipschitz margin bound;
-  objective, gap and violation are None (nothing certifies its optimality)."""
-  results = evaluate_attacks(network_head.scores, params, X, y, **attack_settings)
-  radii = network_head.certified_radius(params, X, y)
-  results.update(
-      certified_l2_accuracy=certify.certified_accuracy(radii, attack_settings["l2_radii"]).tolist(),
-      objective=None, gap=None, violation=None, steps=None, width=int(params["W1"].shape[1]))
-  return results
+def network_label(adversary: adversarial.Adversary) -> str:
+  """The results' name of a nonconvex head trained with `adversary`."""
+  if adversary.method == "standard":
+    return "network head"
+  ball = "ℓ∞" if adversary.norm == "inf" else "ℓ₂"
+  name = {"pgd": "PGD-AT", "ssds": "SSDS"}[adversary.method]
+  return f"{name} head {ball} ε={adversary.eps:g}"
 
 
 def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *,
@@ -185,20 +152,6 @@ def collect(rows: Sequence[Mapping[str, Any]]) -> Dict[str, list]:
   return {k: [row[k] for row in rows] for k in rows[0]}
 
 
-def _to_builtin(value):
-  """Numbers, arrays and nested containers as JSON-ready Python numbers and lists."""
-  if isinstance(value, Mapping):
-    return {str(k): _to_builtin(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_to_builtin(v) for v in value]
-  if value is None or isinstance(value, str):
-    return value
-  array = np.asarray(value)
-  if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-    raise ValueError(f"results must hold numbers, labels or None, got {value!r}")
-  return array.tolist()
-
-
 def write_results(workdir: str, results: Mapping[str, Any],
                   name: str = "results.json") -> str:
   """Writes the results (numbers, labels, None and nested lists of them) as JSON into workdir.
@@ -215,10 +168,8 @@ def write_results(workdir: str, results: Mapping[str, Any],
     ValueError: if a value is neither a number, a string nor None.
   """
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, name)
-  with open(path, "w") as f:
-    json.dump(_to_builtin(results), f, indent=1, sort_keys=True)
-  return path
+  return common.atomic_write(os.path.join(workdir, name),
+                             json.dumps(common.to_builtin(results), indent=1, sort_keys=True))
 
 
 def plot_models(workdir: str, results: Mapping[str, Any]) -> str:
@@ -253,8 +204,7 @@ def write_run(workdir: str, results: Mapping[str, Any], config) -> None:
     config: the run's ml_collections config.
   """
   write_results(workdir, results)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
+  common.atomic_write(os.path.join(workdir, "config.json"), config.to_json(indent=1))
   plot_models(workdir, results)
   print(format_table(results), flush=True)
 

@@ -11,16 +11,13 @@ Stages (ARCHITECTURE.md "How data flows"), each resumable from what it left in t
                  attacked in pixel space (clean, FGSM, PGD, APGD at ε = k/255).
 
 `train_and_evaluate` runs them in order and writes results.json, accuracy_vs_eps.png and a
-table; `config.stop_after` ends the run after a stage (the resumption tests use it).
+table; `config.stop_after` ends the run after a stage (the resumption tests use it). Every head
+is a `cvxjax.heads.Head`, saved with `heads.save_head` once fitted.
 """
 
 import functools
-import hashlib
 import json
 import os
-import pickle
-import re
-import resource
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
@@ -30,10 +27,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cvxjax import data, features, poly, relu, report, sharding
+from cvxjax import data, features, heads, poly, relu, sharding
 from cvxjax.models import PreActResNet18
 from cvxjax.train import adversarial, backbone
 from cvxjax.train import head as network_head
+from experiments import common, report
 
 STAGES = ("backbones", "features", "heads", "evaluation")
 
@@ -44,7 +42,7 @@ class Model(NamedTuple):
   Attributes:
     label: its name in the results.
     apply: (params, images) -> logits, the whole network (a stable function: jit's static arg).
-    params: (backbone variables, head parameters, (feature mean, feature std)).
+    params: (backbone variables, head (a `heads.Head`), (feature mean, feature std)).
     info: numbers reported beside the accuracies (β, validation accuracy, fit seconds, ...).
   """
 
@@ -54,34 +52,26 @@ class Model(NamedTuple):
   info: Dict[str, Any]
 
 
-_HEAD_SCORES = {"poly": poly.PolyHead.scores, "relu": relu.ReluHead.scores,
-                "network": network_head.scores,
-                "linear": lambda dense, f: f @ dense["kernel"] + dense["bias"]}
-
-
 @functools.cache
-def assembled(model: nn.Module, kind: str) -> Callable:
-  """(params, images) -> head scores of (model.features(images) − mean) / std, for a head kind.
+def assembled(model: nn.Module) -> Callable:
+  """(params, images) -> head.scores((model.features(images) − mean) / std), for any head.
 
-  Cached: one function object per (architecture, kind), so that the jitted attacks, whose static
-  argument it is, compile once per process and not once per run.
+  Cached: one function object per architecture, so that the jitted attacks, whose static
+  argument it is, compile once per process (and head structure) and not once per run.
   """
-  head_scores = _HEAD_SCORES[kind]
   features_of = type(model).features
 
   def apply(params, images):
     variables, head, (mean, std) = params
     feats = model.apply(variables, images, method=features_of)
-    return head_scores(head, (feats - mean) / std)
+    return head.scores((feats - mean) / std)
 
   return apply
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
   """Fails fast on settings that would only break hours into the run."""
-  if config.stop_after is not None and config.stop_after not in STAGES:
-    raise ValueError(f"config.stop_after must be None or one of {STAGES}, got "
-                     f"{config.stop_after!r}")
+  common.check_stop_after(config.stop_after, STAGES)
   for name in config.backbones:
     if name not in ("sgd", "sam"):
       raise ValueError(f"config.backbones must hold 'sgd' and/or 'sam', got {name!r}")
@@ -122,61 +112,43 @@ def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
 
 
 def _head_fits(config, classes: int):
-  """(label, kind, fit(X, y, β) -> head, betas) for every head of config.heads."""
-  heads = config.heads
-  mesh = heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
+  """(label, fit(X, y, β) -> head, betas) for every head of config.heads."""
+  mesh = config.heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
   mesh = (None if mesh.examples * mesh.model == 1
           else sharding.make_mesh(examples=mesh.examples, model=mesh.model))
-  for r in heads.poly.radii:
-    yield (f"poly r={r:g}", "poly", lambda X, y, beta, r=r: poly.fit(
-        X, y, r=float(r), beta=beta, solver=heads.poly.solver, tol=heads.poly.tol,
-        max_steps=heads.poly.max_steps, progress=config.progress, mesh=mesh), heads.poly.betas)
+  polys = config.heads.poly
+  for r in polys.radii:
+    yield (f"poly r={r:g}", lambda X, y, beta, r=r: poly.fit(
+        X, y, r=float(r), beta=beta, solver=polys.solver, tol=polys.tol,
+        max_steps=polys.max_steps, progress=config.progress, mesh=mesh), polys.betas)
   key = jax.random.key(config.seed)
-  for family in heads.relu.families:
-    for eps in heads.relu.eps:
-      yield (f"{family} ε={eps:g}", "relu", lambda X, y, beta, eps=eps, family=family: relu.fit(
-          X, y, eps=float(eps), p=heads.relu.p, beta=beta, num_patterns=heads.relu.num_patterns,
-          gated=family == "gated", key=key, tol=heads.relu.tol, max_steps=heads.relu.max_steps,
-          progress=config.progress, mesh=mesh), heads.relu.betas)
-  network = heads.network
+  relus = config.heads.relu
+  for family in relus.families:
+    for eps in relus.eps:
+      yield (f"{family} ε={eps:g}", lambda X, y, beta, eps=eps, family=family: relu.fit(
+          X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
+          gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
+          progress=config.progress, mesh=mesh), relus.betas)
+  network = config.heads.network
   for method in network.methods if network.steps > 0 else ():
     adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
         method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
         pgd_steps=network.pgd_steps)))
-    yield (network_label(adversary), "network",
-           lambda X, y, weight_decay, adversary=adversary: network_head.FittedHead(
-               network_head.fit(X, y, hidden=config.model.head_width, steps=network.steps,
-                                learning_rate=network.learning_rate, weight_decay=weight_decay,
-                                key=jax.random.fold_in(key, classes), adversary=adversary,
-                                progress=config.progress)),
+    yield (report.network_label(adversary),
+           lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(
+               **network_head.fit(X, y, hidden=config.model.head_width, steps=network.steps,
+                                  learning_rate=network.learning_rate, weight_decay=weight_decay,
+                                  key=jax.random.fold_in(key, classes), adversary=adversary,
+                                  progress=config.progress)),
            network.weight_decays)
-
-
-def network_label(adversary: adversarial.Adversary) -> str:
-  """The results' name of a nonconvex head trained with `adversary`."""
-  if adversary.method == "standard":
-    return "network head"
-  ball = "ℓ∞" if adversary.norm == "inf" else "ℓ₂"
-  name = {"pgd": "PGD-AT", "ssds": "SSDS"}[adversary.method]
-  return f"{name} head {ball} ε={adversary.eps:g}"
-
-
-def _file_name(label: str) -> str:
-  """A label as a file name: runs of anything but letters, digits and dots become "_"."""
-  return re.sub(r"[^\w.]+", "_", label)
-
-
-def fingerprint(*parts: str) -> str:
-  """16 hex digits naming what a stage's output depends on, so a changed input never reuses it."""
-  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
   """Stage 3: every head on the standardised features, each saved once fitted (resumable).
 
   Returns:
-    ({label: (kind, head parameters, info)}, (mean, std) of the training features); info holds
-    β (or the weight decay), the validation accuracy and the fit's seconds.
+    ({label: (head, info)}, (mean, std) of the training features); each head as saved (numpy
+    arrays), info holds β (or the weight decay), the validation accuracy and the fit's seconds.
   """
   train, val, _ = feats
   mean = train.X.mean(axis=0)
@@ -187,73 +159,56 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
   dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
   standard = lambda split: (jnp.asarray((split.X - mean) / std, dtype), split.y)
   # Saved heads are reused only for the same settings and the same features.
-  directory = os.path.join(workdir, "heads", fingerprint(
+  directory = os.path.join(workdir, "heads", common.fingerprint(
       config.heads.to_json(), str(config.model.head_width), str(config.seed),
       features.identity((train.X, train.y)), features.identity((val.X, val.y))))
   os.makedirs(directory, exist_ok=True)
   fitted = {}
-  for label, kind, fit, betas in _head_fits(config, int(train.y.max()) + 1):
-    path = os.path.join(directory, _file_name(label) + ".pkl")
-    if not os.path.exists(path):
+  for label, fit, betas in _head_fits(config, int(train.y.max()) + 1):
+    path = os.path.join(directory, common.file_name(label))
+    # The head is written last: its file says the fit is complete.
+    if not os.path.exists(path + ".head"):
       start = time.perf_counter()
       head, beta, val_accuracy = report.fit_and_select(standard(train), standard(val), fit=fit,
                                                        betas=betas)
-      head = head.params if kind == "network" else head
       info = {"beta": beta, "val_accuracy": val_accuracy,
               "seconds": time.perf_counter() - start}
-      with open(path + ".partial", "wb") as f:  # written whole, then renamed: never truncated
-        pickle.dump((kind, jax.device_get(head), info), f)
-      os.replace(path + ".partial", path)
+      common.atomic_write(path + ".json", json.dumps(info))
+      heads.save_head(path + ".head", head)
       print(f"{label}: β={beta:g} val acc={val_accuracy:.3f} ({info['seconds']:.1f} s)",
             flush=True)
-    with open(path, "rb") as f:
-      fitted[label] = pickle.load(f)
+    with open(path + ".json") as f:
+      fitted[label] = (heads.load_head(path + ".head"), json.load(f))
   return fitted, (mean, std)
 
 
-def assemble(config, model: PreActResNet18, states, heads, standardisation) -> List[Model]:
+def assemble(config, model: PreActResNet18, states, fitted, standardisation) -> List[Model]:
   """The models to attack: each backbone with its own head, and each fitted head."""
-  models_of = {kind: assembled(model, kind) for kind in _HEAD_SCORES}
+  apply = assembled(model)
   # The backbones' own heads see raw features: a standardisation of (0, 1).
   identity = (jnp.zeros(model.width * 8), jnp.ones(model.width * 8))
   names = {"sgd": "standard (SGD)", "sam": "SAM"}
-  models = [Model(names[name], models_of["network"],
-                  (state.variables, network_head.from_model_params(state.params), identity),
-                  {}) for name, state in states.items()]
+  models = [Model(names[name], apply,
+                  (state.variables, heads.NetworkHead(**network_head.from_model_params(
+                      state.params)), identity), {}) for name, state in states.items()]
   variables = states[config.heads.backbone].variables
   mean, std = (jnp.asarray(v, jnp.float32) for v in standardisation)
-  for label, (kind, head, info) in heads.items():
+  for label, (head, info) in fitted.items():
     head = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head)
-    models.append(Model(label, models_of[kind], (variables, head, (mean, std)), info))
+    models.append(Model(label, apply, (variables, head, (mean, std)), info))
   return models
-
-
-def cached_row(directory: str, model: Model, compute: Callable[[], Dict]) -> Dict[str, Any]:
-  """`compute()`'s result row for `model`, read from `directory` when it was computed before.
-
-  Named by the network's parameters too: a refitted head or backbone is evaluated anew.
-  """
-  os.makedirs(directory, exist_ok=True)
-  name = f"{_file_name(model.label)}-{features.identity(model.params)}.json"
-  path = os.path.join(directory, name)
-  if not os.path.exists(path):
-    start = time.perf_counter()
-    row = compute()
-    row.update(model.info, model=model.label, eval_seconds=time.perf_counter() - start)
-    report.write_results(directory, row, name=name)
-  with open(path) as f:
-    return json.load(f)
 
 
 def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> List[Dict]:
   """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done."""
   directory = os.path.join(workdir, "evaluation",
-                           fingerprint(config.eval.to_json(), str(config.seed),
+                           common.fingerprint(config.eval.to_json(), str(config.seed),
                                        features.identity((test.X, test.y))))
   eps = [k / 255 for k in config.eval.eps_k]
   rows = []
   for model in models:
-    row = cached_row(directory, model, lambda model=model: report.evaluate_attacks(
+    row = common.cached_row(directory, model.label, model.params, model.info,
+                            lambda model=model: report.evaluate_attacks(
         model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
         pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
         restarts=config.eval.restarts, targets=config.eval.targets,
@@ -272,15 +227,6 @@ def load_splits(config) -> data.ImageSplits:
                            max_train=config.data.max_train, max_test=config.data.max_test)
 
 
-def _memory() -> Dict[str, float]:
-  """Peak host memory of this process, and the device's peak where the backend reports it."""
-  peak = {"host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    peak["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
-  return peak
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Runs (or resumes) every stage; writes results.json, accuracy_vs_eps.png into workdir.
 
@@ -294,34 +240,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """
   _check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  timings = {}
-  start = time.perf_counter()
-  splits = load_splits(config)
-  timings["data"] = time.perf_counter() - start
-
-  def stage(name, fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    timings[name] = time.perf_counter() - start
-    return out, config.stop_after == name
-
-  states, stop = stage("backbones", train_backbones, config, splits, workdir)
-  if stop:
-    return {"timings": timings}
+  timings = common.Timings()
+  with timings.stage("data"):
+    splits = load_splits(config)
+  with timings.stage("backbones"):
+    states = train_backbones(config, splits, workdir)
+  if config.stop_after == "backbones":
+    return {"timings": dict(timings)}
   model = PreActResNet18(num_classes=splits.num_classes, width=config.model.width,
                          head_width=config.model.head_width)
-  feats, stop = stage("features", extract_features, config, model,
-                      states[config.heads.backbone], splits, workdir)
-  if stop:
-    return {"timings": timings}
-  (heads, standardisation), stop = stage("heads", fit_heads, config, feats, workdir)
-  if stop:
-    return {"timings": timings}
-  models = assemble(config, model, states, heads, standardisation)
-  rows, _ = stage("evaluation", evaluate, config, models, splits.test, workdir)
+  with timings.stage("features"):
+    feats = extract_features(config, model, states[config.heads.backbone], splits, workdir)
+  if config.stop_after == "features":
+    return {"timings": dict(timings)}
+  with timings.stage("heads"):
+    fitted, standardisation = fit_heads(config, feats, workdir)
+  if config.stop_after == "heads":
+    return {"timings": dict(timings)}
+  models = assemble(config, model, states, fitted, standardisation)
+  with timings.stage("evaluation"):
+    rows = evaluate(config, models, splits.test, workdir)
   rows = [dict({k: None for k in ("beta", "val_accuracy", "seconds")}, **row) for row in rows]
   results = dict(report.collect(rows), linf_eps=[k / 255 for k in config.eval.eps_k],
-                 timings=timings, memory=_memory(), n_train=len(splits.train.y),
+                 timings=dict(timings), memory=common.memory(), n_train=len(splits.train.y),
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
   report.write_run(workdir, results, config)
   print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

@@ -2,13 +2,14 @@
 
 Singla & Feizi's certificate replaces the last linear layer of a 1-Lipschitz network by a
 one-hidden-layer MLP; cvxjax's convex heads are such MLPs, and the polynomial one has an exact
-radius (MATH.md §7). Stages, each resumable from the workdir:
+radius (MATH.md §7). Every head is a `cvxjax.heads.Head`, certified by its own
+`certified_radius`. Stages, each resumable from the workdir:
 
   1. backbone    an `SOCNet` trained with `train.backbone.train_backbone` (orbax checkpoints);
                  the Lipschitz bound L of its features computed from its filters and checked
                  against power iteration on test images;
   2. features    its frozen features, cached;
-  3. heads       the heads of `pipeline.fit_heads` on isotropically standardised features
+  3. heads       the heads of `cifar_train.fit_heads` on isotropically standardised features
                  (one scale s for all, so the map to them is L/s-Lipschitz);
   4. evaluation  per model, certified accuracy at ℓ₂ radii k/255 in pixel space (the SOC's own
                  linear layer: the pairwise margin bound; polynomial heads: the exact radius;
@@ -18,7 +19,6 @@ radius (MATH.md §7). Stages, each resumable from the workdir:
 """
 
 import os
-import time
 from typing import Any, Dict, List
 
 import jax
@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cvxjax import certify, data, features, pipeline, poly, relu, report
+from cvxjax import certify, data, features, heads
 from cvxjax.models import SOCNet, soc
 from cvxjax.train import backbone
-from cvxjax.train import head as network_head
+from experiments import cifar_train, common, report
 
 STAGES = ("backbone", "features", "heads", "evaluation")
 # Test images whose Jacobian norm is estimated by power iteration, and the iterations.
@@ -65,25 +65,13 @@ def lipschitz_report(model: SOCNet, variables, images: np.ndarray, key: jax.Arra
                                              for x, k in zip(images, keys, strict=True)]}
 
 
-def _certified_radii(kind: str, head, Z: jnp.ndarray, y, lipschitz: float) -> jnp.ndarray:
-  """Pixel-space ℓ₂ radii of a head on features Z = φ(x) of an L-Lipschitz φ."""
-  if kind == "linear":
-    return certify.linear_certified_radius(head["kernel"], head["bias"], Z, y,
-                                           backbone_lipschitz=lipschitz)
-  if kind == "poly":
-    return poly.certified_radius(head, Z, y, backbone_lipschitz=lipschitz)
-  if kind == "relu":
-    return relu.certified_radius(head, Z, y, backbone_lipschitz=lipschitz)
-  return network_head.certified_radius(head, Z, y, backbone_lipschitz=lipschitz)
-
-
-def evaluate(config, models: List[pipeline.Model], lipschitz: Dict[str, float],
+def evaluate(config, models: List[cifar_train.Model], lipschitz: Dict[str, float],
              test_features: np.ndarray, test: data.Split, workdir: str) -> List[Dict[str, Any]]:
   """Stage 4: certified and attacked ℓ₂ accuracy at radii k/255, each model saved when done.
 
   Args:
     config: see experiments/configs/certified.py.
-    models: the assembled networks (the SOC's own and one per head), info["kind"] their head's.
+    models: the assembled networks (the SOC's own and one per head; `heads.kind` in info).
     lipschitz: {model label: Lipschitz constant of its map from pixels to the head's input}.
     test_features: (n, d) the backbone's features of the test images.
     test: the test images and labels.
@@ -96,11 +84,11 @@ def evaluate(config, models: List[pipeline.Model], lipschitz: Dict[str, float],
     AssertionError: if a certified accuracy exceeds the attacked one (an unsound certificate).
   """
   radii = [k / 255 for k in config.eval.radii_k]
-  directory = os.path.join(workdir, "evaluation", pipeline.fingerprint(
+  directory = os.path.join(workdir, "evaluation", common.fingerprint(
       config.eval.to_json(), str(config.seed), features.identity((test.X, test.y))))
   dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
-  def compute(model: pipeline.Model) -> Dict[str, Any]:
+  def compute(model: cifar_train.Model) -> Dict[str, Any]:
     row = report.evaluate_attacks(
         model.apply, model.params, test.X, test.y, linf_eps=(), l2_radii=radii,
         pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
@@ -108,13 +96,15 @@ def evaluate(config, models: List[pipeline.Model], lipschitz: Dict[str, float],
         key=jax.random.key(config.seed), bounds=(0.0, 1.0), batch_size=config.eval.batch_size)
     _, head, (mean, std) = model.params
     Z = (jnp.asarray(test_features, dtype) - mean) / std
-    certified = _certified_radii(model.info["kind"], head, Z, test.y, lipschitz[model.label])
+    # Pixel-space radii: the head's, divided by the Lipschitz constant of pixels -> Z.
+    certified = head.certified_radius(Z, test.y, backbone_lipschitz=lipschitz[model.label])
     row["certified_l2_accuracy"] = certify.certified_accuracy(certified, radii).tolist()
     return row
 
   rows = []
   for model in models:
-    row = pipeline.cached_row(directory, model, lambda model=model: compute(model))
+    row = common.cached_row(directory, model.label, model.params, model.info,
+                            lambda model=model: compute(model))
     if any(c > a for c, a in zip(row["certified_l2_accuracy"], row["worst_l2_accuracy"],
                                  strict=True)):
       raise AssertionError(f"{model.label}: certified accuracy {row['certified_l2_accuracy']} "
@@ -127,9 +117,7 @@ def evaluate(config, models: List[pipeline.Model], lipschitz: Dict[str, float],
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-  if config.stop_after is not None and config.stop_after not in STAGES:
-    raise ValueError(f"config.stop_after must be None or one of {STAGES}, got "
-                     f"{config.stop_after!r}")
+  common.check_stop_after(config.stop_after, STAGES)
   if not config.heads.get("isotropic", False):
     raise ValueError("config.heads.isotropic must be True: per-feature scales would change the "
                      "Lipschitz constant feature by feature")
@@ -151,53 +139,51 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
   """
   _check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  timings = {}
-  start = time.perf_counter()
-  splits = pipeline.load_splits(config)
-  model = _model(config, splits)
-  state = backbone.train_backbone(model, config.train, (splits.train.X, splits.train.y),
-                                  checkpoint_dir=os.path.join(workdir, "backbone_soc"),
-                                  key=jax.random.key(config.seed), progress=config.progress)
-  variables = state.variables
-  lipschitz = lipschitz_report(model, variables, splits.test.X[:_POWER_IMAGES],
-                               jax.random.key(config.seed))
-  timings["backbone"] = time.perf_counter() - start
+  timings = common.Timings()
+  with timings.stage("backbone"):
+    splits = cifar_train.load_splits(config)
+    model = _model(config, splits)
+    state = backbone.train_backbone(model, config.train, (splits.train.X, splits.train.y),
+                                    checkpoint_dir=os.path.join(workdir, "backbone_soc"),
+                                    key=jax.random.key(config.seed), progress=config.progress)
+    variables = state.variables
+    lipschitz = lipschitz_report(model, variables, splits.test.X[:_POWER_IMAGES],
+                                 jax.random.key(config.seed))
   print(f"backbone: Lipschitz bound {lipschitz['bound']:.6f}, power iteration at most "
         f"{max(lipschitz['power_iteration']):.6f}", flush=True)
   if config.stop_after == "backbone":
-    return {"timings": timings}
+    return {"timings": dict(timings)}
 
-  start = time.perf_counter()
-  feats = pipeline.extract_features(config, model, state, splits, workdir)
-  timings["features"] = time.perf_counter() - start
+  with timings.stage("features"):
+    feats = cifar_train.extract_features(config, model, state, splits, workdir)
   if config.stop_after == "features":
-    return {"timings": timings}
+    return {"timings": dict(timings)}
 
-  start = time.perf_counter()
-  heads, (mean, std) = pipeline.fit_heads(config, feats, workdir)
-  timings["heads"] = time.perf_counter() - start
+  with timings.stage("heads"):
+    fitted, (mean, std) = cifar_train.fit_heads(config, feats, workdir)
   if config.stop_after == "heads":
-    return {"timings": timings}
+    return {"timings": dict(timings)}
 
-  start = time.perf_counter()
-  width = model.widths[-1]
-  own = pipeline.Model("SOC (linear layer)", pipeline.assembled(model, "linear"),
-                       (variables, variables["params"]["head"]["output"],
-                        (jnp.zeros(width), jnp.ones(width))), {"kind": "linear"})
-  models = [own] + [
-      pipeline.Model(label, pipeline.assembled(model, kind),
-                     (variables, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head),
-                      (jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))),
-                     dict(info, kind=kind))
-      for label, (kind, head, info) in heads.items()]
-  scale = float(np.asarray(std).reshape(-1)[0])
-  lipschitz_of = {m.label: lipschitz["bound"] / (1.0 if m is own else scale) for m in models}
-  rows = evaluate(config, models, lipschitz_of, feats[2].X, splits.test, workdir)
-  timings["evaluation"] = time.perf_counter() - start
+  with timings.stage("evaluation"):
+    width = model.widths[-1]
+    apply = cifar_train.assembled(model)
+    own_head = heads.LinearHead(**variables["params"]["head"]["output"])
+    own = cifar_train.Model("SOC (linear layer)", apply,
+                            (variables, own_head, (jnp.zeros(width), jnp.ones(width))),
+                            {"kind": heads.kind(own_head)})
+    models = [own] + [
+        cifar_train.Model(label, apply,
+                          (variables, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head),
+                           (jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))),
+                          dict(info, kind=heads.kind(head)))
+        for label, (head, info) in fitted.items()]
+    scale = float(np.asarray(std).reshape(-1)[0])
+    lipschitz_of = {m.label: lipschitz["bound"] / (1.0 if m is own else scale) for m in models}
+    rows = evaluate(config, models, lipschitz_of, feats[2].X, splits.test, workdir)
   rows = [dict({k: None for k in ("beta", "val_accuracy", "seconds")}, **row) for row in rows]
   results = dict(report.collect(rows), l2_radii=[k / 255 for k in config.eval.radii_k],
                  radii_k=list(config.eval.radii_k), lipschitz=lipschitz,
-                 feature_scale=scale, timings=timings, n_train=len(splits.train.y),
+                 feature_scale=scale, timings=dict(timings), n_train=len(splits.train.y),
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
   report.write_run(workdir, results, config)
   return results
