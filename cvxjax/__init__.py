@@ -7,7 +7,7 @@ worst_case_margin, certified_radius), the convex ReLU and gated-ReLU heads in `c
 and certificates of any model are in `cvxjax.attacks` and `cvxjax.certify`, reported by
 `robust_accuracy` and drawn by `plot_robust_accuracy`. The mathematics the solvers share (the
 lift, K and its projections, the trust-region subproblem, sign patterns and cones) is in
-`cvxjax.core`, which imports no solver. The formulations are in the project's MATH.md.
+`cvxjax.core`, which imports no solver. The formulations are in docs/math.md.
 """
 
 from cvxjax import attacks, certify, heads, poly, relu

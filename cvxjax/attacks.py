@@ -1,4 +1,4 @@
-"""Adversarial attacks composed from an initialiser, a step rule and a projection (MATH.md §5).
+"""Adversarial attacks composed from an initialiser, a step rule and a projection (docs/math.md §5).
 
 Every attack acts on a model given as `apply(params, x) -> scores`, with scores of shape (n,)
 for a binary model with labels ±1 (margin y·f) or (n, C) logits with labels 0..C−1 (margin

@@ -1,4 +1,4 @@
-"""Exact robustness certificates of polynomial heads over the ℓ₂ ball (MATH.md §3).
+"""Exact robustness certificates of polynomial heads over the ℓ₂ ball (docs/math.md §3).
 
 For a binary head the worst-case margin m(x, r) = min_{‖δ‖≤r} y f(x + δ) is a trust-region
 subproblem (TRS), solved exactly by `poly.worst_case`. For a one-vs-all head with C ≥ 2 outputs
@@ -6,7 +6,7 @@ the worst-case multi-class margin is
 
     min_{‖δ‖≤r} min_{c≠y} (f_y − f_c)(x + δ) = min_{c≠y} min_{‖δ‖≤r} (f_y − f_c)(x + δ),
 
-a minimum of pairwise TRSs with D = D_y − D_c (MATH.md §3, multi-class (b)); one `eigh` per
+a minimum of pairwise TRSs with D = D_y − D_c (docs/math.md §3, multi-class (b)); one `eigh` per
 ordered class pair serves every example. The certified radius is the r at which the worst-case
 margin reaches zero: exact, not a bound. All computations are jitted and vectorised; use float64
 (`jax_enable_x64`) for the stated accuracy.
@@ -213,7 +213,7 @@ def _certified_radius(Z, Zp, X, y, activation: Quadratic, binary: bool) -> jnp.n
 
 def poly_certified_radius(Z, Zp, X, y, activation: Quadratic = DEFAULT_ACTIVATION,
                           binary: bool = True) -> jnp.ndarray:
-  """The exact ℓ₂ distance from each example to the head's decision boundary (MATH.md §3).
+  """The exact ℓ₂ distance from each example to the head's decision boundary (docs/math.md §3).
 
   For a correctly classified x_i the radius is the r where the worst-case margin of
   `poly_worst_case_margin` reaches 0 (multi-class: the minimum over c ≠ y_i of the pairwise
@@ -303,7 +303,9 @@ def _check_lipschitz(backbone_lipschitz) -> None:
 
 def lipschitz_certified_radius(W1, w2, X, y, *, b1=None, b2=None,
                                backbone_lipschitz: float = 1.0) -> jnp.ndarray:
-  """ℓ₂ radii certified for a two-layer ReLU network by its Lipschitz margin bound (MATH.md §7).
+  """ℓ₂ radii certified for a two-layer ReLU network by its Lipschitz margin bound.
+
+  See docs/math.md §7.
 
   For f(x) = w₂ᵀ relu(W₁ᵀ g(x) + b₁) + b₂ with g L_g-Lipschitz, f_y − f_t is Lipschitz with
   constant at most L_g ‖W₁‖₂ ‖w₂,y − w₂,t‖₂ (ReLU is 1-Lipschitz), so no perturbation shorter
@@ -332,7 +334,7 @@ def linear_certified_radius(W, b, X, y, *, backbone_lipschitz: float = 1.0) -> j
   """ℓ₂ radii certified for a linear last layer f = g(x) W + b on an L_g-Lipschitz backbone g.
 
   min_{t≠y} (f_y − f_t) / (L_g ‖w_y − w_t‖₂): exact for the linear layer itself, and the
-  margin/(√2 L_g) of 1-Lipschitz networks when W's columns are orthonormal (MATH.md §7).
+  margin/(√2 L_g) of 1-Lipschitz networks when W's columns are orthonormal (docs/math.md §7).
 
   Args:
     W: (d, C) weights. b: None or (C,) biases.

@@ -1,4 +1,4 @@
-"""Neural decomposition: the two-layer network behind a point of the convex lift (MATH.md §2).
+"""Neural decomposition: the two-layer network behind a point of the convex lift (docs/math.md §2).
 
 A matrix Z of K = {Z ⪰ 0 : ⟨G, Z⟩ = 0}, G = diag(I_d, −1), is a sum of rank-one points
 s²[u; 1][u; 1]ᵀ with ‖u‖ = 1, i.e. of neurons α σ(uᵀx) with α = s². `neural_decomposition`
@@ -27,7 +27,7 @@ def _check_square(Z, name: str) -> np.ndarray:
 
 
 def neural_decomposition(Z: np.ndarray, tol: float = 1e-12) -> np.ndarray:
-  """Rows p_k with Σ_k p_k p_kᵀ = Z and p_kᵀ G p_k = 0, by the rotations of MATH.md §2.
+  """Rows p_k with Σ_k p_k p_kᵀ = Z and p_kᵀ G p_k = 0, by the rotations of docs/math.md §2.
 
   Z is factored as Σ_k λ_k q_k q_kᵀ (eigh). Eigenvalues ≤ (d+1)·eps·λ_max are dropped: they are
   round-off (an exact zero computed), and their rows would be pure noise; a Z with round-off

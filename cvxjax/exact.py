@@ -1,4 +1,4 @@
-"""Exact CVXPY oracle for one binary polynomial head (MATH.md §2–§3).
+"""Exact CVXPY oracle for one binary polynomial head (docs/math.md §2–§3).
 
 Solves the convex lift of the two-layer polynomial network with the hinge loss, either plainly
 (r = 0) or adversarially over the l2 ball of radius r > 0 through the paper's S-lemma SDP. It is
@@ -64,7 +64,7 @@ def _lmi_operators(X: np.ndarray, y: np.ndarray, r: float, activation: Sequence[
 
   With D̃ = [[a D₁, (b/2) d₂], [(b/2) d₂ᵀ, c d₄]] and H_i = [[I, x_i], [0, 1]], the LMI of example i
   is M_i = y_i H_iᵀ D̃ H_i + λ_i diag(I, −r²) − w_i e eᵀ: its blocks are A_i + λ_i I,
-  g_i/2 = y_i (a D₁x_i + (b/2) d₂) and y_i f_D(x_i) − w_i − λ_i r² as in MATH.md §3, and it is
+  g_i/2 = y_i (a D₁x_i + (b/2) d₂) and y_i f_D(x_i) − w_i − λ_i r² as in docs/math.md §3, and it is
   symmetric by construction.
 
   Args:
@@ -128,7 +128,7 @@ def solve_poly_sdp(X, y, *, r, beta, activation, solver="CLARABEL", eps=1e-9, ve
 
   Minimises Σ_i (1 − m_i)₊ + β (z₄ + z′₄) over Z, Z′ ⪰ 0 with tr(Z₁) = z₄ and tr(Z′₁) = z′₄,
   where m_i = y_i f_D(x_i) for r = 0 and, for r > 0, the worst case over ‖δ‖₂ ≤ r written with
-  the S-lemma as one LMI of size d+1 per example (MATH.md §3).
+  the S-lemma as one LMI of size d+1 per example (docs/math.md §3).
 
   Args:
     X: (n, d) float inputs.
@@ -192,7 +192,7 @@ def _solve_checked(cp, problem, kwargs: dict) -> None:
 
 def solve_relu(problem, *, solver: str = "CLARABEL", eps: float = 1e-9,
                verbose: bool = False) -> np.ndarray:
-  """Solves a convex ReLU / gated-ReLU training problem (MATH.md §4) exactly with CVXPY.
+  """Solves a convex ReLU / gated-ReLU training problem (docs/math.md §4) exactly with CVXPY.
 
   Args:
     problem: a validated `cvxjax.core.relu.Problem` (inputs, patterns, targets, loss, ball, β).

@@ -1,4 +1,4 @@
-"""Two-layer polynomial-activation networks as convex programs over K (MATH.md §2–§3).
+"""Two-layer polynomial-activation networks as convex programs over K (docs/math.md §2–§3).
 
 `fit` trains a `PolyHead` to global optimality with a certified gap, `exact_fit` solves the same
 problem with CVXPY, `decompose` recovers the two-layer network, and `worst_case_margin` /
@@ -67,7 +67,7 @@ class PolyHead:
   """A trained polynomial head: C pairs (Z_c, Z′_c) of K, one per output.
 
   A binary head (labels ±1) has C = 1 and predicts sign f; a one-vs-all head has C ≥ 2
-  and predicts argmax_c f_c (MATH.md §3, multi-class option a).
+  and predicts argmax_c f_c (docs/math.md §3, multi-class option a).
 
   Attributes:
     Z, Zp: (C, d+1, d+1) matrices of K.
@@ -137,7 +137,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
         max_steps: Optional[int] = None, optimizer=None, head_batch_size: Optional[int] = None,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 20,
         progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> PolyHead:
-  """Trains a polynomial head to global optimality (MATH.md §3).
+  """Trains a polynomial head to global optimality (docs/math.md §3).
 
   Solves min_{Z,Z′∈K} Σ_i (1 − m_i)₊ + β(z₄ + z′₄) with m_i the exact worst-case margin over
   the ℓ₂ ball of radius r (r = 0: the plain hinge problem), per head.
@@ -217,7 +217,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
 def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
               activation: Quadratic = DEFAULT_ACTIVATION, solver: str = "CLARABEL",
               eps: float = 1e-9, verbose: bool = False) -> PolyHead:
-  """The same problem as `fit`, solved as the S-lemma SDP of MATH.md §3 with CVXPY.
+  """The same problem as `fit`, solved as the S-lemma SDP of docs/math.md §3 with CVXPY.
 
   An oracle for small problems (n LMIs of size d+1; needs the `exact` extra). The solver's
   matrices are projected onto K (a round-off-sized move) and the returned objective is then
@@ -249,7 +249,7 @@ def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
 
 
 def decompose(head: PolyHead, *, prune: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-  """The two-layer network (U, α) of MATH.md §2 with f(x) = Σ_j α_j σ(u_jᵀx) = f_Z(x).
+  """The two-layer network (U, α) of docs/math.md §2 with f(x) = Σ_j α_j σ(u_jᵀx) = f_Z(x).
 
   Neural decomposition of every Z_c (α > 0) and Z′_c (α < 0); the output equals the head's
   on any input to round-off (float64), up to neurons with |α| ≤ prune·max|α|.
@@ -267,7 +267,7 @@ def decompose(head: PolyHead, *, prune: float = 1e-10) -> tuple[np.ndarray, np.n
 
 
 def worst_case_margin(head: PolyHead, X, y, r) -> jnp.ndarray:
-  """Exact worst-case margins over the ℓ₂ ball of radius r (MATH.md §3), shape (n,).
+  """Exact worst-case margins over the ℓ₂ ball of radius r (docs/math.md §3), shape (n,).
 
   Binary: min_{‖δ‖≤r} y f(x + δ). One-vs-all: min_{‖δ‖≤r} min_{c≠y} (f_y − f_c)(x + δ), one
   TRS per class pair. Negative means some perturbation in the ball misclassifies x.
@@ -280,7 +280,7 @@ def certified_radius(head: PolyHead, X, y, *, backbone_lipschitz: float = 1.0) -
 
   0 for misclassified examples, +inf where no perturbation flips the prediction. With X the
   features of an L-Lipschitz backbone, `backbone_lipschitz` = L gives radii in its input space
-  (divided by L; certified, no longer exact: MATH.md §7).
+  (divided by L; certified, no longer exact: docs/math.md §7).
   """
   if not backbone_lipschitz > 0:
     raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")

@@ -1,4 +1,6 @@
-"""Convex ReLU and gated-ReLU networks over sampled sign patterns, plain and robust (MATH.md §4).
+"""Convex ReLU and gated-ReLU networks over sampled sign patterns, plain and robust.
+
+See docs/math.md §4.
 
 `fit` trains a `ReluHead` to global optimality, `exact_fit` solves the same problem with CVXPY,
 `recover` returns the two-layer network, and `certified_radius` certifies it. The mathematics
@@ -162,7 +164,7 @@ class ReluHead:
 
 
 def recover(head: ReluHead, *, prune: float = 1e-10):
-  """The two-layer network of a head (MATH.md §4): u = v_k/√‖v_k‖, α = ±√‖v_k‖ per neuron.
+  """The two-layer network of a head (docs/math.md §4): u = v_k/√‖v_k‖, α = ±√‖v_k‖ per neuron.
 
   Neurons with ‖·‖₂ ≤ prune · max‖·‖₂ are dropped. For a gated head the network is gated:
   evaluate it with `network_scores(W1, w2, X, gates=G)`, G being `head.gates` repeated per
@@ -190,7 +192,7 @@ def recover(head: ReluHead, *, prune: float = 1e-10):
 def certified_radius(head: ReluHead, X, y, *, backbone_lipschitz: float = 1.0) -> jnp.ndarray:
   """ℓ₂ radii certified for the head's network, shape (n,), 0 where x_i is misclassified.
 
-  A ReLU head's recovered network has the Lipschitz margin bound (MATH.md §7,
+  A ReLU head's recovered network has the Lipschitz margin bound (docs/math.md §7,
   `certify.lipschitz_certified_radius`); a gated head, discontinuous at its gates, has the
   gate-aware bound `certify.gated_certified_radius`. Both are sound lower bounds on the distance
   to the decision boundary; `backbone_lipschitz` divides them (radii in the backbone's input).
@@ -209,7 +211,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
         penalty_rho: float = 10.0, drop_empty_cones: bool = True,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 500,
         progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> ReluHead:
-  """Trains a convex ReLU or gated-ReLU head to global optimality (MATH.md §4).
+  """Trains a convex ReLU or gated-ReLU head to global optimality (docs/math.md §4).
 
   Solves min_W loss(W) + β Σ‖W[s, k, :, c]‖₂ over the sign patterns of `gates` (sampled from
   `key` and deduplicated when not given), subject for ReLU to the cone constraints, robust

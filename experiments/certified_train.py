@@ -2,7 +2,7 @@
 
 Singla & Feizi's certificate replaces the last linear layer of a 1-Lipschitz network by a
 one-hidden-layer MLP; cvxjax's convex heads are such MLPs, and the polynomial one has an exact
-radius (MATH.md §7). Every head is a `cvxjax.heads.Head`, certified by its own
+radius (docs/math.md §7). Every head is a `cvxjax.heads.Head`, certified by its own
 `certified_radius`. Stages, each resumable from the workdir:
 
   1. backbone    an `SOCNet` trained with `train.backbone.train_backbone` (orbax checkpoints);

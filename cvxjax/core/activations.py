@@ -1,4 +1,4 @@
-"""Polynomial activation σ(t) = a t² + b t + c and its least-squares fit of ReLU (MATH.md §1)."""
+"""Polynomial activation σ(t) = a t² + b t + c and its least-squares ReLU fit (docs/math.md §1)."""
 
 from typing import NamedTuple
 

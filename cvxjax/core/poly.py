@@ -1,5 +1,5 @@
 """The mathematics of polynomial-activation heads: the lift, the exact worst case over the ℓ₂
-ball, the objective and its certified dual bound (MATH.md §2–§3).
+ball, the objective and its certified dual bound (docs/math.md §2–§3).
 
 A head holds a pair (Z, Z′) of (d+1)×(d+1) matrices in K = {Z ⪰ 0 : tr Z₁ = z₄} per output;
 with D = Z − Z′ it predicts f_D(x) = a xᵀD₁x + b xᵀd₂ + c d₄ = ⟨D, Φ(x)⟩.
@@ -51,7 +51,7 @@ def lifted_predict(D: jnp.ndarray, X: jnp.ndarray,
 
 
 class WorstCase(NamedTuple):
-  """The exact worst case of each example's margin over the ℓ₂ ball (MATH.md §3).
+  """The exact worst case of each example's margin over the ℓ₂ ball (docs/math.md §3).
 
   Attributes:
     margin: (n,) m_i = min_{‖δ‖≤r} s_i f_D(x_i + δ).
@@ -237,7 +237,7 @@ def counted(s: jnp.ndarray) -> jnp.ndarray:
 
 def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r, beta,
               activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """Σ_i (1 − m_i(Z − Z′))₊ + β (z₄ + z′₄), the adversarial hinge problem of MATH.md §3.
+  """Σ_i (1 − m_i(Z − Z′))₊ + β (z₄ + z′₄), the adversarial hinge problem of docs/math.md §3.
 
   Args:
     Z, Zp: (d+1, d+1) matrices of K.
@@ -329,7 +329,7 @@ def cut_points(X: jnp.ndarray, delta: jnp.ndarray, r) -> jnp.ndarray:
 
 def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
                activation: Quadratic = DEFAULT_ACTIVATION, mu=None) -> jnp.ndarray:
-  """A certified lower bound on the optimum of the adversarial problem (MATH.md §3).
+  """A certified lower bound on the optimum of the adversarial problem (docs/math.md §3).
 
   For cuts at u_i = x_i + δ_i (any δ_i in the ball, see `cut_points`) and multipliers
   α ∈ [0, 1]^n, with S = βE − Σ α_i s_i Φ(u_i) and S′ = βE + Σ α_i s_i Φ(u_i), weak duality gives

@@ -1,6 +1,6 @@
 """Feasible dual points for polynomial heads: certified lower bounds without a trace bound.
 
-The fixed-cut dual of MATH.md §3 asks for α ∈ [0, 1]ⁿ and scalars μ, μ′ with
+The fixed-cut dual of docs/math.md §3 asks for α ∈ [0, 1]ⁿ and scalars μ, μ′ with
 
     βE − M − μG ⪰ 0   and   βE + M − μ′G ⪰ 0,      M = Σ_i α_i s_i Φ(u_i),
 

@@ -1,4 +1,6 @@
-"""Projections onto the PSD cone and onto K, and the exact trust-region subproblem (MATH.md §3).
+"""Projections onto the PSD cone and onto K, and the exact trust-region subproblem.
+
+See docs/math.md §3.
 
 Every function here is pure and jit-able; batch over heads or examples with `jax.vmap`.
 """
@@ -155,9 +157,9 @@ def trust_region(mu: jnp.ndarray, g_hat: jnp.ndarray, r: jnp.ndarray) -> TrustRe
 
   With λ_lo = max(0, −μ_min) and the shifted eigenvalues ν_k = μ_k + λ_lo ≥ 0 (the bottom ones
   exactly 0 when A is indefinite), solves the secular equation Σ_k ĝ_k² / (4(ν_k + σ)²) = r² for
-  the shifted multiplier σ = λ − λ_lo > 0 (MATH.md §3): no sum ν_k + σ cancels, so near the hard
-  case (ĝ with a tiny weight on the bottom eigenvector, σ* of the order of that weight) δ, the
-  value and ‖δ‖ = r stay exact to round-off. The root of φ(σ) = 1/‖δ(σ)‖ − 1/r, nearly linear
+  the shifted multiplier σ = λ − λ_lo > 0 (docs/math.md §3): no sum ν_k + σ cancels, so near
+  the hard case (ĝ with a tiny weight on the bottom eigenvector, σ* of the order of that weight)
+  δ, the value and ‖δ‖ = r stay exact to round-off. The root of φ(σ) = 1/‖δ(σ)‖ − 1/r, nearly linear
   (Moré–Sorensen), is found by regula falsi with the Illinois rule on a bracket that always
   holds it, `_secular_bracket`, narrow near the hard case. Handles the interior case (λ = 0,
   A ≻ 0, ‖A⁻¹g‖/2 ≤ r) and the hard case (no weight on the bottom eigenspace: λ = λ_lo and a step

@@ -1,5 +1,5 @@
 """The mathematics of convex ReLU and gated-ReLU heads over sampled sign patterns, plain and
-robust (MATH.md §4): patterns, scores and their adjoints, cones, losses and dual norms.
+robust (docs/math.md §4): patterns, scores and their adjoints, cones, losses and dual norms.
 
 Gates h_k (columns of a (d, P) matrix) fix the sign patterns D_k = diag(1[X h_k ≥ 0]). The
 weights of a head are stacked as W of shape (S, P, d, C): S = 2 blocks [v; w] for convex ReLU
@@ -197,7 +197,7 @@ def pair_margins(F: jnp.ndarray, targets: Targets) -> jnp.ndarray:
 
 def loss_value(F: jnp.ndarray, theta: Optional[jnp.ndarray], targets: Targets, loss: str,
                eps, q: int) -> jnp.ndarray:
-  """The training loss (MATH.md §4), summed over examples.
+  """The training loss (docs/math.md §4), summed over examples.
 
   squared: ½ Σ_ic (f_ic − onehot_ic)². hinge: Σ_i Σ_pairs (1 − margin + ε‖θ-margin‖_q)₊, where the
   θ-margin is y_iθ_i (binary) or θ_{i,y} − θ_{i,c} (multi-class); pairs with c = y_i count zero.

@@ -1,4 +1,6 @@
-"""ADMM for convex ReLU and gated-ReLU heads, plain and robust (MATH.md §4; Bai et al. Alg. 3.1).
+"""ADMM for convex ReLU and gated-ReLU heads, plain and robust.
+
+See docs/math.md §4; Bai et al. Alg. 3.1.
 
 The head's weights W (S, P, d, C) are copied into blocks that each carry one simple term:
 

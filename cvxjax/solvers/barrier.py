@@ -1,6 +1,6 @@
 """Exact interior-point solver for polynomial heads, with a duality-gap certificate.
 
-The adversarial hinge problem of MATH.md §3 in epigraph form has the barrier
+The adversarial hinge problem of docs/math.md §3 in epigraph form has the barrier
 
     Φ_t(Z, Z′, ξ) = t[Σ ξ_i + β(z₄ + z′₄)] − Σ log ξ_i − Σ log(ξ_i − 1 + m_i(Z − Z′))
                     − log det Z − log det Z′        on ⟨G, Z⟩ = ⟨G, Z′⟩ = 0.

@@ -1,4 +1,6 @@
-"""The penalty method with optax: the reference code's approach, kept as a baseline (MATH.md §4).
+"""The penalty method with optax: the reference code's approach, kept as a baseline.
+
+See docs/math.md §4.
 
 Minimises objective(W) + ρ Σ (ε‖W[s, k, :, c]‖_q − (2D_ik − 1) x_iᵀW[s, k, :, c])₊ with any optax
 optimiser on the (sub)gradient. It handles every loss and ball, but as a subgradient method it

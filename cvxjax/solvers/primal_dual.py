@@ -1,6 +1,6 @@
 """Restarted primal–dual hybrid gradient for polynomial heads, certified at every check.
 
-The adversarial hinge problem of MATH.md §3 is the saddle point
+The adversarial hinge problem of docs/math.md §3 is the saddle point
 
     min_{Z,Z′∈K} max_{α∈[0,1]ⁿ}  Σ_i α_i (1 − m_i(Z − Z′)) + β(z₄ + z′₄),
 

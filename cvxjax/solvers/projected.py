@@ -3,7 +3,7 @@
 Each step differentiates the exact adversarial objective (Danskin gradient at the exact TRS
 attack), applies an optax update and projects Z and Z′ back onto K. It needs no d⁴ memory,
 so it runs where the barrier solver cannot (d in the hundreds), but it is a baseline: with a
-fixed step it stalls well above the optimum (MATH.md §3, "Solver design notes"), and the gap
+fixed step it stalls well above the optimum (docs/math.md §3, "Solver design notes"), and the gap
 it reports (`certificate`) is valid but loose.
 """
 

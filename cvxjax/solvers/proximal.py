@@ -6,7 +6,7 @@ Candès 2015): the prox is the group soft-threshold, the step 1/L comes from a p
   - APG (gated ReLU, squared loss): smooth part ½‖F W − Y‖².
   - AL (convex ReLU, squared loss, cone constraints G W ≥ 0): smooth part
     ½‖F W − Y‖² + (δ/2)‖(λ/δ − G W)₊‖²; when the inner FISTA's prox-gradient is small the
-    multipliers take the step λ ← (λ − δ G W)₊ (the method of scnn's AL solver, MATH.md §4).
+    multipliers take the step λ ← (λ − δ G W)₊ (the method of scnn's AL solver, docs/math.md §4).
 """
 
 from typing import NamedTuple, Optional

@@ -1,7 +1,7 @@
 """Interior-point solver for plain convex ReLU heads, with a duality-gap certificate.
 
 The squared loss and the binary hinge do not couple the classes, so each class c is its own
-problem over the neurons j = (s, k), with weights w_j = W[s, k, :, c] (MATH.md §4). With
+problem over the neurons j = (s, k), with weights w_j = W[s, k, :, c] (docs/math.md §4). With
 epigraph variables t_j ≥ ‖w_j‖₂ its barrier is
 
     Φ_τ(w, t) = τ[ℓ(f) + β Σ_j t_j] − Σ_{j,i} log s_ji − Σ_j log(t_j² − ‖w_j‖²),

@@ -3,7 +3,7 @@
 Both are ways of computing a minibatch's gradient; the trainers (`cvxjax.train.head.fit` on
 frozen features, `cvxjax.train.backbone.train_backbone` for the whole network) call
 `training_gradients` with their own loss and keep everything else (optimizer, checkpoints,
-progress) as in normal training. MATH.md §6.
+progress) as in normal training. docs/math.md §6.
 
 - "pgd": the loss at the PGD-k point of the cross-entropy in the ε-ball (`attacks.pgd`, one
   random start); k + 1 gradient evaluations per step.

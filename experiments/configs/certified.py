@@ -1,7 +1,7 @@
 r"""Certified ℓ₂ accuracy of a 1-Lipschitz SOC network with its linear last layer replaced by
 convex heads (polynomial: exact radius; ReLU, gated ReLU, nonconvex: Lipschitz margin bounds),
 at ℓ₂ radii 36/255, 72/255, 108/255, beside ℓ₂ attacks at the same radii
-(`experiments.certified_train`; MATH.md §7).
+(`experiments.certified_train`; docs/math.md §7).
 
 Offline on a CPU in about 30 minutes, most of it attacks (scikit-learn's digits as 32×32×3):
 

@@ -4,7 +4,7 @@ Trains the backbone with SGD and with SAM, extracts the SGD backbone's frozen fe
 polynomial, ReLU and gated-ReLU heads (plain and robust) and nonconvex heads (trained normally,
 by PGD adversarial training and by SSDS) on them, and reports each head's fitting time and
 the clean, FGSM, PGD and APGD accuracy at ε = k/255 of every assembled network
-(`experiments.cifar_train`; MATH.md §5, §6).
+(`experiments.cifar_train`; docs/math.md §5, §6).
 
 Full CIFAR-10 run (one GPU; the data prepared once with TFDS, see the README):
 
