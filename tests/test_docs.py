@@ -100,3 +100,15 @@ def test_api_reference_builds(tmp_path):
   for page, name in REFERENCE_PAGES.items():
     html = (tmp_path / page).read_text(encoding="utf-8")
     assert f'id="{name}' in html, f"{page} documents no {name}"
+
+
+def test_the_project_cites_its_own_documents_and_loads_nothing_with_pickle():
+  sources = [p for folder in ("cvxjax", "experiments", "benchmarks", "colab", "docs")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".ipynb", ".md")]
+  sources.append(ROOT / "README.md")
+  citing = [str(p.relative_to(ROOT)) for p in sources if "MATH.md" in p.read_text()]
+  assert not citing, f"cite docs/math.md, not a document outside the project: {citing}"
+  pickling = [str(p.relative_to(ROOT)) for p in sources
+              if p.suffix == ".py" and re.search(r"^\s*(import|from) (c?pickle|dill)\b",
+                                                 p.read_text(), re.MULTILINE)]
+  assert not pickling, f"saved things go through npy/JSON, never pickle: {pickling}"
