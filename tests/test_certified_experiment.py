@@ -19,6 +19,7 @@ def run(tmp_path_factory):
   return config, workdir, certified_pipeline.train_and_certify(config, workdir)
 
 
+@pytest.mark.slow
 def test_every_certificate_is_reported_below_the_attacks(run):
   config, workdir, results = run
   radii = [k / 255 for k in config.eval.radii_k]
@@ -35,6 +36,7 @@ def test_every_certificate_is_reported_below_the_attacks(run):
     assert json.load(f)["model"] == results["model"]
 
 
+@pytest.mark.slow
 def test_lipschitz_bound_is_computed_and_never_exceeded(run):
   _, _, results = run
   bound, estimates = results["lipschitz"]["bound"], results["lipschitz"]["power_iteration"]
@@ -42,6 +44,7 @@ def test_lipschitz_bound_is_computed_and_never_exceeded(run):
   assert all(0.5 * bound < e <= bound * (1 + 1e-6) for e in estimates)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_every_stage(run, monkeypatch):
   config, workdir, results = run
 

@@ -47,6 +47,7 @@ def _check_results(config, results, workdir):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_every_stage_on_tfds_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = _config(**{"data.source": "tfds"})
@@ -62,6 +63,7 @@ def _archive(directory, seed=0):
   data.write_cifar10_archive(str(directory), (images(100), labels(100)), (images(30), labels(30)))
 
 
+@pytest.mark.slow
 def test_archive_run_resumes_after_the_backbones_without_retraining(tmp_path, monkeypatch):
   _archive(tmp_path / "cifar")
   workdir = str(tmp_path / "run")
@@ -81,6 +83,7 @@ def test_archive_run_resumes_after_the_backbones_without_retraining(tmp_path, mo
   _check_results(config, results, workdir)
 
 
+@pytest.mark.slow
 def test_cached_features_are_reused_and_recomputed_when_the_checkpoint_changes(tmp_path,
                                                                                monkeypatch):
   calls = []

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from multihost_problems import FITS, fit
 
+pytestmark = pytest.mark.slow  # end to end: minutes on 2 cores
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -3,7 +3,10 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # a real kernel runs each notebook end to end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

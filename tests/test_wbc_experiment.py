@@ -10,6 +10,8 @@ import pytest
 from experiments import wbc
 from experiments.configs import wbc as wbc_config
 
+pytestmark = pytest.mark.slow  # end to end: minutes on 2 cores
+
 # The attacks run on every (binary) head, and the worst of them.
 ATTACKS = ("fgsm", "pgd", "apgd_ce", "worst")
 
