@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from sklearn import datasets  # noqa: E402
 
-from cvxjax import exact, poly, psd  # noqa: E402
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic  # noqa: E402
+from cvxjax import exact, poly  # noqa: E402
+from cvxjax.core import psd  # noqa: E402
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic  # noqa: E402
 from cvxjax.solvers import barrier, projected  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "poly_vs_cvxpy.json")

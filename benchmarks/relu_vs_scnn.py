@@ -53,6 +53,11 @@ import os
 # XLA's thread pool and OpenBLAS's threads contend on small CPUs (see cvxjax/solvers/driver.py);
 # this must happen before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# XLA's concurrency-optimised CPU scheduler deadlocks on programs that run batched LAPACK calls
+# side by side, as the ReLU barrier's Newton step does; set before jax starts its backend.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402

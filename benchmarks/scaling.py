@@ -41,7 +41,8 @@ import optax  # noqa: E402
 
 from benchmarks import costs  # noqa: E402
 from benchmarks.provenance import git_state  # noqa: E402
-from cvxjax import DEFAULT_ACTIVATION, attacks, poly, psd, relu  # noqa: E402
+from cvxjax import DEFAULT_ACTIVATION, attacks, poly, relu  # noqa: E402
+from cvxjax.core import psd  # noqa: E402
 from cvxjax.solvers import projected, proximal  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/scaling.json"

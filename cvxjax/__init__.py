@@ -4,24 +4,18 @@ The polynomial-activation heads live in `cvxjax.poly` (fit, exact_fit, decompose
 worst_case_margin, certified_radius), the convex ReLU and gated-ReLU heads in `cvxjax.relu`
 (fit, exact_fit, recover, certified_radius); attacks and certificates of any model in
 `cvxjax.attacks` and `cvxjax.certify`, reported by `robust_accuracy` and drawn by
-`plot_robust_accuracy`. The formulations are in the project's MATH.md.
+`plot_robust_accuracy`. The mathematics the solvers share (the lift, K and its projections,
+the trust-region subproblem, sign patterns and cones) is in `cvxjax.core`, which imports no
+solver. The formulations are in the project's MATH.md.
 """
 
-import os
-
-# XLA's concurrency-optimised CPU scheduler deadlocks (every thread idle in a futex) on programs
-# that run batched LAPACK calls side by side, as the ReLU barrier's Newton step does; the flag
-# must be set before jax starts its backend.
-if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
-
-from cvxjax import activations, attacks, certify, poly, psd, relu  # noqa: E402
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic, relu_fit  # noqa: E402
-from cvxjax.attacks import robust_accuracy  # noqa: E402
-from cvxjax.poly import PolyHead  # noqa: E402
-from cvxjax.relu import ReluHead  # noqa: E402
-from cvxjax.report import plot_robust_accuracy  # noqa: E402
+from cvxjax import attacks, certify, poly, relu
+from cvxjax.attacks import robust_accuracy
+from cvxjax.core import activations, psd
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic, relu_fit
+from cvxjax.plotting import plot_robust_accuracy
+from cvxjax.poly import PolyHead
+from cvxjax.relu import ReluHead
 
 __all__ = [
     "DEFAULT_ACTIVATION",

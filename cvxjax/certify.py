@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import poly, psd
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic
+from cvxjax.core import poly, psd
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic
 
 # Doublings of the radius bracket: past 2^40 times the lower bound the radius is called infinite.
 _MAX_DOUBLINGS = 40

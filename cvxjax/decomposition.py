@@ -13,7 +13,7 @@ rank − 1 rotations per matrix) done once after training.
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic, polynomial
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic, polynomial
 
 
 def _check_square(Z, name: str) -> np.ndarray:

@@ -195,7 +195,7 @@ def solve_relu(problem, *, solver: str = "CLARABEL", eps: float = 1e-9,
   """Solves a convex ReLU / gated-ReLU training problem (MATH.md §4) exactly with CVXPY.
 
   Args:
-    problem: a validated `cvxjax.relu.Problem` (inputs, patterns, targets, loss, ball, β).
+    problem: a validated `cvxjax.core.relu.Problem` (inputs, patterns, targets, loss, ball, β).
     solver: "CLARABEL" or "SCS".
     eps: solver tolerance.
     verbose: passed to the solver.

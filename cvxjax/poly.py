@@ -1,366 +1,66 @@
 """Two-layer polynomial-activation networks as convex programs over K (MATH.md §2–§3).
 
-A head holds a pair (Z, Z′) of (d+1)×(d+1) matrices in K = {Z ⪰ 0 : tr Z₁ = z₄} per output;
-with D = Z − Z′ it predicts f_D(x) = a xᵀD₁x + b xᵀd₂ + c d₄ = ⟨D, Φ(x)⟩.
-The functions below take one head's matrices; `jax.vmap` batches them over heads.
+`fit` trains a `PolyHead` to global optimality with a certified gap, `exact_fit` solves the same
+problem with CVXPY, `decompose` recovers the two-layer network, and `worst_case_margin` /
+`certified_radius` certify a head. The mathematics (lift, worst case, objective, dual bound)
+lives in `cvxjax.core.poly` and is re-exported here.
 """
 
-import functools
-from typing import NamedTuple, Optional, Union
+import dataclasses
+from typing import Optional
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import psd, sharding, streaming
-from cvxjax.activations import DEFAULT_ACTIVATION, Quadratic
-
-
-def lift(x: jnp.ndarray, activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """Φ(x) = [[a xxᵀ, (b/2)x], [(b/2)xᵀ, c]], so that f_D(x) = ⟨D, Φ(x)⟩.
-
-  Args:
-    x: (d,) input.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    (d+1, d+1) symmetric matrix.
-  """
-  a, b, c = activation
-  border = (b / 2) * x
-  return jnp.block([[a * jnp.outer(x, x), border[:, None]],
-                    [border[None, :], jnp.full((1, 1), c, x.dtype)]])
-
-
-def lifted_predict(D: jnp.ndarray, X: jnp.ndarray,
-                   activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """f_D(x_i) = a x_iᵀD₁x_i + b x_iᵀd₂ + c d₄ for every row of X.
-
-  Args:
-    D: (d+1, d+1) symmetric matrix, D = Z − Z′.
-    X: (n, d) inputs.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    (n,) predictions.
-  """
-  a, b, c = activation
-  D1, d2, d4 = D[:-1, :-1], D[:-1, -1], D[-1, -1]
-  return a * jnp.sum((X @ D1) * X, axis=-1) + b * (X @ d2) + c * d4
-
-
-class WorstCase(NamedTuple):
-  """The exact worst case of each example's margin over the ℓ₂ ball (MATH.md §3).
-
-  Attributes:
-    margin: (n,) m_i = min_{‖δ‖≤r} s_i f_D(x_i + δ).
-    delta: (n, d) the minimisers δ*_i.
-    lam: (n,) the trust-region multipliers λ*_i.
-    delta_hat: (n, d) δ*_i in the eigenbasis of D₁.
-    point_hat: (n, d) the attack x_i + δ*_i in the eigenbasis of D₁, Qᵀx_i + δ̂_i.
-    eigvals: (d,) eigenvalues μ of D₁.
-    eigvecs: (d, d) eigenvectors Q of D₁ (columns).
-  """
-
-  margin: jnp.ndarray
-  delta: jnp.ndarray
-  lam: jnp.ndarray
-  delta_hat: jnp.ndarray
-  point_hat: jnp.ndarray
-  eigvals: jnp.ndarray
-  eigvecs: jnp.ndarray
-
-
-# Bytes of one (rows, d) block of the TRS's temporaries, which then stay in cache (measured
-# on 2 CPU cores: 1–4 MiB equally fast, 3–4× faster than one batch at n = 50000, d = 512).
-_BLOCK_BYTES = 2**21
-
-
-def default_block_rows(X: jnp.ndarray) -> Optional[int]:
-  """Rows per block of the worst case on a single CPU device, None (one batch) elsewhere.
-
-  The TRS makes about ten element-wise passes over (n, d) arrays. On a CPU they run at memory
-  speed unless a block of rows fits in cache; an accelerator or a mesh wants the whole batch.
-  """
-  if jax.default_backend() != "cpu" or jax.device_count() > 1:
-    return None
-  return max(8, _BLOCK_BYTES // (X.shape[-1] * X.dtype.itemsize))
-
-
-def worst_case(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
-               activation: Quadratic = DEFAULT_ACTIVATION,
-               block_rows: Union[int, None, str] = "auto") -> WorstCase:
-  """Exact worst-case margins min_{‖δ‖₂≤r} s_i f_D(x_i + δ) by the trust-region subproblem.
-
-  With A_i = s_i a D₁ and g_i = s_i (2a D₁x_i + b d₂), the inner problem is
-  min δᵀA_iδ + g_iᵀδ; one `eigh` of D₁ serves every example. Exact to round-off.
-
-  Args:
-    D: (d+1, d+1) symmetric matrix.
-    X: (n, d) inputs.
-    s: (n,) signs (labels in {−1, +1}, or any real weights).
-    r: scalar radius ≥ 0.
-    activation: the coefficients (a, b, c) of σ.
-    block_rows: solve the examples in blocks of this many rows (None: all at once; "auto":
-      `default_block_rows`). The result does not depend on it.
-
-  Returns:
-    A `WorstCase`.
-  """
-  D = psd.symmetrize(D)
-  mu, Q = jnp.linalg.eigh(D[:-1, :-1])
-  r = jnp.asarray(r, X.dtype)
-
-  def solve(X, s):
-    nu, g_hat, m0, XQ = _trust_region_terms(D, mu, Q, X, s, activation)
-    sol = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, r)
-    return m0 + sol.value, sol.lam, sol.delta, XQ + sol.delta
-
-  rows = default_block_rows(X) if block_rows == "auto" else block_rows
-  margin, lam, delta_hat, point_hat = _map_row_blocks(solve, rows, X, s)
-  return WorstCase(margin, delta_hat @ Q.T, lam, delta_hat, point_hat, mu, Q)
-
-
-def _map_row_blocks(fn, rows: Optional[int], *arrays):
-  """fn(*arrays) computed on consecutive blocks of `rows` rows (a sequential map), the rest after.
-
-  fn maps arrays with a leading axis of size b to a tuple of arrays with leading axis b.
-  """
-  n = arrays[0].shape[0]
-  if rows is None or rows >= n:
-    return fn(*arrays)
-  full = n - n % rows
-  blocks = tuple(a[:full].reshape(full // rows, rows, *a.shape[1:]) for a in arrays)
-  out = tuple(o.reshape(full, *o.shape[2:]) for o in jax.lax.map(lambda b: fn(*b), blocks))
-  if full == n:
-    return out
-  rest = fn(*(a[full:] for a in arrays))
-  return tuple(jnp.concatenate([o, t]) for o, t in zip(out, rest, strict=True))
-
-
-def trust_region_data(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray,
-                      activation: Quadratic = DEFAULT_ACTIVATION):
-  """The TRS of each margin s_i f_D(x_i + δ) = m0_i + δᵀA_iδ + g_iᵀδ, in D₁'s eigenbasis.
-
-  Args:
-    D: (d+1, d+1) symmetric matrix.
-    X: (n, d) inputs.
-    s: (n,) signs.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    nu: (n, d) eigenvalues of A_i = s_i a D₁; g_hat: (n, d) the g_i in the eigenbasis;
-    m0: (n,) the margins at δ = 0; mu: (d,) and Q: (d, d) the eigenpairs of D₁.
-  """
-  D = psd.symmetrize(D)
-  mu, Q = jnp.linalg.eigh(D[:-1, :-1])
-  nu, g_hat, m0, _ = _trust_region_terms(D, mu, Q, X, s, activation)
-  return nu, g_hat, m0, mu, Q
-
-
-def _trust_region_terms(D, mu, Q, X, s, activation):
-  """nu, g_hat and m0 of `trust_region_data` given D₁ = Q diag(μ) Qᵀ, and XQ: (n, d)."""
-  a, b, c = activation
-  d2, d4 = D[:-1, -1], D[-1, -1]
-  # X D₁ Q = (XQ) diag(μ): one n×d×d product serves the linear terms and the margins at δ = 0.
-  XQ = X @ Q
-  g_hat = s[:, None] * (2 * a * XQ * mu[None, :] + b * (d2 @ Q)[None, :])
-  nu = (s[:, None] * a) * mu[None, :]
-  m0 = s * (a * jnp.sum(mu[None, :] * XQ * XQ, axis=-1) + b * (X @ d2) + c * d4)
-  return nu, g_hat, m0, XQ
-
-
-def margins(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
-            activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """Worst-case margins m_i(D) whose gradient is Danskin's: ∇m_i = s_i Φ(x_i + δ*_i).
-
-  The attack is computed exactly and held fixed (`stop_gradient`); the value is the TRS's, and
-  the derivative is that of s_i f_D at the attack. For r = 0 (a Python number) no attack is
-  computed.
-
-  Args:
-    D: (d+1, d+1) symmetric matrix.
-    X: (n, d) inputs.
-    s: (n,) signs.
-    r: scalar radius ≥ 0.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    (n,) margins.
-  """
-  if isinstance(r, (int, float)) and r == 0:
-    return s * lifted_predict(D, X, activation)
-  wc = jax.lax.stop_gradient(worst_case(D, X, s, r, activation))
-  return _margins_at(D, X, s, wc.point_hat, wc.eigvecs, wc.margin, activation)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
-def _margins_at(D, X, s, U_hat, Q, margin, activation):
-  """`margin`, the TRS's value of s_i f_D(u_i) at the attack u_i = Q û_i, differentiated as that
-  function at the fixed u_i (Danskin). Re-evaluating it would cost an n×d×d product."""
-  del D, X, s, U_hat, Q
-  return margin
-
-
-@functools.partial(_margins_at.defjvp, symbolic_zeros=True)
-def _margins_at_jvp(activation, primals, tangents):
-  D, X, s, U_hat, Q, margin = primals
-  dD, dX, ds = tangents[:3]  # û, Q and the margin are held fixed
-  zero = jax.custom_derivatives.SymbolicZero
-  tangent = jnp.zeros_like(margin)
-  if type(dD) is not zero:
-    # In D₁'s eigenbasis, where the attack needs no n×d×d product (û_i = Qᵀx_i + δ̂_i is the TRS's).
-    a, b, c = activation
-    dD1_hat, dd2_hat = Q.T @ dD[:-1, :-1] @ Q, Q.T @ dD[:-1, -1]
-    tangent = tangent + s * (a * jnp.sum((U_hat @ dD1_hat) * U_hat, axis=-1) + b * (U_hat @ dd2_hat)
-                             + c * dD[-1, -1])
-  if type(dX) is not zero or type(ds) is not zero:
-    U = U_hat @ Q.T
-    f = lambda u: lifted_predict(D, u, activation)
-    if type(dX) is not zero:
-      tangent = tangent + s * jax.jvp(f, (U,), (dX,))[1]
-    if type(ds) is not zero:
-      tangent = tangent + ds * f(U)
-  return margin, tangent
-
-
-def counted(s: jnp.ndarray) -> jnp.ndarray:
-  """(n,) True for an example, False for a padding row (`cvxjax.sharding.padding`).
-
-  A padding row has label 0 (and a zero input): its margin s_i f(x_i + δ) is 0 for every model,
-  so it would add the constant (1 − 0)₊ = 1 to the hinge; the objective and the certificates
-  leave it out instead.
-  """
-  return s != 0
-
-
-def objective(Z: jnp.ndarray, Zp: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r, beta,
-              activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """Σ_i (1 − m_i(Z − Z′))₊ + β (z₄ + z′₄), the adversarial hinge problem of MATH.md §3.
-
-  Args:
-    Z, Zp: (d+1, d+1) matrices of K.
-    X: (n, d) inputs.
-    s: (n,) labels in {−1, +1}; 0 marks a padding row, which counts nowhere (`counted`).
-    r: scalar radius ≥ 0 (0: the plain hinge problem).
-    beta: regularisation weight β > 0.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    Scalar objective, exact (the margins come from the exact TRS).
-  """
-  m = margins(Z - Zp, X, s, r, activation)
-  return hinge_sum(m, s) + beta * (Z[-1, -1] + Zp[-1, -1])
-
-
-def hinge_sum(m: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
-  """Σ_i (1 − m_i)₊ over the counted examples: m, s (n,) → scalar."""
-  return jnp.sum(jnp.where(counted(s), jax.nn.relu(1.0 - m), 0.0))
-
-
-def weighted_lift_sum(U: jnp.ndarray, w: jnp.ndarray,
-                      activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:
-  """Σ_i w_i Φ(u_i) without forming the n lifted matrices.
-
-  Args:
-    U: (n, d) points.
-    w: (n,) weights.
-    activation: the coefficients (a, b, c) of σ.
-
-  Returns:
-    (d+1, d+1) symmetric matrix.
-  """
-  a, b, c = activation
-  top = a * (U.T * w) @ U
-  border = (b / 2) * (w @ U)
-  return jnp.block([[top, border[:, None]], [border[None, :], c * jnp.sum(w)[None, None]]])
-
-
-# Golden-section iterations: the bracket shrinks by 0.618 each, to round-off after 80.
-_GOLDEN_ITERS = 80
-
-
-def max_min_eigenvalue(S: jnp.ndarray) -> jnp.ndarray:
-  """max_μ λ_min(S − μG): the distance-like margin of S from K's dual cone S₊ + span{G}.
-
-  λ_min(S − μG) is concave in μ and its maximiser lies in [−2‖S‖_F, 2‖S‖_F] (compare
-  the diagonal blocks), so golden-section search finds it.
-
-  Args:
-    S: (m, m) symmetric matrix.
-
-  Returns:
-    Scalar; ≥ 0 iff S lies in K* (up to round-off).
-  """
-  G = psd.lorentz_form(S.shape[-1], S.dtype)
-  f = lambda mu: jnp.linalg.eigvalsh(S - mu * G)[0]
-  bound = 2.0 * jnp.linalg.norm(S) + 1.0
-  ratio = (np.sqrt(5.0) - 1.0) / 2.0
-
-  def shrink(_, carry):
-    lo, hi = carry
-    m1, m2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    left = f(m1) >= f(m2)
-    return jnp.where(left, lo, m1), jnp.where(left, m2, hi)
-
-  lo, hi = jax.lax.fori_loop(0, _GOLDEN_ITERS, shrink, (-bound, bound))
-  return f(0.5 * (lo + hi))
-
-
-def dual_bound(U: jnp.ndarray, s: jnp.ndarray, alpha: jnp.ndarray, beta, upper,
-               activation: Quadratic = DEFAULT_ACTIVATION, mu=None) -> jnp.ndarray:
-  """A certified lower bound on the optimum of the adversarial problem (MATH.md §3).
-
-  For cuts at u_i = x_i + δ_i (any δ_i in the ball) and multipliers α ∈ [0, 1]^n, with
-  S = βE − Σ α_i s_i Φ(u_i) and S′ = βE + Σ α_i s_i Φ(u_i), weak duality gives
-
-      optimum ≥ Σ_i α_i + R · min(0, max_μ λ_min(S − μG), max_μ′ λ_min(S′ − μ′G)),
-
-  where R = 2·upper/β bounds tr Z + tr Z′ at an optimum (β(z₄ + z′₄) ≤ optimum ≤ upper and
-  tr Z = 2 z₄ on K). The bound is valid for any such (δ, α); it is tight when α and δ are
-  the optimal multipliers and worst cases.
-
-  Args:
-    U: (n, d) cut points x_i + δ_i.
-    s: (n,) labels in {−1, +1} (0: a padding row, left out).
-    alpha: (n,) multipliers in [0, 1].
-    beta: β > 0.
-    upper: an upper bound on the optimum (the objective of any feasible point).
-    activation: the coefficients (a, b, c) of σ.
-    mu: optional (2,) multipliers (μ, μ′) to use instead of maximising over them (one
-      eigenvalue problem each instead of a search); any value gives a valid bound.
-
-  Returns:
-    Scalar lower bound.
-  """
-  alpha = jnp.where(counted(s), alpha, 0.0)
-  return lift_dual_bound(weighted_lift_sum(U, alpha * s, activation), jnp.sum(alpha), beta, upper,
-                         mu)
-
-
-def lift_dual_bound(M: jnp.ndarray, alpha_sum, beta, upper, mu=None) -> jnp.ndarray:
-  """`dual_bound` from its sums over examples: M = Σ α_i s_i Φ(u_i) and Σ α_i.
-
-  Args:
-    M: (d+1, d+1) the weighted lift sum.
-    alpha_sum: scalar Σ_i α_i.
-    beta, upper, mu: as for `dual_bound`.
-
-  Returns:
-    Scalar lower bound.
-  """
-  E = jnp.zeros_like(M).at[-1, -1].set(beta)
-  if mu is None:
-    worst = jnp.minimum(max_min_eigenvalue(E - M), max_min_eigenvalue(E + M))
-  else:
-    G = psd.lorentz_form(M.shape[-1], M.dtype)
-    worst = jnp.minimum(jnp.linalg.eigvalsh(E - M - mu[0] * G)[0],
-                        jnp.linalg.eigvalsh(E + M - mu[1] * G)[0])
-  return alpha_sum + (2.0 * upper / beta) * jnp.minimum(0.0, worst)
-
-
-@flax.struct.dataclass
+from cvxjax import certify, decomposition, exact, sharding, streaming
+from cvxjax.core import psd
+from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic
+from cvxjax.core.checks import check_array, check_labels, check_nonnegative, check_positive
+from cvxjax.core.poly import (
+    WorstCase,
+    counted,
+    default_block_rows,
+    dual_bound,
+    hinge_sum,
+    lift,
+    lift_dual_bound,
+    lifted_predict,
+    margins,
+    max_min_eigenvalue,
+    objective,
+    trust_region_data,
+    weighted_lift_sum,
+    worst_case,
+)
+from cvxjax.solvers import driver
+
+__all__ = [
+    "PolyHead",
+    "WorstCase",
+    "certified_radius",
+    "counted",
+    "decompose",
+    "default_block_rows",
+    "dual_bound",
+    "exact_fit",
+    "fit",
+    "hinge_sum",
+    "lift",
+    "lift_dual_bound",
+    "lifted_predict",
+    "margins",
+    "max_min_eigenvalue",
+    "objective",
+    "trust_region_data",
+    "weighted_lift_sum",
+    "worst_case",
+    "worst_case_margin",
+]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class PolyHead:
   """A trained polynomial head: C pairs (Z_c, Z′_c) of K, one per output.
 
@@ -381,8 +81,9 @@ class PolyHead:
   objective: jnp.ndarray
   gap: jnp.ndarray
   steps: jnp.ndarray
-  activation: Quadratic = flax.struct.field(pytree_node=False, default=DEFAULT_ACTIVATION)
-  binary: bool = flax.struct.field(pytree_node=False, default=True)
+  activation: Quadratic = dataclasses.field(default=DEFAULT_ACTIVATION,
+                                            metadata=dict(static=True))
+  binary: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
   def scores(self, X: jnp.ndarray) -> jnp.ndarray:
     """f_c(x) for every row of X: (n,) for a binary head, (n, C) otherwise."""
@@ -393,35 +94,6 @@ class PolyHead:
     """Labels: ±1 for a binary head, argmax_c f_c (in 0..C−1) otherwise; shape (n,)."""
     f = self.scores(X)
     return jnp.where(f >= 0, 1, -1) if self.binary else jnp.argmax(f, axis=-1)
-
-
-def check_array(X, name: str) -> np.ndarray:
-  """Validates a 2-D finite numeric array without copying it (a memory map stays one)."""
-  X = np.asarray(X)
-  if X.ndim != 2 or 0 in X.shape:
-    raise ValueError(f"{name} must be a non-empty 2-D array (n, d), got shape {X.shape}")
-  if not np.issubdtype(X.dtype, np.number):
-    raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
-  rows = max(1, 2**24 // X.shape[1])  # blocks of 16M entries bound the check's memory
-  if not all(np.isfinite(X[i:i + rows]).all() for i in range(0, X.shape[0], rows)):
-    raise ValueError(f"{name} must be finite; it holds NaN or inf")
-  return X
-
-
-def check_labels(y, n: int) -> tuple[np.ndarray, bool]:
-  """Validates labels: ±1 → (float ±1, binary=True); integers ≥ 0 → (int class indices, False)."""
-  y = np.asarray(y)
-  if y.ndim != 1 or y.shape[0] != n:
-    raise ValueError(f"y must have shape ({n},) to match X, got shape {y.shape}")
-  if not (np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))):
-    raise ValueError("y must hold finite numbers")
-  values = np.unique(y)
-  if np.all(np.isin(values, (-1, 1))):
-    return y.astype(np.float64), True
-  if np.all(values == np.round(values)) and values.min() >= 0:
-    return y.astype(np.int64), False
-  raise ValueError(
-      f"y must hold labels in {{-1, +1}} (binary) or integers 0..C-1 (multi-class); got {values}")
 
 
 def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
@@ -436,10 +108,8 @@ def _encode_labels(y, n: int) -> tuple[np.ndarray, bool]:
 def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:
   X = check_array(X, "X")
   S, binary = _encode_labels(y, X.shape[0])
-  if not (np.isscalar(r) and np.isfinite(r) and r >= 0):
-    raise ValueError(f"r must be a finite number >= 0, got {r!r}")
-  if not (np.isscalar(beta) and np.isfinite(beta) and beta > 0):
-    raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+  check_nonnegative(r, "r")
+  check_positive(beta, "beta")
   return X, S, binary
 
 
@@ -513,13 +183,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
   if solver == "auto":
     small = (d + 1) * (d + 2) // 2 <= _BARRIER_MAX_SVEC and chunk_size is None
     solver = "barrier" if small else "projected"
-  from cvxjax.solvers import driver  # the solvers import this module
-  return driver.fit_poly(X, S, binary=binary, r=float(r), beta=float(beta),
-                         activation=activation, solver=solver, tol=float(tol),
-                         max_steps=max_steps, optimizer=optimizer,
-                         head_batch_size=head_batch_size, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, progress=progress, mesh=mesh,
-                         chunk_size=chunk_size)
+  solution = driver.fit_poly(X, S, r=float(r), beta=float(beta), activation=activation,
+                             solver=solver, tol=float(tol), max_steps=max_steps,
+                             optimizer=optimizer, head_batch_size=head_batch_size,
+                             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                             progress=progress, mesh=mesh, chunk_size=chunk_size)
+  return PolyHead(**solution._asdict(), activation=activation, binary=binary)
 
 
 def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
@@ -542,7 +211,6 @@ def exact_fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     A `PolyHead`.
   """
   X, S, binary = _check_problem(X, y, r, beta)
-  from cvxjax import exact  # cvxpy is an optional extra
   activation = Quadratic(*(float(v) for v in activation))
   pairs = [exact.solve_poly_sdp(X, s, r=float(r), beta=float(beta), activation=activation,
                                 solver=solver, eps=eps, verbose=verbose)[:2] for s in S]
@@ -571,7 +239,6 @@ def decompose(head: PolyHead, *, prune: float = 1e-10) -> tuple[np.ndarray, np.n
     U of shape (M, d) with unit rows, and α of shape (M,) (binary) or (M, C) (one column per
     head, one nonzero per row); evaluate with `cvxjax.decomposition.network_predict`.
   """
-  from cvxjax import decomposition
   return decomposition.decompose(np.asarray(head.Z, np.float64), np.asarray(head.Zp, np.float64),
                                  binary=head.binary, prune=prune)
 
@@ -582,7 +249,6 @@ def worst_case_margin(head: PolyHead, X, y, r) -> jnp.ndarray:
   Binary: min_{‖δ‖≤r} y f(x + δ). One-vs-all: min_{‖δ‖≤r} min_{c≠y} (f_y − f_c)(x + δ), one
   TRS per class pair. Negative means some perturbation in the ball misclassifies x.
   """
-  from cvxjax import certify
   return certify.poly_worst_case_margin(head.Z, head.Zp, X, y, r, head.activation, head.binary)
 
 
@@ -593,7 +259,6 @@ def certified_radius(head: PolyHead, X, y, *, backbone_lipschitz: float = 1.0) -
   features of an L-Lipschitz backbone, `backbone_lipschitz` = L gives radii in its input space
   (divided by L; certified, no longer exact: MATH.md §7).
   """
-  from cvxjax import certify
   if not backbone_lipschitz > 0:
     raise ValueError(f"backbone_lipschitz must be > 0, got {backbone_lipschitz!r}")
   radii = certify.poly_certified_radius(head.Z, head.Zp, X, y, head.activation, head.binary)

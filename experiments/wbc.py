@@ -11,6 +11,11 @@ import os
 
 # XLA's and OpenBLAS's thread pools contend on small CPUs: one BLAS thread (before numpy loads).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# XLA's concurrency-optimised CPU scheduler deadlocks on programs that run batched LAPACK calls
+# side by side, as the ReLU barrier's Newton step does; set before jax starts its backend.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
 import time  # noqa: E402
 

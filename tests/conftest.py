@@ -1,5 +1,6 @@
 """Test configuration: float64 (oracle comparisons at 1e-4 and feasibility at 1e-6 need it),
-and 8 CPU devices for the sharding tests (set before jax starts its backend).
+8 CPU devices for the sharding tests, and XLA's CPU scheduler without the concurrency
+optimisation (both set before jax starts its backend).
 
 Each module's compiled executables are dropped when it ends: every XLA CPU executable holds a
 few memory mappings, and a whole suite's worth of them passed the kernel's limit
@@ -14,6 +15,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_force_host_platform_device_count=8").strip()
+# XLA's concurrency-optimised CPU scheduler deadlocks on programs that run batched LAPACK calls
+# side by side, as the ReLU barrier's Newton step does; set before jax starts its backend.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -6,7 +6,10 @@ Usage: python tests/multihost_worker.py PROCESS_ID PORT OUT.npz
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+# 4 devices; XLA's concurrency-optimised CPU scheduler deadlocks on batched LAPACK calls run side
+# by side (see conftest.py).
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4"
+                           " --xla_cpu_enable_concurrency_optimized_scheduler=false")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402

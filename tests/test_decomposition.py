@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from cvxjax import poly, psd
+from cvxjax import poly
+from cvxjax.core import psd
 from cvxjax.decomposition import decompose, network_predict, neural_decomposition
 
 ACTIVATION = (0.09, 0.5, 0.47)

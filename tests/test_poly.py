@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from cvxjax import activations, poly, psd
+from cvxjax import poly
+from cvxjax.core import activations, psd
 from cvxjax.solvers import barrier
 
 pytest.importorskip("cvxpy")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from cvxjax import psd
+from cvxjax.core import psd
 
 # Jitted once: eager calls would recompile the root-finding loops on every call.
 project_k = jax.jit(psd.project_trace_psd)

@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from cvxjax import attacks, relu, relu_dual
+from cvxjax import attacks, relu
+from cvxjax.core import relu_dual
 from cvxjax.solvers import admm, relu_barrier
 
 pytest.importorskip("cvxpy")

@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from cvxjax import relu
+from cvxjax.core import numerics, relu
 
 _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past float64 resolution
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
@@ -210,14 +210,6 @@ def _nystrom(setup: Setup, S: int, rank: int, key):
 # ----------------------------------------------------------------------------- proximal maps
 
 
-def shrink(V, tau, q: int, axis: int = -2):
-  """prox of τ‖·‖_q along `axis`: soft-threshold (q = 1) or group soft-threshold (q = 2)."""
-  if q == 1:
-    return jnp.sign(V) * jnp.maximum(jnp.abs(V) - tau, 0.0)
-  norm = jnp.linalg.norm(V, axis=axis, keepdims=True)
-  return V * jnp.maximum(1.0 - tau / jnp.maximum(norm, jnp.finfo(V.dtype).tiny), 0.0)
-
-
 def _bisect(decreasing, lo, hi):
   """The root of a nonincreasing function on [lo, hi] (elementwise), by bisection."""
   def body(_, bounds):
@@ -270,10 +262,10 @@ def project_robust_cone(A, Bv, eps, q: int, counted=None):
                                       1.0), -1, 2)
   else:
     def phi(lam):
-      return eps * excess(eps * relu.dual_norm(shrink(Bv, lam[:, :, None, :], q), q)) - lam
+      return eps * excess(eps * relu.dual_norm(numerics.shrink(Bv, lam[:, :, None, :], q), q)) - lam
     hi = eps * excess(eps * relu.dual_norm(Bv, q))
     lam = _bisect(phi, jnp.zeros_like(hi), hi)
-    R = shrink(Bv, lam[:, :, None, :], q)
+    R = numerics.shrink(Bv, lam[:, :, None, :], q)
   return jnp.where(free, A, jnp.maximum(A, eps * relu.dual_norm(R, q)[:, :, None, :])), R
 
 
@@ -288,7 +280,7 @@ def prox_robust_hinge(Zp, X, pairs, eps, q: int, step):
     eps, q: the ball. step: the prox step 1/ρ.
   """
   x = X[:, :, None]
-  xi = lambda s: shrink(Zp + s[:, None, :] * x, s[:, None, :] * eps, q, axis=1)
+  xi = lambda s: numerics.shrink(Zp + s[:, None, :] * x, s[:, None, :] * eps, q, axis=1)
   g = lambda V: 1.0 - jnp.sum(x * V, axis=1) + eps * relu.dual_norm(V, q, axis=1)
   full = jnp.full(pairs.shape, step, Zp.dtype)
   s = _bisect(lambda s: g(xi(s)), jnp.zeros_like(full), full)
@@ -383,7 +375,7 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
 
   GW, LW = _forward(W, setup, **shape)
   W_hat, LW_hat = relax(W, state.Z), relax(LW, state.M)
-  Z = shrink(W_hat + state.U_Z, beta * step_size, 2)
+  Z = numerics.shrink(W_hat + state.U_Z, beta * step_size, 2)
   if robust:
     M = prox_robust_hinge(LW_hat + state.U_M, setup.X, setup.targets.pairs, eps, q, step_size)
   else:

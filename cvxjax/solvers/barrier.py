@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import poly, psd
-from cvxjax.activations import Quadratic
+from cvxjax.core import numerics, poly, psd
+from cvxjax.core.activations import Quadratic
 
 # Grow t by this factor once half the Newton decrement λ² is below `_CENTERED`.
 _T_FACTOR = 10.0
@@ -45,7 +45,6 @@ _CENTERED = 0.5
 # An accepted step shorter than this marks a kink that blocks centring.
 _KINK_STEP = 1e-3
 _ARMIJO = 0.01
-_BACKTRACKS = 40
 # Newton decrement (λ²) under which the full step is taken without Armijo's test.
 _QUADRATIC = 0.1
 
@@ -114,24 +113,6 @@ def _kronecker_form(MM, WW, lay, m):
   return form * scale[:, None] * scale[None, :]
 
 
-def smoothed_hinge(v, t):
-  """ψ_t(v) = min_ξ tξ − log ξ − log(ξ − v) (up to the constant 2 log t), and its pieces.
-
-  With u = t v, p = tξ* = (u + 2 + √(u²+4))/2 and q = t(ξ* − v) = (2 − u + √(u²+4))/2,
-  both computed without cancellation. Returns (ψ, ψ′, ψ″, α) with α = 1/q the dual multiplier.
-  """
-  u = t * v
-  root = jnp.sqrt(u * u + 4.0)
-  small = 4.0 / (root + jnp.abs(u))  # root − |u|, without cancellation
-  p = 0.5 * (2.0 + jnp.where(u >= 0, u + root, small))
-  q = 0.5 * (2.0 + jnp.where(u <= 0, root - u, small))
-  root_minus_u = jnp.where(u <= 0, root - u, small)
-  value = p - jnp.log(p) - jnp.log(q)
-  d1 = t / q
-  d2 = t * t * root_minus_u / (2.0 * root * q * q)
-  return value, d1, d2, 1.0 / q
-
-
 def _lift_all(U, s, activation):
   """s_i Φ(u_i) for every row: (n, m, m). Only for the small d this solver targets."""
   return s[:, None, None] * jax.vmap(poly.lift, in_axes=(0, None))(U, activation)
@@ -191,7 +172,7 @@ def _local_model(Z, Zp, t, X, s, r, beta, activation, lay) -> _Local:
   n = X.shape[0]
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
   U = X + wc.delta
-  _, d1, d2, alpha = smoothed_hinge(1.0 - wc.margin, t)
+  _, d1, d2, alpha = numerics.smoothed_hinge(1.0 - wc.margin, t)
   lifted = _lift_all(U, s, activation)
   L, Lp = jnp.linalg.cholesky(Z), jnp.linalg.cholesky(Zp)
   V = jnp.concatenate([_svec(jnp.einsum("pa,ipq,qb->iab", L, lifted, L), lay),
@@ -303,7 +284,7 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
 def _barrier_value(Z, Zp, t, X, s, r, beta, activation):
   """Φ_t with ξ minimised out; +inf outside the interior of K."""
   m_i = poly.worst_case(Z - Zp, X, s, r, activation).margin
-  psi, *_ = smoothed_hinge(1.0 - m_i, t)
+  psi, *_ = numerics.smoothed_hinge(1.0 - m_i, t)
   psi = jnp.where(poly.counted(s), psi, 0.0)
   sign, logdet = jnp.linalg.slogdet(Z)
   sign_p, logdet_p = jnp.linalg.slogdet(Zp)
@@ -380,8 +361,8 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   def sufficient(alpha, trial):
     return trial <= current - _ARMIJO * alpha * decrement + slack
 
-  alpha, trial = backtrack(lambda a: value(state.Z + a * dZ, state.Zp + a * dZp), sufficient,
-                           alpha0)
+  alpha, trial = numerics.backtrack(lambda a: value(state.Z + a * dZ, state.Zp + a * dZp),
+                                    sufficient, alpha0)
   moved = sufficient(alpha, trial) & (decrement > 0)
   # t stops growing where the centre's nominal gap (n + 2m)/t is a fraction of the target, so
   # the last Newton steps centre precisely and the dual point becomes feasible.
@@ -406,30 +387,6 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
       upper=jnp.where(state.done, state.upper, local.upper),
       lower=jnp.where(state.done, state.lower, lower),
       done=keep)
-
-
-def backtrack(trial_value, sufficient, alpha0):
-  """The first α of α0, α0/2, … (at most `_BACKTRACKS` halvings) with sufficient(α, trial_value(α)).
-
-  Args:
-    trial_value: α ↦ the merit function at the trial point (+inf outside the domain).
-    sufficient: (α, value) ↦ whether the decrease is enough.
-    alpha0: the first step tried.
-
-  Returns:
-    (α, trial_value(α)); the caller checks `sufficient` again to learn whether it held.
-  """
-  def not_sufficient(carry):
-    alpha, trial, k = carry
-    return ~sufficient(alpha, trial) & (k < _BACKTRACKS)
-
-  def halve(carry):
-    alpha, _, k = carry
-    alpha = 0.5 * alpha
-    return alpha, trial_value(alpha), k + 1
-
-  alpha, trial, _ = jax.lax.while_loop(not_sufficient, halve, (alpha0, trial_value(alpha0), 0))
-  return alpha, trial
 
 
 def _tiny(dtype):

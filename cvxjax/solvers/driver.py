@@ -3,26 +3,44 @@
 import contextlib
 import functools
 import warnings
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import threadpoolctl
 import tqdm
 
-from cvxjax import checkpoint, poly, psd, sharding, streaming
-from cvxjax.activations import Quadratic
+from cvxjax import checkpoint, sharding, streaming
+from cvxjax.core import poly, psd
+from cvxjax.core.activations import Quadratic
 from cvxjax.solvers import barrier, projected
 
 _DEFAULT_STEPS = {"barrier": 300, "projected": 1000}
+
+
+class PolySolution(NamedTuple):
+  """A solved polynomial problem, the arrays of a `cvxjax.poly.PolyHead`.
+
+  Attributes:
+    Z, Zp: (C, d+1, d+1) matrices of K, one pair per head.
+    objective: the objective summed over the heads, exact.
+    gap: a certified upper bound on objective − global optimum.
+    steps: solver steps taken (the most over the heads).
+  """
+
+  Z: jnp.ndarray
+  Zp: jnp.ndarray
+  objective: jnp.ndarray
+  gap: jnp.ndarray
+  steps: jnp.ndarray
 
 
 def blas_limited():
   """One BLAS thread on CPU: XLA's own thread pool and OpenBLAS's threads otherwise contend
   (measured on 2 cores: a 1000² Cholesky took 1.3 s instead of 15 ms)."""
   if jax.default_backend() == "cpu":
+    import threadpoolctl  # sets KMP_DUPLICATE_LIB_OK when imported: a fit may, `import cvxjax` not
     return threadpoolctl.threadpool_limits(1, user_api="blas")
   return contextlib.nullcontext()
 
@@ -161,15 +179,15 @@ def _streamed_certificate(state, X, S, *, chunk_size, r, beta, activation):
   return _certificate_of_sums(state.Z, state.Zp, sums, beta=beta)
 
 
-def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: float,
+def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float,
              activation: Quadratic, solver: str, tol: float, max_steps: Optional[int],
              optimizer, head_batch_size: Optional[int], checkpoint_dir: Optional[str],
              checkpoint_every: int, progress: bool, mesh=None,
-             chunk_size: Optional[int] = None) -> poly.PolyHead:
+             chunk_size: Optional[int] = None) -> PolySolution:
   """Runs a polynomial-head solver on validated inputs; see `cvxjax.poly.fit`."""
   dtype = jnp.result_type(float)
   if chunk_size is not None:
-    return _fit_streamed(X, S, binary=binary, r=r, beta=beta, activation=activation,
+    return _fit_streamed(X, S, r=r, beta=beta, activation=activation,
                          max_steps=max_steps, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, progress=progress,
                          chunk_size=chunk_size)
@@ -217,15 +235,14 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: floa
     # margin has a kink that Newton's method cannot cross (see the solver's docstring).
     warnings.warn(f"barrier solver stopped after {int(jnp.max(state.step))} steps at relative "
                   f"gap {float(gap) / float(objective):.2e} > tol={tol:g}", stacklevel=3)
-  return poly.PolyHead(Z=state.Z, Zp=state.Zp, objective=objective,
-                       gap=gap,
-                       steps=jnp.max(state.step), activation=activation, binary=binary)
+  return PolySolution(Z=state.Z, Zp=state.Zp, objective=objective, gap=gap,
+                      steps=jnp.max(state.step))
 
 
-def _fit_streamed(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta: float,
+def _fit_streamed(X: np.ndarray, S: np.ndarray, *, r: float, beta: float,
                   activation: Quadratic, max_steps: Optional[int], optimizer,
                   checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool,
-                  chunk_size: int) -> poly.PolyHead:
+                  chunk_size: int) -> PolySolution:
   """The projected solver with X and S on the host, streamed in chunks of `chunk_size` examples."""
   dtype = jnp.result_type(float)
   problem = dict(r=r, beta=beta, activation=activation, chunk_size=chunk_size)
@@ -243,6 +260,5 @@ def _fit_streamed(X: np.ndarray, S: np.ndarray, *, binary: bool, r: float, beta:
         checkpoint_dir=checkpoint_dir, progress=progress)
     upper, lower = evaluate(state)
   objective = jnp.sum(upper)
-  return poly.PolyHead(Z=state.Z, Zp=state.Zp, objective=objective,
-                       gap=jnp.maximum(objective - jnp.sum(lower), 0.0),
-                       steps=jnp.max(state.step), activation=activation, binary=binary)
+  return PolySolution(Z=state.Z, Zp=state.Zp, objective=objective,
+                      gap=jnp.maximum(objective - jnp.sum(lower), 0.0), steps=jnp.max(state.step))

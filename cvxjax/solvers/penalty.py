@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cvxjax import relu
+from cvxjax.core import relu
 
 
 class State(NamedTuple):

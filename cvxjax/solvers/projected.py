@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cvxjax import poly, psd
-from cvxjax.activations import Quadratic
+from cvxjax.core import poly, psd
+from cvxjax.core.activations import Quadratic
 
 
 class ProjectedState(NamedTuple):

@@ -14,8 +14,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from cvxjax import relu
-from cvxjax.solvers.admm import shrink
+from cvxjax.core import numerics, relu
 
 POWER_ITERS = 50
 LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
@@ -112,7 +111,7 @@ def apply_gradient(state: State, grad, *, beta: float, L, delta: float, tol: flo
   Returns:
     The next state.
   """
-  W = shrink(state.Y - grad / L, beta / L, 2)
+  W = numerics.shrink(state.Y - grad / L, beta / L, 2)
   t = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t ** 2))
   restart = jnp.vdot(state.Y - W, W - state.W) > 0
   t = jnp.where(restart, 1.0, t)

@@ -9,7 +9,7 @@ epigraph variables t_j ≥ ‖w_j‖₂ its barrier is
 with the cone slacks s_ji = (2D_ik − 1) x_iᵀw_j and the scores f = Σ_j σ_j D_j X w_j. Every t_j
 is minimised out in closed form (`_norm_terms`: a smooth function of ‖w_j‖, with no boundary
 at w_j = 0, where most neurons of a group-lasso optimum sit), and so are the hinge's epigraph
-variables (`barrier.smoothed_hinge`). Newton's method runs on the weights alone. Every iterate is
+variables (`numerics.smoothed_hinge`). Newton's method runs on the weights alone. Every iterate is
 strictly feasible: the returned weights satisfy the cone constraints exactly, not up to a
 tolerance. Once an iterate is centred (`_centring_tolerance`; loosely for the squared loss),
 τ grows fivefold and the iterate takes the Newton step of the new Φ_τ, predicted
@@ -31,6 +31,11 @@ the optimum from below (squared: −½θ²‖μ‖² − θμᵀy, maximised ove
 most m/τ, m the barrier's parameter. Barrier Hessians grow like τ²: the solver needs float64,
 and a Newton system that round-off breaks ends the run with the gap reached (a valid bound).
 Measured: the squared loss certifies relative gaps of 1e-8; the hinge stops near 1e-5.
+
+On a CPU, run it with XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false (set
+before jax starts its backend, as the experiments and the tests' conftest do): XLA's
+concurrency-optimised scheduler deadlocks on programs that run batched LAPACK calls side by
+side, as the Newton step does.
 """
 
 import functools
@@ -40,8 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import relu
-from cvxjax.solvers.barrier import backtrack, smoothed_hinge
+from cvxjax.core import numerics, relu
 
 _T_FACTOR = 5.0  # τ grows by this factor once the iterate is centred (`_centring_tolerance`)
 _CENTERED = 0.5  # centred: the Newton decrement λ²/2 is below this
@@ -115,7 +119,7 @@ def _loss_terms(f, y, tau, loss: str):
   if loss == "squared":
     r = f - y
     return 0.5 * tau * jnp.sum(r * r), tau * r, jnp.full_like(f, tau), r
-  psi, d1, d2, alpha = smoothed_hinge(1.0 - y * f, tau)
+  psi, d1, d2, alpha = numerics.smoothed_hinge(1.0 - y * f, tau)
   return jnp.sum(psi), -y * d1, d2, -y * alpha
 
 
@@ -302,7 +306,7 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
   def sufficient(alpha, trial):
     return trial <= current - alpha * decrease + slack
 
-  alpha, trial = backtrack(lambda a: value(state.W + a * direction), sufficient, alpha0)
+  alpha, trial = numerics.backtrack(lambda a: value(state.W + a * direction), sufficient, alpha0)
   moved = sufficient(alpha, trial) & (centred | (decrement > 0))
   # No descent off the centre (round-off), or a Newton system that round-off broke (the
   # hinge's curvature grows like τ², and near τ ~ 1e8 it swamps the n×n system in float64).

@@ -2,20 +2,39 @@
 
 import functools
 import warnings
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cvxjax import relu, relu_dual, sharding, streaming
+from cvxjax import sharding, streaming
+from cvxjax.core import relu, relu_dual
 from cvxjax.solvers import admm, penalty, proximal, relu_barrier
 from cvxjax.solvers.driver import blas_limited, run_chunks
 
 SOLVERS = ("auto", "admm", "apg", "al", "barrier", "penalty")
 _DEFAULT_STEPS = {"admm": 20000, "apg": 20000, "al": 50000, "barrier": 300, "penalty": 5000}
 _AL_DELTA = 1e3  # augmented-Lagrangian penalty on the summed loss (measured best of 1e1–1e3)
+
+
+class ReluSolution(NamedTuple):
+  """A solved ReLU problem, the arrays of a `cvxjax.relu.ReluHead`.
+
+  Attributes:
+    weights: (S, P, d, C) stacked weights.
+    objective: the exact objective at `weights` (loss + β Σ‖·‖₂).
+    violation: the largest violation of the (robust) cone constraints (0 for gated heads).
+    steps: solver iterations taken.
+    gap: a certified bound on objective − optimum (`cvxjax.core.relu_dual`); None when streamed.
+  """
+
+  weights: jnp.ndarray
+  objective: jnp.ndarray
+  violation: jnp.ndarray
+  steps: jnp.ndarray
+  gap: Optional[jnp.ndarray] = None
 
 
 def check_solver(solver: str, problem: relu.Problem) -> str:
@@ -222,7 +241,7 @@ class _Streamed:
 
 def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
                   key, optimizer, penalty_rho: float, checkpoint_dir: Optional[str],
-                  checkpoint_every: int, progress: bool, chunk_size: int) -> relu.ReluHead:
+                  checkpoint_every: int, progress: bool, chunk_size: int) -> ReluSolution:
   """APG or the penalty method with the features on the host, streamed in chunks of
   `chunk_size` examples."""
   streamed = _Streamed(problem, chunk_size)
@@ -252,8 +271,8 @@ def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: 
   if not problem.gated:
     W = streamed.feasible(W, jnp.asarray(relu_dual.interior_directions(
         problem.X, problem.gates, problem.eps, problem.q), dtype))
-  return _head(problem, W, state.step, objective=streamed.objective(W),
-               violation=streamed.violation(W))
+  return _solution(problem, W, state.step, objective=streamed.objective(W),
+                   violation=streamed.violation(W))
 
 
 def _penalty_optimizer(optimizer):
@@ -270,7 +289,7 @@ def _penalty_start(problem: relu.Problem, key, dtype):
 def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
              linear_solver: str, nystrom_rank: int, optimizer, penalty_rho: float, key,
              checkpoint_dir: Optional[str], checkpoint_every: int,
-             progress: bool, mesh=None, chunk_size: Optional[int] = None) -> relu.ReluHead:
+             progress: bool, mesh=None, chunk_size: Optional[int] = None) -> ReluSolution:
   """Runs a ReLU-head solver on a validated problem; see `cvxjax.relu.fit`."""
   if chunk_size is not None:
     return _fit_streamed(problem, solver=solver, tol=tol, max_steps=max_steps, key=key,
@@ -338,7 +357,7 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
         warnings.warn(f"barrier solver stopped after {int(jnp.max(state.step))} steps at "
                       f"relative gap {gap / float(jnp.sum(state.upper)):.2e} > tol={tol:g}",
                       stacklevel=3)
-      return _head(problem, W, jnp.max(state.step), gap=jnp.sum(state.upper - state.lower))
+      return _solution(problem, W, jnp.max(state.step), gap=jnp.sum(state.upper - state.lower))
     elif solver in ("apg", "al"):
       delta = _AL_DELTA if solver == "al" else 0.0
       L = _lipschitz(X, D, key, num_blocks=S, C=C, delta=delta)
@@ -367,14 +386,14 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
   W, _, bound = certificate
   violation = float(_evaluate(state.Z if solver == "admm" else state.W, X, D, targets,
                               **measures)[1])
-  head = _head(problem, W, state.step)
-  head = head.replace(gap=jnp.maximum(head.objective - bound, 0.0))
-  if float(head.gap) > tol * abs(float(head.objective)):
+  solution = _solution(problem, W, state.step)
+  gap = float(jnp.maximum(solution.objective - bound, 0.0))
+  if gap > tol * abs(float(solution.objective)):
     warnings.warn(f"solver={solver!r} stopped after {int(state.step)} steps ({stopped}) at "
-                  f"relative gap {float(head.gap) / abs(float(head.objective)):.2e} > tol={tol:g}"
+                  f"relative gap {gap / abs(float(solution.objective)):.2e} > tol={tol:g}"
                   + ("" if problem.gated else f"; its weights violated the cones by "
                      f"{violation:.1e} before the feasibility step"), stacklevel=3)
-  return head
+  return solution._replace(gap=jnp.asarray(gap, W.dtype))
 
 
 def _on_device(problem: relu.Problem):
@@ -386,21 +405,19 @@ def _on_device(problem: relu.Problem):
   return jnp.asarray(problem.X, dtype), jnp.asarray(problem.D, dtype), targets
 
 
-def _head(problem: relu.Problem, W, steps, *, objective=None, violation=None,
-          gap=None) -> relu.ReluHead:
-  """The head holding W, with its exact objective and constraint violation (computed here on
-  the device unless given)."""
+def _solution(problem: relu.Problem, W, steps, *, objective=None, violation=None,
+              gap=None) -> ReluSolution:
+  """W with its exact objective and constraint violation (computed here on the device unless
+  given)."""
   W = jnp.asarray(W, jnp.result_type(float))
   if objective is None:
     X, D, targets = _on_device(problem)
     objective, violation = _evaluate(W, X, D, targets, loss=problem.loss, eps=problem.eps,
                                      q=problem.q, beta=problem.beta)
-  p = next(k for k, v in relu.NORMS.items() if v == problem.q)
-  return relu.ReluHead(gates=jnp.asarray(problem.gates, W.dtype), weights=W, objective=objective,
-                       violation=violation, steps=jnp.asarray(steps), gap=gap, eps=problem.eps, p=p,
-                       loss=problem.loss, binary=problem.binary)
+  return ReluSolution(weights=W, objective=objective, violation=violation,
+                      steps=jnp.asarray(steps), gap=gap)
 
 
-def head_from_weights(problem: relu.Problem, W: np.ndarray) -> relu.ReluHead:
-  """A head holding given weights (from the CVXPY oracle), with its exact objective."""
-  return _head(problem, W, 0)
+def solution_from_weights(problem: relu.Problem, W: np.ndarray) -> ReluSolution:
+  """Given weights (from the CVXPY oracle) with their exact objective."""
+  return _solution(problem, W, 0)

@@ -2,8 +2,10 @@
 
 Any Flax module `model(x, train=...) -> logits` with batch norm (PreActResNet18) or without
 (SOCNet) trains here. `config.adversary` (`cvxjax.train.adversarial`) makes the run PGD
-adversarial training or SSDS; the augmented pixels are then perturbed within the ball and
-[0, 1], and SSDS's per-example perturbations and multipliers are part of the saved state.
+adversarial training or SSDS; the pixels are then perturbed within the ball and [0, 1] (PGD
+attacks the augmented image; SSDS's persistent δᵢ perturbs the image before its augmentation,
+so it stays on the same pixels every epoch), and SSDS's per-example perturbations and
+multipliers are part of the saved state.
 
 SAM is `optax.contrib.sam` in opaque mode: one `update` takes the ascent step
 ε = ρ g/‖g‖ internally (adversary: normalise, then SGD with learning rate ρ), asks `grad_fn`
@@ -231,7 +233,6 @@ def train_step(model: nn.Module, optimizer: optax.GradientTransformationExtraArg
     minibatch, both () arrays, computed before the step.
   """
   augment_key, attack_key = jax.random.split(key)
-  images = augment(augment_key, images)
 
   def forward(params, x):
     logits, updated = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
@@ -247,7 +248,8 @@ def train_step(model: nn.Module, optimizer: optax.GradientTransformationExtraArg
   logits_fn = lambda params, x: forward(params, x)[0]
   out = adversarial.training_gradients(adversary, loss_fn, logits_fn, state.params, images,
                                        labels, index=index, state=state.adversarial,
-                                       key=attack_key, bounds=(0.0, 1.0))
+                                       key=attack_key, bounds=(0.0, 1.0),
+                                       augment=functools.partial(augment, augment_key))
   logits, batch_stats = out.aux
   # SAM's gradient at its perturbed parameters, on the same inputs; the statistics of that
   # pass are dropped, and plain SGD ignores grad_fn.

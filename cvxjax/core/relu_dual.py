@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax import relu
+from cvxjax.core import relu
 
 _BISECTIONS = 100  # interval searches on [0, 1] for the robust hinge's α: past float64 resolution
 
