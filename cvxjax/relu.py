@@ -94,7 +94,8 @@ class ReluHead:
     objective: the training objective at `weights` (loss + β Σ‖·‖₂).
     violation: the largest violation of the (robust) cone constraints (0 for gated heads).
     steps: solver iterations taken.
-    gap: a certified bound on objective − optimum (solver "barrier"), None otherwise.
+    gap: a certified bound on objective − optimum (`cvxjax.core.relu_dual`: a scaled dual point from
+      the solver's multipliers or the loss's gradient); None for a streamed fit.
     eps, p: the ball the head was trained against (eps = 0: plain).
     loss: "squared" or "hinge".
     binary: whether the head is binary (C = 1, labels ±1).
@@ -218,9 +219,16 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   against ‖δ‖_p ≤ eps when eps > 0 (Bai, Gautam & Sojoudi; exact worst case of the model with
   its patterns held fixed on the ball).
 
+  Every in-memory fit returns a certified `gap` (objective − optimum ≤ gap, `cvxjax.core.relu_dual`)
+  and, for convex ReLU, weights that satisfy the (robust) cone constraints up to round-off: a
+  final step moves each neuron into its cone along an interior direction (or zeroes it), and the
+  objective and gap are those of the moved weights. A fit whose relative gap ends above `tol`
+  warns with the gap and the cone violation it reached.
+
   Solvers:
     "admm" (= "auto"): the exact ADMM of `cvxjax.solvers.admm`, for every loss, ball and head;
-      stops when both relative residuals are below `tol`.
+      stops when both relative residuals are below `tol` or the relative gap is (checked every
+      `checkpoint_every` steps).
     "apg": FISTA with restarts (gated ReLU, plain, squared loss).
     "al": augmented Lagrangian with an inner FISTA (convex ReLU, plain, squared loss).
     "barrier": the interior-point method of `cvxjax.solvers.relu_barrier` (convex ReLU, plain,
@@ -237,11 +245,14 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     beta: regularisation weight β > 0.
     num_patterns: gates to sample (before duplicate patterns are dropped), ≥ 1.
     gates: (d, P) gates to reuse exactly, instead of sampling.
-    gated: train a gated-ReLU head (no constraints) instead of a convex ReLU one.
+    gated: train a gated-ReLU head (no constraints) instead of a convex ReLU one. Plain only:
+      with fixed gates ε‖θ‖ is no bound on a gated head's worst case (a gate within ε of x
+      flips inside the ball), so eps > 0 with gated=True is refused.
     loss: "hinge" (binary, or Σ_{c≠y} multi-class hinge) or "squared" (targets ±1 / one-hot).
     solver: "auto", "admm", "apg", "al", "barrier" or "penalty".
     key: jax.random key for the gates (and the penalty method's start, Nyström's sketch).
-    tol: relative residual (or, for "barrier", relative certified gap) at which the solver stops.
+    tol: the relative certified gap asked for (and the relative residual at which "admm",
+      "apg" and "al" stop).
     max_steps: iteration limit (defaults per solver).
     linear_solver: ADMM's linear solves without eps: "cholesky" (an n×n factor, cached) or
       "cg" (matrix-free, for n too large to factor).
@@ -262,7 +273,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       "penalty" (every loss and ball: the robust head larger than device memory).
 
   Returns:
-    A `ReluHead` with its gates, weights, exact objective and constraint violation.
+    A `ReluHead` with its gates, weights, exact objective, constraint violation and gap.
 
   Raises:
     ValueError: if an argument is malformed, or the solver does not handle the problem.

@@ -285,6 +285,12 @@ def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
   if eps > 0 and loss != "hinge":
     raise ValueError(f"robust training (eps > 0) is formulated for loss='hinge', got {loss!r}")
+  if eps > 0 and gated:
+    # With fixed gates a gate within ε of x flips inside the ball and the prediction jumps:
+    # ε‖θ‖_q is then no bound on the worst case (see certify.gated_certified_radius).
+    raise ValueError("gated=True with eps > 0 is refused: a gated head's robust hinge "
+                     "ε‖θ‖ ignores gates that flip inside the ball, so it bounds nothing; "
+                     "train a robust convex ReLU head (gated=False) instead")
   d = X.shape[1]
   if gates is None:
     if not (isinstance(num_patterns, (int, np.integer)) and num_patterns >= 1):

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from cvxjax import sharding, streaming
-from cvxjax.core import relu
+from cvxjax.core import relu, relu_dual
 from cvxjax.solvers import admm, penalty, proximal, relu_barrier
 from cvxjax.solvers.driver import blas_limited, run_chunks
 
@@ -27,7 +27,7 @@ class ReluSolution(NamedTuple):
     objective: the exact objective at `weights` (loss + β Σ‖·‖₂).
     violation: the largest violation of the (robust) cone constraints (0 for gated heads).
     steps: solver iterations taken.
-    gap: a certified bound on objective − optimum (solver "barrier"), None otherwise.
+    gap: a certified bound on objective − optimum (`cvxjax.core.relu_dual`); None when streamed.
   """
 
   weights: jnp.ndarray
@@ -104,6 +104,31 @@ def _evaluate(W, X, D, targets, *, loss, eps, q, beta):
           relu.constraint_violation(W, X, D, eps, q) if W.shape[0] == 2 else jnp.zeros(()))
 
 
+_REFINE_STEPS = 50  # projected-gradient steps on the cone multipliers per certificate
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "eps", "q", "beta"))
+def _certificate(W, nu, lam, X, D, targets, directions, *, loss, eps, q, beta):
+  """(feasible weights, their objective, a lower bound on the optimum): see `relu_dual`.
+
+  nu: the loss map's multipliers, or None for the loss's gradient at W. lam: the cone
+  multipliers, or None (gated heads; for ReLU heads, refined from zero).
+  """
+  if nu is None:
+    nu = relu_dual.loss_gradient(W, X, D, targets, loss=loss, eps=eps, q=q)
+  if W.shape[0] == 2:
+    W = relu_dual.restore_feasibility(W, X, D, directions, relu.counted(targets), eps, q)
+    lam = jnp.zeros(W.shape[:2] + D.shape[:1] + W.shape[3:], W.dtype) if lam is None else lam
+  bound = relu_dual.lower_bound(nu, lam, X, D, targets, loss=loss, eps=eps, q=q, beta=beta,
+                                num_blocks=W.shape[0],
+                                refine_steps=0 if lam is None else _REFINE_STEPS)
+  return W, relu.objective(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta), bound
+
+
+def _relative_gap(objective, bound) -> float:
+  return float(objective - bound) / max(abs(float(objective)), float(np.finfo(np.float64).tiny))
+
+
 @functools.partial(jax.jit, static_argnames=("num_blocks",))
 def _gram(V, X, D, *, num_blocks):
   return relu.scores_adjoint(relu.scores(V, X, D), X, D, num_blocks)
@@ -140,6 +165,9 @@ _apply_penalty_gradient = jax.jit(penalty.apply_gradient, static_argnames=("opti
 @functools.partial(jax.jit, static_argnames=("eps", "q"))
 def _chunk_violation(W, X, D, *, eps, q):
   return relu.constraint_violation(W, X, D, eps, q)
+
+
+_chunk_shift = jax.jit(relu_dual.feasibility_shift, static_argnames=("eps", "q"))
 
 
 class _Streamed:
@@ -190,6 +218,18 @@ class _Streamed:
     return self.sum(lambda first, *chunk: _chunk_objective(
         W, *chunk, jnp.asarray(p.beta if first else 0.0, W.dtype), **measures))
 
+  def feasible(self, W, directions):
+    """`relu_dual.restore_feasibility` with the shifts' max over the chunks (ReLU heads)."""
+    p = self.problem
+    t = blocked = None
+    for X, D, labels, onehot, pairs in streaming.chunks(self.arrays, self.chunk_size,
+                                                        self.dtypes):
+      counted = relu.counted(relu.Targets(labels, onehot, pairs))
+      t_c, blocked_c = _chunk_shift(W, X, D, directions, counted, eps=p.eps, q=p.q)
+      t = t_c if t is None else jnp.maximum(t, t_c)
+      blocked = blocked_c if blocked is None else blocked | blocked_c
+    return relu_dual.shifted(W, t, blocked, directions)
+
   def violation(self, W):
     """`relu.constraint_violation`, the largest over the chunks (0 for a gated head)."""
     if W.shape[0] == 1:
@@ -227,8 +267,12 @@ def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: 
       state = run_chunks(
           state, lambda st, k: streamed.penalty_run(st, k, optimizer=optimizer, rho=penalty_rho),
           finished=lambda st: False, describe=objective, **chunk)
-  return _solution(problem, state.W, state.step, objective=streamed.objective(state.W),
-                   violation=streamed.violation(state.W))
+  W = state.W
+  if not problem.gated:
+    W = streamed.feasible(W, jnp.asarray(relu_dual.interior_directions(
+        problem.X, problem.gates, problem.eps, problem.q), dtype))
+  return _solution(problem, W, state.step, objective=streamed.objective(W),
+                   violation=streamed.violation(W))
 
 
 def _penalty_optimizer(optimizer):
@@ -263,6 +307,12 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
   P, C = D.shape[1], targets.onehot.shape[1]
   measures = dict(loss=problem.loss, eps=problem.eps, q=problem.q, beta=problem.beta)
   objective_of = lambda W: float(_evaluate(W, X, D, targets, **measures)[0])
+  directions = jnp.asarray(relu_dual.interior_directions(problem.X, problem.gates, problem.eps,
+                                                         problem.q), dtype)
+  # (W, ν, λ) of a state → (feasible W, objective, lower bound); the gap's relative size.
+  certify = lambda W, nu=None, lam=None: _certificate(W, nu, lam, X, D, targets, directions,
+                                                      **measures)
+  gap_of = lambda W, nu=None, lam=None: _relative_gap(*certify(W, nu, lam)[1:])
   max_steps = _DEFAULT_STEPS[solver] if max_steps is None else int(max_steps)
   chunk = dict(max_steps=max_steps, chunk=checkpoint_every, checkpoint_dir=checkpoint_dir,
                progress=progress, steps_of=lambda st: int(st.step))
@@ -275,13 +325,17 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
                             robust=robust))
       settings = dict(gated=problem.gated, loss=problem.loss, eps=problem.eps, q=problem.q,
                       beta=problem.beta, linear_solver=linear_solver, cg_tol=tol * 1e-2, tol=tol)
+      # The multipliers of F W = M (ρU_M) and of the cone slacks (−ρU_T ≥ 0) are dual points.
+      duals = lambda st: (st.Z, st.rho * st.U_M, None if st.T is None else -st.rho * st.U_T)
       state = run_chunks(
           state, lambda st, k: _admm_run(st, setup, k, **settings),
-          finished=lambda st: bool((st.primal <= tol) & (st.dual <= tol)),
+          finished=lambda st: bool((st.primal <= tol) & (st.dual <= tol))
+          or gap_of(*duals(st)) <= tol,
           describe=lambda st: {"objective": f"{objective_of(st.Z):.8g}",
                                "primal": f"{float(st.primal):.2e}",
                                "dual": f"{float(st.dual):.2e}"}, **chunk)
-      W = state.Z
+      certificate = certify(*duals(state))
+      stopped = f"primal and dual residuals {float(state.primal):.1e}, {float(state.dual):.1e}"
     elif solver == "barrier":
       if dtype != jnp.float64:
         warnings.warn("the barrier solver is built for float64 (jax.config.update("
@@ -309,12 +363,16 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
       L = _lipschitz(X, D, key, num_blocks=S, C=C, delta=delta)
       state = put(proximal.init(X, D, targets, num_blocks=S, augmented=solver == "al"))
       settings = dict(beta=problem.beta, delta=delta, tol=tol, constraint_tol=tol)
+      # The loss's gradient, and AL's multipliers (λ − δ G W)₊ of G W ≥ 0 (`proximal`).
+      duals = lambda st: (st.W, None, None if st.lam is None else jnp.maximum(
+          st.lam - delta * relu.cone_slacks(st.W, X, D), 0.0))
       state = run_chunks(
           state, lambda st, k: _prox_run(st, X, D, targets, L, k, **settings),
           finished=lambda st: bool((st.residual <= tol) & (st.violation <= tol)),
           describe=lambda st: {"objective": f"{objective_of(st.W):.8g}",
                                "residual": f"{float(st.residual):.2e}"}, **chunk)
-      W = state.W
+      certificate = certify(*duals(state))
+      stopped = f"relative prox-gradient {float(state.residual):.1e}"
     else:
       optimizer = _penalty_optimizer(optimizer)
       state = put(penalty.init(_penalty_start(problem, key, dtype), optimizer))
@@ -323,8 +381,19 @@ def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optio
           state, lambda st, k: _penalty_run(st, X, D, targets, k, **settings),
           finished=lambda st: False,
           describe=lambda st: {"objective": f"{objective_of(st.W):.8g}"}, **chunk)
-      W = state.W
-  return _solution(problem, W, state.step)
+      certificate = certify(state.W)
+      stopped = "a subgradient method's steps"
+  W, _, bound = certificate
+  violation = float(_evaluate(state.Z if solver == "admm" else state.W, X, D, targets,
+                              **measures)[1])
+  solution = _solution(problem, W, state.step)
+  gap = float(jnp.maximum(solution.objective - bound, 0.0))
+  if gap > tol * abs(float(solution.objective)):
+    warnings.warn(f"solver={solver!r} stopped after {int(state.step)} steps ({stopped}) at "
+                  f"relative gap {gap / abs(float(solution.objective)):.2e} > tol={tol:g}"
+                  + ("" if problem.gated else f"; its weights violated the cones by "
+                     f"{violation:.1e} before the feasibility step"), stacklevel=3)
+  return solution._replace(gap=jnp.asarray(gap, W.dtype))
 
 
 def _on_device(problem: relu.Problem):
