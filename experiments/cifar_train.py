@@ -124,7 +124,7 @@ def _head_fits(config, classes: int):
   key = jax.random.key(config.seed)
   relus = config.heads.relu
   for family in relus.families:
-    for eps in relus.eps:
+    for eps in common.relu_radii(family, relus.eps):
       yield (f"{family} ε={eps:g}", lambda X, y, beta, eps=eps, family=family: relu.fit(
           X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
           gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,

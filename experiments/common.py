@@ -38,6 +38,15 @@ class Timings(dict):
     self[name] = time.perf_counter() - start
 
 
+def relu_radii(family: str, eps: Sequence[float]) -> Sequence[float]:
+  """The training radii of a ReLU-family head: `eps` for convex ReLU, 0 alone for gated heads.
+
+  A gated head's prediction jumps where a gate flips inside the ball, so ε‖θ‖ does not bound its
+  worst case and `relu.fit` refuses `gated=True, eps > 0` (docs/math.md §4).
+  """
+  return tuple(eps) if family == "relu" else (0.0,)
+
+
 def fingerprint(*parts: str) -> str:
   """16 hex digits naming what a stage's output depends on, so a changed input never reuses it."""
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

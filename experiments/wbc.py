@@ -26,7 +26,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from cvxjax import data, heads, poly, relu  # noqa: E402
 from cvxjax.train import adversarial, head  # noqa: E402
-from experiments import report  # noqa: E402
+from experiments import common, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
@@ -53,7 +53,7 @@ def _models(config: ml_collections.ConfigDict):
         progress=config.progress), config.betas, _signs)
   key = jax.random.key(config.seed)
   for family in config.relu.families:
-    for eps in config.relu.eps:
+    for eps in common.relu_radii(family, config.relu.eps):
       yield (f"{family} ε={eps:g}", family, eps,
              lambda X, y, beta, eps=eps, family=family: relu.fit(
                  X, y, eps=float(eps), p=config.relu.p, beta=beta,

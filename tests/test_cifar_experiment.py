@@ -11,7 +11,7 @@ import pytest
 
 from cvxjax import data, features
 from cvxjax.train import backbone
-from experiments import cifar_train
+from experiments import cifar_train, common
 from experiments.configs import cifar as cifar_config
 
 
@@ -29,7 +29,8 @@ def _config(**overrides) -> ml_collections.ConfigDict:
 def _check_results(config, results, workdir):
   models = results["model"]
   n_heads = (len(config.heads.poly.radii)
-             + len(config.heads.relu.families) * len(config.heads.relu.eps)
+             + sum(len(common.relu_radii(f, config.heads.relu.eps))
+                 for f in config.heads.relu.families)
              + len(config.heads.network.methods))
   assert len(models) == len(config.backbones) + n_heads and len(set(models)) == len(models)
   assert models[:2] == ["standard (SGD)", "SAM"]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import wbc
+from experiments import common, wbc
 from experiments.configs import wbc as wbc_config
 
 pytestmark = pytest.mark.slow  # end to end: minutes on 2 cores
@@ -28,12 +28,12 @@ def run(tmp_path_factory):
 def test_results_have_one_entry_per_model_and_radius(run):
   config, _, returned, results = run
   assert set(returned) == set(results)
-  n_models = (len(config.radii) + len(config.relu.families) * len(config.relu.eps)
-              + len(config.network.methods))
+  relu_families = [f for f in config.relu.families for _ in common.relu_radii(f, config.relu.eps)]
+  n_models = len(config.radii) + len(relu_families) + len(config.network.methods)
   n_linf, n_l2 = len(config.linf_eps), len(config.l2_radii)
   assert results["train_radius"][:len(config.radii)] == list(config.radii)
   assert results["family"] == (["poly"] * len(config.radii)
-                               + [f for f in config.relu.families for _ in config.relu.eps]
+                               + relu_families
                                + ["network"] * len(config.network.methods))
   assert all(s > 0 for s in results["seconds"])  # every method's fit is timed
   assert len(set(results["model"])) == n_models

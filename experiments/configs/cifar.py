@@ -78,7 +78,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.heads.relu.families = ("relu", "gated")
   # ℓ₂ training radii on standardised features: ℓ∞ balls of 0.1 leave no sign pattern whose
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
-  config.heads.relu.eps = (0.0, 0.1)
+  config.heads.relu.eps = (0.0, 0.1)  # convex ReLU; gated heads train plain (docs/math.md §4)
   config.heads.relu.p = 2
   config.heads.relu.betas = (1e-3, 1e-2)
   config.heads.relu.num_patterns = 256

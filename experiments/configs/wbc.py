@@ -47,7 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Robust-training radii of the ReLU heads, in ℓ₂ like r. Their cone constraints fix every
   # neuron's pattern on each training ball: on this data ℓ∞ balls of ε ≥ 0.05 leave no pattern
   # with a nonzero neuron, ℓ₂ balls of ε = 0.1 leave 13 of 100.
-  config.relu.eps = (0.0, 0.05, 0.1)
+  config.relu.eps = (0.0, 0.05, 0.1)  # convex ReLU; gated heads train plain (docs/math.md §4)
   config.relu.p = 2  # their ball: 2 or "inf" (the weights then pay ℓ₁)
   config.relu.betas = (0.1, 1.0)
   config.relu.num_patterns = 100  # sampled gates, before duplicate patterns are dropped
