@@ -1,4 +1,6 @@
-"""Duality-gap certificates for convex ReLU and gated-ReLU heads, plain and robust (docs/math.md §4).
+"""Duality-gap certificates for convex ReLU and gated-ReLU heads, plain and robust.
+
+See docs/math.md §4.
 
 Every head solves  min_W ℓ(A W) + β Σ_g ‖W_g‖₂  s.t. W_g ∈ K_g  over the groups g = (s, k, c),
 with A the loss map (the scores F W, or for a robust hinge the pair weights Ξ = E Θ W) and K_g the
