@@ -267,7 +267,7 @@ def _read_array(archive: zipfile.ZipFile, name: str, spec, path: str) -> Optiona
     raise ValueError(f"{path}: array {name!r} is described by {spec!r}, not its shape and dtype")
   try:
     with archive.open(f"{name}.npy") as f:
-      array = np.lib.format.read_array(f)  # object arrays are refused: numbers only
+      array = np.lib.format.read_array(f, allow_pickle=False)  # numbers only, never objects
   except KeyError:
     raise ValueError(f"{path}: array {name!r} is missing") from None
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
