@@ -428,7 +428,7 @@ def _image_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> S
 
 def image_splits(source: str, *, data_dir: Optional[str] = None, val_fraction: float = 0.1,
                  seed: int = 0, max_train: Optional[int] = None,
-                 max_test: Optional[int] = None) -> ImageSplits:
+                 max_test: Optional[int] = None, max_val: Optional[int] = None) -> ImageSplits:
   """Image classification data, split into train/validation/test.
 
   CIFAR-10 ("tfds": a prepared TFDS directory; "archive": the official binary version): the
@@ -447,6 +447,7 @@ def image_splits(source: str, *, data_dir: Optional[str] = None, val_fraction: f
     max_train: keep at most this many training images (a stratified, seeded subsample);
       None keeps all.
     max_test: likewise for the test split.
+    max_val: likewise for the validation split.
 
   Returns:
     `ImageSplits` with X (n, 32, 32, 3) float32 in [0, 1] and y (n,) int32 in 0..9.
@@ -459,6 +460,7 @@ def image_splits(source: str, *, data_dir: Optional[str] = None, val_fraction: f
     raise ValueError(f"source must be one of {IMAGE_SOURCES}, got {source!r}")
   val_fraction = _check_fraction(val_fraction, "val_fraction")
   max_train, max_test = _check_cap(max_train, "max_train"), _check_cap(max_test, "max_test")
+  max_val = _check_cap(max_val, "max_val")
   if source == "digits":
     if val_fraction + _DIGITS_TEST_FRACTION >= 1:
       raise ValueError(f"val_fraction must be < {1 - _DIGITS_TEST_FRACTION} for digits (20% is "
@@ -477,6 +479,7 @@ def image_splits(source: str, *, data_dir: Optional[str] = None, val_fraction: f
     test = np.arange(len(test_labels))
   train = train[stratified_subsample(train_labels[train], max_train, seed)]
   test = test[stratified_subsample(test_labels[test], max_test, seed)]
+  val = val[stratified_subsample(train_labels[val], max_val, seed)]
   return ImageSplits(_image_split(train_images, train_labels, train),
                      _image_split(train_images, train_labels, val),
                      _image_split(test_images, test_labels, test), _IMAGE_CLASSES, source)

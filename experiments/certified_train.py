@@ -65,14 +65,27 @@ def lipschitz_report(model: SOCNet, variables, images: np.ndarray, key: jax.Arra
                                              for x, k in zip(images, keys, strict=True)]}
 
 
-def evaluate(config, models: List[cifar_train.Model], lipschitz: Dict[str, float],
+def certified_accuracy(head: heads.Head, standardisation, feats: np.ndarray, y: np.ndarray,
+                       lipschitz: float, radii) -> List[float]:
+  """The fraction of rows of `feats` (n, d) that `head`, on standardised features, certifies
+  at each of `radii` (pixel-space ℓ₂), the map from pixels to the features being
+  `lipschitz`-Lipschitz (the standardisation's scale is divided into it here)."""
+  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  mean, std = standardisation
+  Z = (jnp.asarray(feats, dtype) - mean) / std
+  scale = float(np.asarray(std).reshape(-1)[0])  # isotropic (checked): one scale
+  certified = head.certified_radius(Z, y, backbone_lipschitz=lipschitz / scale)
+  return certify.certified_accuracy(certified, radii).tolist()
+
+
+def evaluate(config, models: List[cifar_train.Model], lipschitz: float,
              test_features: np.ndarray, test: data.Split, workdir: str) -> List[Dict[str, Any]]:
   """Stage 4: certified and attacked ℓ₂ accuracy at radii k/255, each model saved when done.
 
   Args:
     config: see experiments/configs/certified.py.
     models: the assembled networks (the SOC's own and one per head; `heads.kind` in info).
-    lipschitz: {model label: Lipschitz constant of its map from pixels to the head's input}.
+    lipschitz: the Lipschitz constant of the backbone's map from pixels to features.
     test_features: (n, d) the backbone's features of the test images.
     test: the test images and labels.
     workdir: the run's directory.
@@ -86,19 +99,17 @@ def evaluate(config, models: List[cifar_train.Model], lipschitz: Dict[str, float
   radii = [k / 255 for k in config.eval.radii_k]
   directory = os.path.join(workdir, "evaluation", common.fingerprint(
       config.eval.to_json(), str(config.seed), features.identity((test.X, test.y))))
-  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
   def compute(model: cifar_train.Model) -> Dict[str, Any]:
     row = report.evaluate_attacks(
         model.apply, model.params, test.X, test.y, linf_eps=(), l2_radii=radii,
         pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
         restarts=config.eval.restarts, names=tuple(config.eval.attacks),
+        square_queries=config.eval.square_queries, per_attack=config.eval.per_attack,
         key=jax.random.key(config.seed), bounds=(0.0, 1.0), batch_size=config.eval.batch_size)
-    _, head, (mean, std) = model.params
-    Z = (jnp.asarray(test_features, dtype) - mean) / std
-    # Pixel-space radii: the head's, divided by the Lipschitz constant of pixels -> Z.
-    certified = head.certified_radius(Z, test.y, backbone_lipschitz=lipschitz[model.label])
-    row["certified_l2_accuracy"] = certify.certified_accuracy(certified, radii).tolist()
+    _, head, standardisation = model.params
+    row["certified_l2_accuracy"] = certified_accuracy(head, standardisation, test_features,
+                                                      test.y, lipschitz, radii)
     return row
 
   rows = []
@@ -160,7 +171,14 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
     return {"timings": dict(timings)}
 
   with timings.stage("heads"):
-    fitted, (mean, std) = cifar_train.fit_heads(config, feats, workdir)
+    # Chosen on certificates: the validation accuracy certified at select_radius_k/255.
+    val_features, select_radius = feats[1], config.eval.select_radius_k / 255
+    robustness = lambda head, standardisation: certified_accuracy(
+        head, standardisation, val_features.X, val_features.y, lipschitz["bound"],
+        [select_radius])[0]
+    fitted, (mean, std) = cifar_train.fit_heads(
+        config, feats, workdir, robustness=robustness,
+        robustness_key=f"certified at {select_radius!r}, L = {lipschitz['bound']!r}")
   if config.stop_after == "heads":
     return {"timings": dict(timings)}
 
@@ -168,22 +186,21 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
     width = model.widths[-1]
     apply = cifar_train.assembled(model)
     own_head = heads.LinearHead(**variables["params"]["head"]["output"])
+    # The SOC's own layer sees the raw features: a standardisation of (0, 1).
     own = cifar_train.Model("SOC (linear layer)", apply,
                             (variables, own_head, (jnp.zeros(width), jnp.ones(width))),
                             {"kind": heads.kind(own_head)})
     models = [own] + [
-        cifar_train.Model(label, apply,
-                          (variables, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head),
-                           (jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))),
+        cifar_train.Model(label, apply, cifar_train.network_params(variables, head, (mean, std)),
                           dict(info, kind=heads.kind(head)))
         for label, (head, info) in fitted.items()]
-    scale = float(np.asarray(std).reshape(-1)[0])
-    lipschitz_of = {m.label: lipschitz["bound"] / (1.0 if m is own else scale) for m in models}
-    rows = evaluate(config, models, lipschitz_of, feats[2].X, splits.test, workdir)
-  rows = [dict({k: None for k in ("beta", "val_accuracy", "seconds")}, **row) for row in rows]
+    rows = evaluate(config, models, lipschitz["bound"], feats[2].X, splits.test, workdir)
+  rows = [dict(dict.fromkeys(cifar_train.CHOSEN), **row) for row in rows]
+  scale = float(np.asarray(std).reshape(-1)[0])
   results = dict(report.collect(rows), l2_radii=[k / 255 for k in config.eval.radii_k],
-                 radii_k=list(config.eval.radii_k), lipschitz=lipschitz,
-                 feature_scale=scale, timings=dict(timings), n_train=len(splits.train.y),
-                 n_val=len(splits.val.y), n_test=len(splits.test.y))
+                 l2_radii_k=list(config.eval.radii_k), select_radius=select_radius,
+                 lipschitz=lipschitz, feature_scale=scale, timings=dict(timings),
+                 n_train=len(splits.train.y), n_val=len(splits.val.y),
+                 n_test=len(splits.test.y))
   report.write_run(workdir, results, config)
   return results

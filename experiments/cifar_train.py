@@ -19,7 +19,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,6 +34,8 @@ from cvxjax.train import head as network_head
 from experiments import common, report
 
 STAGES = ("backbones", "features", "heads", "evaluation")
+# What `fit_heads` reports of each chosen head (None for the backbones' own heads).
+CHOSEN = ("train_radius", "beta", "val_accuracy", "val_robust_accuracy", "seconds", "selection")
 
 
 class Model(NamedTuple):
@@ -80,6 +82,17 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                      f"config.backbones {tuple(config.backbones)}")
   if any(k < 0 for k in config.eval.eps_k):
     raise ValueError(f"config.eval.eps_k must hold k >= 0 (ε = k/255), got {config.eval.eps_k}")
+  if not (np.isfinite(config.eval.select_eps) and config.eval.select_eps >= 0):
+    raise ValueError(f"config.eval.select_eps must be a finite pixel ε >= 0, got "
+                     f"{config.eval.select_eps}")
+  if not config.eval.select_attacks:
+    raise ValueError("config.eval.select_attacks must name at least one attack")
+  if int(config.eval.square_queries) < 1:
+    raise ValueError(f"config.eval.square_queries must be >= 1, got {config.eval.square_queries}")
+  for name, radii in (("poly.radii", config.heads.poly.radii), ("relu.eps", config.heads.relu.eps),
+                      ("network.radii", config.heads.network.radii)):
+    if any(not r >= 0 for r in radii):
+      raise ValueError(f"config.heads.{name} must hold training radii >= 0, got {radii}")
 
 
 def train_backbones(config, splits: data.ImageSplits, workdir: str) -> Dict[str, Any]:
@@ -111,75 +124,155 @@ def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
       for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)))
 
 
-def _head_fits(config, classes: int):
-  """(label, fit(X, y, β) -> head, betas) for every head of config.heads."""
+class Family(NamedTuple):
+  """A kind of head and the grid its members choose their settings from on validation.
+
+  Attributes:
+    name: the candidates' name (their files are named by it and their settings).
+    fit: (X, y, radius, regularisation) -> a `heads.Head`.
+    radii: the robust member's training radii (its grid with `regularisations`).
+    regularisations: β (or the weight decay) of every member.
+    plain: the label of the member trained at radius 0, or None (no such member).
+    robust: the label of the member whose radius is chosen from `radii`, or None.
+  """
+
+  name: str
+  fit: Callable
+  radii: Tuple[float, ...]
+  regularisations: Tuple[float, ...]
+  plain: Optional[str]
+  robust: Optional[str]
+
+
+def _families(config, classes: int) -> List[Family]:
+  """Every kind of head of config.heads, with its grid of training radii and regularisation.
+
+  The plain members (poly, relu, gated, network head) train at radius 0, the robust ones
+  (poly robust, relu robust, PGD-AT, SSDS) at a radius of their grid; gated heads train plain
+  only (their prediction jumps where a gate flips, docs/math.md §4).
+  """
   mesh = config.heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
   mesh = (None if mesh.examples * mesh.model == 1
           else sharding.make_mesh(examples=mesh.examples, model=mesh.model))
-  polys = config.heads.poly
-  for r in polys.radii:
-    yield (f"poly r={r:g}", lambda X, y, beta, r=r: poly.fit(
-        X, y, r=float(r), beta=beta, solver=polys.solver, tol=polys.tol,
-        max_steps=polys.max_steps, progress=config.progress, mesh=mesh), polys.betas)
+  polys, relus, network = config.heads.poly, config.heads.relu, config.heads.network
+  families = [Family("poly", lambda X, y, r, beta: poly.fit(
+      X, y, r=float(r), beta=beta, solver=polys.solver, tol=polys.tol, max_steps=polys.max_steps,
+      progress=config.progress, mesh=mesh), tuple(polys.radii), tuple(polys.betas), "poly",
+      "poly robust" if any(r > 0 for r in polys.radii) else None)]
   key = jax.random.key(config.seed)
-  relus = config.heads.relu
   for family in relus.families:
-    for eps in common.relu_radii(family, relus.eps):
-      yield (f"{family} ε={eps:g}", lambda X, y, beta, eps=eps, family=family: relu.fit(
-          X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
-          gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
-          progress=config.progress, mesh=mesh), relus.betas)
-  network = config.heads.network
+    radii = tuple(common.relu_radii(family, relus.eps))
+    families.append(Family(family, lambda X, y, eps, beta, family=family: relu.fit(
+        X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
+        gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
+        progress=config.progress, mesh=mesh), radii, tuple(relus.betas), family,
+        f"{family} robust" if any(r > 0 for r in radii) else None))
   for method in network.methods if network.steps > 0 else ():
-    adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
-        method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
-        pgd_steps=network.pgd_steps)))
-    yield (report.network_label(adversary),
-           lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(
-               **network_head.fit(X, y, hidden=config.model.head_width, steps=network.steps,
-                                  learning_rate=network.learning_rate, weight_decay=weight_decay,
-                                  key=jax.random.fold_in(key, classes), adversary=adversary,
-                                  progress=config.progress)),
-           network.weight_decays)
+
+    def fit(X, y, eps, weight_decay, method=method):
+      adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
+          method=method, eps=float(eps), norm=network.norm, pgd_steps=network.pgd_steps)))
+      return heads.NetworkHead(**network_head.fit(
+          X, y, hidden=config.model.head_width, steps=network.steps,
+          learning_rate=network.learning_rate, weight_decay=weight_decay,
+          key=jax.random.fold_in(key, classes), adversary=adversary, progress=config.progress))
+
+    label = report.network_label(method, network.norm)
+    if method == "standard":
+      families.append(Family("network", fit, (0.0,), tuple(network.weight_decays), label, None))
+    else:  # PGD-AT and SSDS exist only robust: at radius 0 both are the standard training
+      families.append(Family(method, fit, tuple(network.radii), tuple(network.weight_decays),
+                             None, label))
+  return families
 
 
-def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str):
-  """Stage 3: every head on the standardised features, each saved once fitted (resumable).
+def _standardised(mean: np.ndarray, std: np.ndarray, split: data.Split) -> Tuple[Any, Any]:
+  """(X − mean) / std and y, in float64 where the caller enabled it (the solvers certify in it)."""
+  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  return jnp.asarray((split.X - mean) / std, dtype), split.y
+
+
+def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
+              robustness: Callable[[heads.Head, Tuple[np.ndarray, np.ndarray]], float],
+              robustness_key: str):
+  """Stage 3: every head on the standardised features, chosen on validation (resumable).
+
+  Each family (`_families`) fits every candidate of its grid (radius × β, the plain member's
+  radius 0 × β), saving each once fitted, scores it on the validation split by `robustness`
+  and its clean accuracy, and keeps per member the candidate `report.choose` picks. The test
+  split is never looked at.
+
+  Args:
+    config: see experiments/configs/cifar.py.
+    feats: train, val (and test, unused) features.
+    workdir: the run's directory.
+    robustness: (head as saved, (mean, std)) -> the validation accuracy that chooses (higher
+      is better), such as the worst of the attacks through the backbone at one radius.
+    robustness_key: names what `robustness` computes (its settings), so that its cached
+      values are reused only for the same settings.
 
   Returns:
     ({label: (head, info)}, (mean, std) of the training features); each head as saved (numpy
-    arrays), info holds β (or the weight decay), the validation accuracy and the fit's seconds.
+    arrays), info holds the chosen "train_radius" and "beta" (or the weight decay), its
+    "val_accuracy", "val_robust_accuracy" and fit "seconds", and every candidate's numbers
+    ("selection").
   """
   train, val, _ = feats
   mean = train.X.mean(axis=0)
   # One scale for every feature keeps the map isotropic: its Lipschitz constant is L / std.
   std = (train.X.std() if config.heads.get("isotropic", False) else train.X.std(axis=0)) + 1e-6
   std = np.broadcast_to(std, mean.shape)
-  # The convex solvers certify their optimum in float64 where the caller enabled it.
-  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-  standard = lambda split: (jnp.asarray((split.X - mean) / std, dtype), split.y)
   # Saved heads are reused only for the same settings and the same features.
   directory = os.path.join(workdir, "heads", common.fingerprint(
       config.heads.to_json(), str(config.model.head_width), str(config.seed),
       features.identity((train.X, train.y)), features.identity((val.X, val.y))))
+  scores = os.path.join(directory, "selection", common.fingerprint(robustness_key))
   os.makedirs(directory, exist_ok=True)
+  train_z, val_z = _standardised(mean, std, train), _standardised(mean, std, val)
   fitted = {}
-  for label, fit, betas in _head_fits(config, int(train.y.max()) + 1):
-    path = os.path.join(directory, common.file_name(label))
-    # The head is written last: its file says the fit is complete.
-    if not os.path.exists(path + ".head"):
-      start = time.perf_counter()
-      head, beta, val_accuracy = report.fit_and_select(standard(train), standard(val), fit=fit,
-                                                       betas=betas)
-      info = {"beta": beta, "val_accuracy": val_accuracy,
-              "seconds": time.perf_counter() - start}
-      common.atomic_write(path + ".json", json.dumps(info))
-      heads.save_head(path + ".head", head)
-      print(f"{label}: β={beta:g} val acc={val_accuracy:.3f} ({info['seconds']:.1f} s)",
-            flush=True)
-    with open(path + ".json") as f:
-      fitted[label] = (heads.load_head(path + ".head"), json.load(f))
+  for family in _families(config, int(train.y.max()) + 1):
+    grid = []
+    if family.plain is not None:
+      grid += [(0.0, beta) for beta in family.regularisations]
+    if family.robust is not None:
+      grid += [(r, beta) for r in family.radii for beta in family.regularisations
+               if (r, beta) not in grid]
+    candidates = []
+    for radius, beta in grid:
+      label = f"{family.name} r={radius:g} β={beta:g}"
+      path = os.path.join(directory, common.file_name(label))
+      # The head is written last: its file says the fit is complete.
+      if not os.path.exists(path + ".head"):
+        start = time.perf_counter()
+        head = family.fit(*train_z, float(radius), float(beta))
+        info = {"train_radius": float(radius), "beta": float(beta),
+                "val_accuracy": report.accuracy(head, *val_z),
+                "seconds": time.perf_counter() - start}
+        common.atomic_write(path + ".json", json.dumps(info))
+        heads.save_head(path + ".head", head)
+      head = heads.load_head(path + ".head")
+      with open(path + ".json") as f:
+        info = json.load(f)
+      scored = common.cached_row(scores, label, head, {}, lambda head=head: {
+          "val_robust_accuracy": robustness(head, (mean, std))})
+      info["val_robust_accuracy"] = scored["val_robust_accuracy"]
+      candidates.append((head, info))
+    for member, rows in ((family.plain, [c for c in candidates if c[1]["train_radius"] == 0]),
+                         (family.robust, candidates)):
+      if member is None:
+        continue
+      head, info = rows[report.choose([info for _, info in rows])]
+      fitted[member] = (head, dict(info, selection=[info for _, info in rows]))
+      print(f"{member}: r={info['train_radius']:g} β={info['beta']:g} val acc "
+            f"{info['val_accuracy']:.3f}, val robust {info['val_robust_accuracy']:.3f}", flush=True)
   return fitted, (mean, std)
+
+
+def network_params(variables, head: heads.Head, standardisation) -> Tuple:
+  """The parameters of an `assembled` network: the backbone's, the head's and the
+  standardisation's, in float32 as the backbone computes."""
+  as_float32 = lambda a: jnp.asarray(a, jnp.float32)
+  return variables, jax.tree.map(as_float32, head), tuple(map(as_float32, standardisation))
 
 
 def assemble(config, model: PreActResNet18, states, fitted, standardisation) -> List[Model]:
@@ -192,30 +285,72 @@ def assemble(config, model: PreActResNet18, states, fitted, standardisation) -> 
                   (state.variables, heads.NetworkHead(**network_head.from_model_params(
                       state.params)), identity), {}) for name, state in states.items()]
   variables = states[config.heads.backbone].variables
-  mean, std = (jnp.asarray(v, jnp.float32) for v in standardisation)
   for label, (head, info) in fitted.items():
-    head = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), head)
-    models.append(Model(label, apply, (variables, head, (mean, std)), info))
+    models.append(Model(label, apply, network_params(variables, head, standardisation), info))
   return models
 
 
+def _attack_settings(config) -> Dict[str, Any]:
+  """The settings of `report.evaluate_attacks` that selection and evaluation share."""
+  return dict(pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
+              restarts=config.eval.restarts, targets=config.eval.targets,
+              square_queries=config.eval.square_queries, key=jax.random.key(config.seed),
+              bounds=(0.0, 1.0), batch_size=config.eval.batch_size)
+
+
+def attacked_robustness(config, apply: Callable, variables, val: data.Split):
+  """What chooses the heads: (robustness, robustness_key) for `fit_heads`.
+
+  robustness(head, standardisation) is the validation accuracy of the whole network (backbone
+  `variables`, the head on standardised features) under the worst of config.eval.select_attacks
+  at ℓ∞ radius config.eval.select_eps in pixel space (survivor mode); the key names its
+  settings, the backbone and the validation split.
+  """
+  settings = _attack_settings(config)
+
+  def robustness(head: heads.Head, standardisation) -> float:
+    params = network_params(variables, head, standardisation)
+    return report.evaluate_attacks(
+        apply, params, val.X, val.y, linf_eps=[config.eval.select_eps], l2_radii=(),
+        names=tuple(config.eval.select_attacks), per_attack=False,
+        **settings)["worst_linf_accuracy"][0]
+
+  key = json.dumps(dict({k: v for k, v in settings.items() if k != "key"},
+                        eps=config.eval.select_eps, attacks=list(config.eval.select_attacks),
+                        seed=config.seed), sort_keys=True)
+  return robustness, key + features.identity(variables) + features.identity((val.X, val.y))
+
+
 def evaluate(config, models: List[Model], test: data.Split, workdir: str) -> List[Dict]:
-  """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done."""
+  """Stage 4: clean and attacked accuracy at ε = k/255 for each model, each saved when done.
+
+  The worst of all attacks runs in survivor mode (each attack only on the examples every earlier
+  one failed on) unless config.eval.per_attack asks for every attack's accuracy. A network
+  listed twice (a head chosen by two members of its family) is attacked once.
+  """
   directory = os.path.join(workdir, "evaluation",
                            common.fingerprint(config.eval.to_json(), str(config.seed),
-                                       features.identity((test.X, test.y))))
+                                              features.identity((test.X, test.y))))
   eps = [k / 255 for k in config.eval.eps_k]
+  found = {}
+
+  def attacked(model: Model) -> Dict[str, Any]:
+    network = features.identity(model.params)
+    if network not in found:
+      found[network] = report.evaluate_attacks(
+          model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
+          names=tuple(config.eval.attacks), per_attack=config.eval.per_attack,
+          **_attack_settings(config))
+    return dict(found[network])
+
   rows = []
   for model in models:
     row = common.cached_row(directory, model.label, model.params, model.info,
-                            lambda model=model: report.evaluate_attacks(
-        model.apply, model.params, test.X, test.y, linf_eps=eps, l2_radii=(),
-        pgd_steps=config.eval.pgd_steps, apgd_steps=config.eval.apgd_steps,
-        restarts=config.eval.restarts, targets=config.eval.targets,
-        names=tuple(config.eval.attacks), key=jax.random.key(config.seed), bounds=(0.0, 1.0),
-        batch_size=config.eval.batch_size))
+                            lambda model=model: attacked(model))
     print(f"{model.label}: clean {row['clean_accuracy']:.3f}, worst-of-all "
-          + ", ".join(f"{a:.3f}" for a in row["worst_linf_accuracy"]), flush=True)
+          + ", ".join(f"{a:.3f} at {k}/255" for a, k in zip(row["worst_linf_accuracy"],
+                                                            config.eval.eps_k, strict=True)),
+          flush=True)
     rows.append(row)
   return rows
 
@@ -224,7 +359,8 @@ def load_splits(config) -> data.ImageSplits:
   """The train / validation / test images of config.data (see experiments/configs/cifar.py)."""
   return data.image_splits(config.data.source, data_dir=config.data.data_dir,
                            val_fraction=config.data.val_fraction, seed=config.seed,
-                           max_train=config.data.max_train, max_test=config.data.max_test)
+                           max_train=config.data.max_train, max_test=config.data.max_test,
+                           max_val=config.data.max_val)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -254,14 +390,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if config.stop_after == "features":
     return {"timings": dict(timings)}
   with timings.stage("heads"):
-    fitted, standardisation = fit_heads(config, feats, workdir)
+    robustness, robustness_key = attacked_robustness(
+        config, assembled(model), states[config.heads.backbone].variables, splits.val)
+    fitted, standardisation = fit_heads(config, feats, workdir, robustness=robustness,
+                                        robustness_key=robustness_key)
   if config.stop_after == "heads":
     return {"timings": dict(timings)}
   models = assemble(config, model, states, fitted, standardisation)
   with timings.stage("evaluation"):
     rows = evaluate(config, models, splits.test, workdir)
-  rows = [dict({k: None for k in ("beta", "val_accuracy", "seconds")}, **row) for row in rows]
+  rows = [dict(dict.fromkeys(CHOSEN), **row) for row in rows]
   results = dict(report.collect(rows), linf_eps=[k / 255 for k in config.eval.eps_k],
+                 linf_eps_k=list(config.eval.eps_k), select_eps=config.eval.select_eps,
                  timings=dict(timings), memory=common.memory(), n_train=len(splits.train.y),
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
   report.write_run(workdir, results, config)

@@ -16,7 +16,6 @@ import numpy as np
 
 from cvxjax import attacks, certify, heads
 from cvxjax.plotting import Panel, plot_accuracy
-from cvxjax.train import adversarial
 from experiments import common
 
 # The attacks of `attacks.standard_attacks` (and the worst of them) and the balls they run in.
@@ -38,12 +37,15 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
                      l2_radii: Sequence[float], pgd_steps: int, apgd_steps: int, restarts: int,
                      key: jax.Array, bounds: attacks.Bounds = None,
                      batch_size: Optional[int] = None, targets: int = 9,
-                     names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  """Clean accuracy, and accuracy under every standard attack and the worst of them, per radius.
+                     names: Optional[Sequence[str]] = None, square_queries: int = 5000,
+                     per_attack: bool = True) -> Dict[str, Any]:
+  """Clean accuracy, and accuracy under the worst of the standard attacks (and each), per radius.
 
   Runs `attacks.standard_attacks` (FGSM, PGD, APGD-CE, APGD-DLR / APGD-T for logits of
   3 / 4+ classes, and Square) in the ℓ∞ ball at each of `linf_eps` and in the ℓ₂ ball at each
-  of `l2_radii` (a ball with no radii is skipped).
+  of `l2_radii` (a ball with no radii is skipped): with `per_attack` every attack on every
+  example, else each attack only on the examples every earlier one failed on (AutoAttack's
+  order, `attacks.robust_accuracy(..., mode="worst")`), which gives the same worst of all.
 
   Args:
     apply: (params, x) -> scores, as for `cvxjax.attacks`.
@@ -59,10 +61,15 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
     batch_size: examples attacked at a time (None: all).
     targets: APGD-T's target classes.
     names: run only these attacks of the standard suite (None: all).
+    square_queries: the Square attack's queries.
+    per_attack: report each attack's accuracy (every attack on every example); False: the
+      worst of all and the fraction of examples each attack broke first, at a fraction of the
+      cost.
 
   Returns:
-    {"clean_accuracy": float, "<attack>_<ball>_accuracy": [per radius]} for attack in fgsm,
-    pgd, apgd_ce, (apgd_dlr, apgd_t,) square, worst and ball in linf, l2 (the keys of `CURVES`).
+    {"clean_accuracy": float, "worst_<ball>_accuracy": [per radius]} for ball in linf, l2,
+    and per attack (fgsm, pgd, apgd_ce, (apgd_dlr, apgd_t,) square) "<attack>_<ball>_accuracy"
+    with `per_attack` (the keys of `CURVES`), else "<attack>_<ball>_broken_first".
   """
   X = jnp.asarray(X)
   shape = jax.eval_shape(apply, params, X).shape
@@ -75,12 +82,15 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
     suite = attacks.standard_attacks(norm, key=jax.random.fold_in(key, index),
                                      classes=2 if len(shape) == 1 else shape[1],
                                      pgd_steps=pgd_steps, apgd_steps=apgd_steps,
-                                     restarts=restarts, targets=targets, names=names)
+                                     restarts=restarts, targets=targets,
+                                     square_queries=square_queries, names=names)
     found = attacks.robust_accuracy(apply, params, X, y, radii, suite, bounds=bounds,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size,
+                                    mode="all" if per_attack else "worst")
     results["clean_accuracy"] = found["clean"]
-    for name, accuracy in found["attacks"].items():
-      results[f"{name.replace('-', '_')}_{ball}_accuracy"] = accuracy
+    for name, value in found["attacks" if per_attack else "broken_first"].items():
+      suffix = "accuracy" if per_attack else "broken_first"
+      results[f"{name.replace('-', '_')}_{ball}_{suffix}"] = value
     results[f"worst_{ball}_accuracy"] = found["worst_of_all"]
   return results
 
@@ -113,13 +123,19 @@ def evaluate_head(head: heads.Head, X, y, **attack_settings) -> Dict[str, Any]:
   return results
 
 
-def network_label(adversary: adversarial.Adversary) -> str:
-  """The results' name of a nonconvex head trained with `adversary`."""
-  if adversary.method == "standard":
+def network_label(method: str, norm, eps: Optional[float] = None) -> str:
+  """The results' name of a nonconvex head trained by `method` ("standard", "pgd" or "ssds") in
+  the `norm` ball ("inf" or 2) of radius `eps` (None: a radius chosen per run, not named)."""
+  if method == "standard":
     return "network head"
-  ball = "ℓ∞" if adversary.norm == "inf" else "ℓ₂"
-  name = {"pgd": "PGD-AT", "ssds": "SSDS"}[adversary.method]
-  return f"{name} head {ball} ε={adversary.eps:g}"
+  ball = "ℓ∞" if norm == "inf" else "ℓ₂"
+  name = {"pgd": "PGD-AT", "ssds": "SSDS"}[method]
+  return f"{name} head {ball}" + ("" if eps is None else f" ε={eps:g}")
+
+
+def accuracy(head: heads.Head, X, y) -> float:
+  """The fraction of rows of X, (n, d), that `head` labels as y, (n,)."""
+  return float(np.mean(np.asarray(head.predict(jnp.asarray(X))) == np.asarray(y)))
 
 
 def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *,
@@ -141,10 +157,26 @@ def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *,
   best = None
   for beta in betas:
     head = fit(*train, float(beta))
-    acc = float(np.mean(np.asarray(head.predict(jnp.asarray(val[0]))) == np.asarray(val[1])))
+    acc = accuracy(head, *val)
     if best is None or acc > best[2]:
       best = (head, float(beta), acc)
   return best
+
+
+def choose(candidates: Sequence[Mapping[str, float]]) -> int:
+  """The index of the candidate most robust on validation: the highest "val_robust_accuracy",
+  ties to the higher "val_accuracy" (clean), then to the first listed.
+
+  Args:
+    candidates: one dict per fitted candidate with both keys (validation numbers only).
+
+  Returns:
+    The chosen candidate's index.
+  """
+  if not candidates:
+    raise ValueError("candidates must hold at least one fitted candidate")
+  ranks = [(c["val_robust_accuracy"], c["val_accuracy"], -i) for i, c in enumerate(candidates)]
+  return -max(ranks)[2]
 
 
 def collect(rows: Sequence[Mapping[str, Any]]) -> Dict[str, list]:
@@ -172,14 +204,24 @@ def write_results(workdir: str, results: Mapping[str, Any],
                              json.dumps(common.to_builtin(results), indent=1, sort_keys=True))
 
 
+def radius_axis(results: Mapping[str, Any], radius_key: str) -> Tuple[list, Optional[list]]:
+  """The x values and their labels of a radius key: k with labels "k/255" where the results
+  hold the radii as k/255 (f"{radius_key}_k", pixel-space radii), else the radii themselves."""
+  if f"{radius_key}_k" in results:
+    ks = list(results[f"{radius_key}_k"])
+    return ks, [f"{k:g}/255" for k in ks]
+  return list(results[radius_key]), None
+
+
 def plot_models(workdir: str, results: Mapping[str, Any]) -> str:
   """`accuracy_vs_eps.png`: one panel per attack, accuracy against the attack radius, one line
   per model (models without a value, such as certificates of gated heads, are left out).
 
   Args:
     workdir: output directory.
-    results: `collect`ed results with "model" labels, "linf_eps", "l2_radii" and the keys of
-      `CURVES` that are present.
+    results: `collect`ed results with "model" labels, "linf_eps", "l2_radii" (and optionally
+      "linf_eps_k", "l2_radii_k": the radii as k/255, drawn so) and the keys of `CURVES` that
+      are present.
 
   Returns:
     The path written.
@@ -189,14 +231,43 @@ def plot_models(workdir: str, results: Mapping[str, Any]) -> str:
     title, radius_key, radius_label = CURVES[k]
     curves = {m: acc for m, acc in zip(results["model"], results[k], strict=True)
               if acc is not None}
-    panels.append(Panel(title, radius_label, results[radius_key], curves))
+    x, ticks = radius_axis(results, radius_key)
+    panels.append(Panel(title, radius_label, x, curves, ticks))
   os.makedirs(workdir, exist_ok=True)
   return plot_accuracy(os.path.join(workdir, "accuracy_vs_eps.png"), panels,
                        suptitle="Test accuracy against the attack radius, one line per model")
 
 
+def plot_certified(workdir: str, results: Mapping[str, Any]) -> Optional[str]:
+  """`certified_vs_attacked.png`: a panel per model with a certificate, its certified ℓ₂
+  accuracy beside its accuracy under the worst of the ℓ₂ attacks (which bounds it above).
+
+  Args:
+    workdir: output directory.
+    results: `collect`ed results with "model", "l2_radii", "certified_l2_accuracy" and
+      "worst_l2_accuracy" (None where a model has no certificate).
+
+  Returns:
+    The path written, or None where no model has both numbers.
+  """
+  if not {"certified_l2_accuracy", "worst_l2_accuracy"} <= set(results):
+    return None
+  x, ticks = radius_axis(results, "l2_radii")
+  panels = [Panel(model, "ℓ₂ radius ε", x,
+                  {"attacked (worst of all)": attacked, "certified": certified}, ticks)
+            for model, certified, attacked in zip(results["model"],
+                                                  results["certified_l2_accuracy"],
+                                                  results["worst_l2_accuracy"], strict=True)
+            if certified is not None and attacked is not None]
+  if not panels:
+    return None
+  return plot_accuracy(os.path.join(workdir, "certified_vs_attacked.png"), panels,
+                       suptitle="Certified and attacked ℓ₂ test accuracy, one panel per model")
+
+
 def write_run(workdir: str, results: Mapping[str, Any], config) -> None:
-  """An experiment's outputs: results.json, config.json, accuracy_vs_eps.png; prints the table.
+  """An experiment's outputs: results.json, config.json, accuracy_vs_eps.png and, where models
+  have certificates, certified_vs_attacked.png; prints the table.
 
   Args:
     workdir: the run's directory.
@@ -206,6 +277,7 @@ def write_run(workdir: str, results: Mapping[str, Any], config) -> None:
   write_results(workdir, results)
   common.atomic_write(os.path.join(workdir, "config.json"), config.to_json(indent=1))
   plot_models(workdir, results)
+  plot_certified(workdir, results)
   print(format_table(results), flush=True)
 
 
@@ -219,27 +291,36 @@ def format_table(results: Mapping[str, Any]) -> str:
   """The results as plain-text tables, one row per model: a summary, then one per attack.
 
   Args:
-    results: `collect`ed results (see `plot_models`), optionally with "beta", "objective",
-      "gap", "violation", "width", "val_accuracy", "seconds"; None shows as "—".
+    results: `collect`ed results (see `plot_models`), optionally with "train_radius", "beta",
+      "objective", "gap", "violation", "width", "val_accuracy", "val_robust_accuracy",
+      "seconds"; None shows as "—". Radii with a "_k" key print as k/255.
 
   Returns:
     The tables, separated by blank lines.
   """
   models = results["model"]
   cell = lambda fmt, v: "—" if v is None else fmt.format(v)
-  summary = [("beta", "β", "{:.0e}"), ("objective", "objective", "{:.6g}"),
-             ("gap", "gap", "{:.1e}"), ("violation", "violation", "{:.1e}"),
-             ("width", "width", "{:d}"),
-             ("val_accuracy", "val acc", "{:.3f}"), ("clean_accuracy", "test acc", "{:.3f}"),
-             ("seconds", "fit s", "{:.1f}")]
+  summary = [("train_radius", "train r", "{:g}"), ("beta", "β", "{:.0e}"),
+             ("objective", "objective", "{:.6g}"), ("gap", "gap", "{:.1e}"),
+             ("violation", "violation", "{:.1e}"), ("width", "width", "{:d}"),
+             ("val_accuracy", "val acc", "{:.3f}"), ("val_robust_accuracy", "val robust",
+                                                     "{:.3f}"),
+             ("clean_accuracy", "test acc", "{:.3f}"), ("seconds", "fit s", "{:.1f}")]
   summary = [s for s in summary if s[0] in results]
   blocks = [_table(["model"] + [s[1] for s in summary],
                    [[m] + [cell(fmt, results[k][i]) for k, _, fmt in summary]
                     for i, m in enumerate(models)])]
-  for k in (k for k in CURVES if k in results):
-    title, radius_key, _ = CURVES[k]
-    header = ["model"] + [f"ε={rho:g}" for rho in results[radius_key]]
+  tables = {k: (f"{title} test accuracy", radius_key) for k, (title, radius_key, _) in
+            CURVES.items()}
+  tables.update({f"{attack}_{ball}_broken_first": (
+      f"{title} {symbol}: fraction of the test split it broke first", radius_key)
+      for ball, (symbol, radius_key) in _BALLS.items()
+      for attack, title in _ATTACK_TITLES.items()})
+  for k in (k for k in tables if k in results):
+    title, radius_key = tables[k]
+    x, ticks = radius_axis(results, radius_key)
+    header = ["model"] + [f"ε={t}" for t in (ticks or [f"{rho:g}" for rho in x])]
     rows = [[m] + ([cell("{:.3f}", a) for a in results[k][i]] if results[k][i] is not None
-                   else ["—"] * len(results[radius_key])) for i, m in enumerate(models)]
-    blocks.append(f"{title} test accuracy\n" + _table(header, rows))
+                   else ["—"] * len(x)) for i, m in enumerate(models)]
+    blocks.append(f"{title}\n" + _table(header, rows))
   return "\n\n".join(blocks)

@@ -65,7 +65,7 @@ def _models(config: ml_collections.ConfigDict):
     adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
         method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
         pgd_steps=network.pgd_steps)))
-    yield (report.network_label(adversary), "network", adversary.eps,
+    yield (report.network_label(method, network.norm, adversary.eps), "network", adversary.eps,
            lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(**head.fit(
                X, y, hidden=network.hidden, steps=network.steps,
                learning_rate=network.learning_rate, weight_decay=weight_decay, key=key,
@@ -96,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seconds = time.perf_counter() - start
     row = report.evaluate_head(fitted, *test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
                                pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
-                               restarts=config.restarts, key=key)
+                               restarts=config.restarts, square_queries=config.square_queries,
+                               key=key)
     rows.append(dict(row, model=label, family=family, train_radius=radius, beta=beta,
                      val_accuracy=val_accuracy, seconds=seconds))
     # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.

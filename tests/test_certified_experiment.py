@@ -34,6 +34,21 @@ def test_every_certificate_is_reported_below_the_attacks(run):
   assert np.all(np.diff(certified, axis=1) <= 0)  # larger balls certify fewer examples
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["model"] == results["model"]
+  with open(os.path.join(workdir, "certified_vs_attacked.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_heads_are_chosen_on_validation_certificates(run):
+  config, _, results = run
+  # Every head states the radius and β it chose, the most certified on validation.
+  for i, model in enumerate(results["model"][1:], start=1):
+    candidates = results["selection"][i]
+    assert (results["train_radius"][i], results["beta"][i]) in {
+        (c["train_radius"], c["beta"]) for c in candidates}
+    assert results["val_robust_accuracy"][i] == max(c["val_robust_accuracy"] for c in candidates)
+    # Certified examples are correctly classified ones.
+    assert 0 <= results["val_robust_accuracy"][i] <= results["val_accuracy"][i], model
 
 
 @pytest.mark.slow

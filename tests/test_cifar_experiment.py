@@ -3,6 +3,7 @@ binary archive, resumption after the backbone stage, the feature cache, and earl
 
 import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import ml_collections
@@ -11,7 +12,7 @@ import pytest
 
 from cvxjax import data, features
 from cvxjax.train import backbone
-from experiments import cifar_train, common
+from experiments import cifar_train
 from experiments.configs import cifar as cifar_config
 
 
@@ -26,22 +27,46 @@ def _config(**overrides) -> ml_collections.ConfigDict:
   return config.lock()
 
 
+def _members(config):
+  """The heads' labels a run of `config` reports, from the config alone."""
+  labels = ["poly"] + ["poly robust"] * any(r > 0 for r in config.heads.poly.radii)
+  for family in config.heads.relu.families:
+    robust = family == "relu" and any(eps > 0 for eps in config.heads.relu.eps)
+    labels += [family] + [f"{family} robust"] * robust
+  return labels + ["network head", "PGD-AT head ℓ₂", "SSDS head ℓ₂"][:len(
+      config.heads.network.methods)]
+
+
 def _check_results(config, results, workdir):
   models = results["model"]
-  n_heads = (len(config.heads.poly.radii)
-             + sum(len(common.relu_radii(f, config.heads.relu.eps))
-                 for f in config.heads.relu.families)
-             + len(config.heads.network.methods))
-  assert len(models) == len(config.backbones) + n_heads and len(set(models)) == len(models)
-  assert models[:2] == ["standard (SGD)", "SAM"]
+  assert models == ["standard (SGD)", "SAM"] + _members(config)
   eps = [k / 255 for k in config.eval.eps_k]
-  assert results["linf_eps"] == eps
+  assert results["linf_eps"] == eps and results["linf_eps_k"] == list(config.eval.eps_k)
   clean = np.asarray(results["clean_accuracy"])
-  for attack in (*config.eval.attacks, "worst"):
-    accuracy = np.asarray(results[f"{attack.replace('-', '_')}_linf_accuracy"])
-    assert accuracy.shape == (len(models), len(eps))
-    assert np.all(accuracy <= clean[:, None]) and np.all(accuracy[:, 0] == clean)
-    assert np.all(np.asarray(results["worst_linf_accuracy"]) <= accuracy)
+  worst = np.asarray(results["worst_linf_accuracy"])
+  assert worst.shape == (len(models), len(eps))
+  assert np.all(worst <= clean[:, None]) and np.all(worst[:, 0] == clean)
+  names = [attack.replace("-", "_") for attack in config.eval.attacks]
+  if config.eval.per_attack:
+    for attack in names:
+      accuracy = np.asarray(results[f"{attack}_linf_accuracy"])
+      assert np.all(accuracy <= clean[:, None]) and np.all(accuracy[:, 0] == clean)
+      assert np.all(worst <= accuracy)
+  else:  # survivor mode: the examples each attack broke first add up to clean − worst of all
+    broken = sum(np.asarray(results[f"{attack}_linf_broken_first"]) for attack in names)
+    assert np.all(broken >= 0) and np.all(broken[:, 0] == 0)
+    np.testing.assert_allclose(broken, clean[:, None] - worst, atol=1e-12)
+  # Every head states the settings it chose on validation, from its family's grid.
+  grids = {"poly": config.heads.poly.radii, "relu": config.heads.relu.eps, "gated": (0.0,),
+           "PGD-AT": config.heads.network.radii, "SSDS": config.heads.network.radii,
+           "network": (0.0,)}
+  for i, model in enumerate(models[2:], start=2):
+    radius, chosen = results["train_radius"][i], results["selection"][i]
+    assert radius in (0.0, *grids[model.split()[0]])
+    assert radius == 0 or "robust" in model or model.startswith(("PGD-AT", "SSDS"))
+    assert {(c["train_radius"], c["beta"]) for c in chosen} >= {(radius, results["beta"][i])}
+    best = max((c["val_robust_accuracy"], c["val_accuracy"]) for c in chosen)
+    assert (results["val_robust_accuracy"][i], results["val_accuracy"][i]) == best
   assert set(results["timings"]) == {"data", *cifar_train.STAGES}
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["model"] == models
@@ -65,24 +90,60 @@ def _archive(directory, seed=0):
   data.write_cifar10_archive(str(directory), (images(100), labels(100)), (images(30), labels(30)))
 
 
+def _no_training(*args, **kwargs):
+  raise AssertionError("the resumed run retrained a backbone")
+
+
+@pytest.fixture(scope="module")
+def archive_run(tmp_path_factory):
+  """A run on a generated archive, "killed" after the backbones and resumed to the end."""
+  root = tmp_path_factory.mktemp("archive")
+  _archive(root / "cifar")
+  workdir = str(root / "run")
+  source = {"data.source": "archive", "data.data_dir": str(root / "cifar")}
+  stopped = cifar_train.train_and_evaluate(_config(**source, stop_after="backbones"), workdir)
+  features_after_stop = os.path.exists(os.path.join(workdir, "features"))
+  config = _config(**source)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(backbone, "train_step", _no_training)
+    results = cifar_train.train_and_evaluate(config, workdir)
+  return config, workdir, (stopped, features_after_stop), results
+
+
 @pytest.mark.slow
-def test_archive_run_resumes_after_the_backbones_without_retraining(tmp_path, monkeypatch):
-  _archive(tmp_path / "cifar")
-  workdir = str(tmp_path / "run")
-  config = _config(**{"data.source": "archive", "data.data_dir": str(tmp_path / "cifar")})
-  # The "kill": the run ends after the backbones, as an interrupted one would.
-  stopped = cifar_train.train_and_evaluate(_config(**{"data.source": "archive",
-                                                      "data.data_dir": str(tmp_path / "cifar"),
-                                                      "stop_after": "backbones"}), workdir)
-  assert set(stopped["timings"]) == {"data", "backbones"}
-  assert not os.path.exists(os.path.join(workdir, "features"))
-
-  def no_training(*args, **kwargs):
-    raise AssertionError("the resumed run retrained a backbone")
-
-  monkeypatch.setattr(backbone, "train_step", no_training)
-  results = cifar_train.train_and_evaluate(config, workdir)
+def test_archive_run_resumes_after_the_backbones_without_retraining(archive_run):
+  config, workdir, (stopped, features_after_stop), results = archive_run
+  assert set(stopped["timings"]) == {"data", "backbones"} and not features_after_stop
   _check_results(config, results, workdir)
+
+
+@pytest.mark.slow
+def test_poisoned_test_labels_change_no_chosen_setting(archive_run, tmp_path, monkeypatch):
+  config, workdir, _, results = archive_run
+  # The same backbones (trained on the training split alone); every head is fitted anew.
+  for name in config.backbones:
+    shutil.copytree(os.path.join(workdir, f"backbone_{name}"), tmp_path / f"backbone_{name}")
+  splits = cifar_train.load_splits(config)
+  poisoned = splits._replace(test=data.Split(splits.test.X, (splits.test.y + 1) % 10))
+  monkeypatch.setattr(cifar_train, "load_splits", lambda config: poisoned)
+  chosen = []
+  fit_heads = cifar_train.fit_heads
+
+  def recorded_fit_heads(*args, **kwargs):
+    chosen.append(fit_heads(*args, **kwargs))
+    return chosen[-1]
+
+  monkeypatch.setattr(cifar_train, "fit_heads", recorded_fit_heads)
+  cifar_train.train_and_evaluate(_config(**{"data.source": "archive",
+                                            "data.data_dir": config.data.data_dir,
+                                            "stop_after": "heads"}), str(tmp_path))
+  (fitted, _), = chosen
+  assert list(fitted) == results["model"][2:]
+  validation = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+  for i, (label, (_, info)) in enumerate(fitted.items(), start=2):
+    assert (info["train_radius"], info["beta"]) == (results["train_radius"][i],
+                                                    results["beta"][i]), label
+    assert validation(info["selection"]) == validation(results["selection"][i]), label
 
 
 @pytest.mark.slow

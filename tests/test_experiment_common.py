@@ -1,13 +1,17 @@
-"""The experiments' shared stage helpers (`experiments.common`): files written whole, rows
-computed once per model and parameters, `stop_after` checked, stages timed."""
+"""The experiments' shared helpers: files written whole, rows computed once per model and
+parameters, `stop_after` checked, stages timed (`experiments.common`); survivor-mode reports,
+the choice on validation, radii printed as k/255 and the figures (`experiments.report`)."""
 
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common
+from cvxjax import plotting
+from experiments import common, report
 
 
 def test_atomic_write_leaves_the_whole_file_and_no_partial(tmp_path):
@@ -57,3 +61,69 @@ def test_stop_after_must_name_a_stage_and_stages_are_timed():
   assert common.fingerprint("x", "y") == common.fingerprint("x", "y")
   assert common.fingerprint("x", "y") != common.fingerprint("x", "z")
   assert common.file_name("PGD-AT head ℓ₂ ε=0.5") == "PGD_AT_head_ℓ₂_ε_0.5"
+
+
+def _linear(params, X):
+  w, b = params
+  return X @ w + b
+
+
+def test_survivor_mode_reports_the_same_worst_of_all_and_what_each_attack_broke_first():
+  # A binary linear model: FGSM and PGD reach the same exact worst case, whatever the start.
+  rng = np.random.default_rng(0)
+  X, w = rng.random((24, 5)), rng.normal(size=5)
+  params = (jnp.asarray(w), -float(np.median(X @ w)))
+  y = np.sign(np.asarray(_linear(params, X)))
+  y[:3] = -y[:3]  # a few misclassified: the clean accuracy is below 1
+  settings = dict(linf_eps=[0.0, 0.05, 0.2], l2_radii=(), pgd_steps=5, apgd_steps=5, restarts=1,
+                  key=jax.random.key(0), bounds=(0.0, 1.0), names=("fgsm", "pgd"),
+                  square_queries=20)
+  every = report.evaluate_attacks(_linear, params, X, y, per_attack=True, **settings)
+  survivors = report.evaluate_attacks(_linear, params, X, y, per_attack=False, **settings)
+  assert survivors["worst_linf_accuracy"] == every["worst_linf_accuracy"]
+  assert survivors["clean_accuracy"] == every["clean_accuracy"] == 21 / 24
+  assert every["worst_linf_accuracy"][-1] < every["clean_accuracy"]  # the radii matter
+  broken = np.add(survivors["fgsm_linf_broken_first"], survivors["pgd_linf_broken_first"])
+  np.testing.assert_allclose(broken, every["clean_accuracy"]
+                             - np.asarray(every["worst_linf_accuracy"]), atol=1e-12)
+  assert "fgsm_linf_accuracy" in every and "fgsm_linf_accuracy" not in survivors
+
+
+def test_choose_takes_the_most_robust_then_the_most_accurate_then_the_first():
+  candidates = [dict(val_robust_accuracy=0.4, val_accuracy=0.9),
+                dict(val_robust_accuracy=0.5, val_accuracy=0.7),
+                dict(val_robust_accuracy=0.5, val_accuracy=0.8),
+                dict(val_robust_accuracy=0.5, val_accuracy=0.8)]
+  assert report.choose(candidates) == 2
+  assert report.choose(candidates[:2]) == 1
+  with pytest.raises(ValueError, match="candidates"):
+    report.choose([])
+
+
+def test_pixel_radii_print_and_plot_as_k_over_255_and_certificates_get_their_figure(tmp_path):
+  results = {"model": ["poly", "relu"], "clean_accuracy": [0.9, 0.8],
+             "l2_radii": [36 / 255, 72 / 255], "l2_radii_k": [36, 72],
+             "worst_l2_accuracy": [[0.6, 0.4], [0.5, 0.2]],
+             "certified_l2_accuracy": [[0.5, 0.3], None]}
+  assert report.radius_axis(results, "l2_radii") == ([36, 72], ["36/255", "72/255"])
+  table = report.format_table(results)
+  assert "ε=36/255" in table and "ε=72/255" in table and "0.600" in table
+  assert report.plot_models(str(tmp_path), results).endswith("accuracy_vs_eps.png")
+  path = report.plot_certified(str(tmp_path), results)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert report.plot_certified(str(tmp_path / "none"), dict(results, certified_l2_accuracy=[
+      None, None])) is None
+  # Radii that are not k/255 (standardised features) print as they are.
+  del results["l2_radii_k"]
+  assert "ε=0.141176" in report.format_table(results)
+
+
+def test_every_line_has_its_own_colour_and_neighbours_differ_in_line_style():
+  labels = [f"model {i}" for i in range(20)]
+  looks = plotting.line_styles(labels + ["model 3"])
+  assert list(looks) == labels
+  assert len({look["color"] for look in looks.values()}) == 20
+  for a, b in zip(labels, labels[1:], strict=False):
+    assert looks[a]["linestyle"] != looks[b]["linestyle"]
+    assert looks[a]["marker"] != looks[b]["marker"]

@@ -205,6 +205,9 @@ def test_digits_splits_are_stratified_and_partition_the_data():
   assert (len(again.train.y), len(again.test.y)) == (100, 50)
   assert np.all(np.abs(np.bincount(again.train.y, minlength=10) - 10) <= 1)
   np.testing.assert_array_equal(again.val.X, splits.val.X)  # the same seed, the same split
+  capped = data.image_splits("digits", val_fraction=0.1, seed=0, max_val=30).val
+  assert len(capped.y) == 30 and np.all(np.abs(np.bincount(capped.y, minlength=10) - 3) <= 1)
+  assert set(_rows(capped.X)) <= set(_rows(splits.val.X))
 
 
 def test_stratified_subsample_keeps_each_class_share():
@@ -224,5 +227,7 @@ def test_bad_arguments_are_named():
     data.image_splits("digits", val_fraction=0.85)
   with pytest.raises(ValueError, match="max_train"):
     data.image_splits("digits", max_train=0)
+  with pytest.raises(ValueError, match="max_val"):
+    data.image_splits("digits", max_val=0)
   with pytest.raises(ValueError, match="batches"):
     data.write_cifar10_archive("unused", _random_cifar(3, 0), _random_cifar(1, 0), batches=5)

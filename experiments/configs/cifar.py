@@ -2,8 +2,10 @@ r"""A PreAct ResNet-18's last two layers replaced by convex heads, attacked in p
 
 Trains the backbone with SGD and with SAM, extracts the SGD backbone's frozen features, fits
 polynomial, ReLU and gated-ReLU heads (plain and robust) and nonconvex heads (trained normally,
-by PGD adversarial training and by SSDS) on them, and reports each head's fitting time and
-the clean, FGSM, PGD and APGD accuracy at ε = k/255 of every assembled network
+by PGD adversarial training and by SSDS) on them, each robust head's training radius and every
+head's β (or weight decay) chosen on the validation split by its worst-of-all accuracy at
+ε = config.eval.select_eps, and reports each head's chosen settings, fitting time and the
+clean and attacked accuracy (FGSM, PGD, APGD, Square) at ε = k/255 of every assembled network
 (`experiments.cifar_train`; docs/math.md §5, §6).
 
 Full CIFAR-10 run (one GPU; the data prepared once with TFDS, see the README):
@@ -53,6 +55,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.val_fraction = 0.1  # carved out of the training set; β and heads chosen on it
   config.data.max_train = config_dict.placeholder(int)  # caps for quick runs; None: all
   config.data.max_test = config_dict.placeholder(int)
+  config.data.max_val = config_dict.placeholder(int)  # selection attacks each candidate on val
 
   config.model = ml_collections.ConfigDict()
   config.model.width = 64  # channels of the first stage; features have 8 × width dimensions
@@ -69,7 +72,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # training set), heads or patterns model-parallel; 1 × 1 is one device.
   config.heads.mesh = ml_collections.ConfigDict(dict(examples=1, model=1))
   config.heads.poly = ml_collections.ConfigDict()
-  config.heads.poly.radii = (0.0, 1.0)  # ℓ₂ training radii r on standardised features
+  # ℓ₂ training radii r on standardised features: the robust head's r is chosen among them (×
+  # betas) on validation; the plain head trains at r = 0. They reach where clean accuracy fails.
+  config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0, 4.0)
   config.heads.poly.betas = (1e-3, 1e-2)
   config.heads.poly.solver = "auto"  # "barrier" (exact, certified; d ≤ 49) or "projected"
   config.heads.poly.tol = 1e-4
@@ -78,7 +83,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.heads.relu.families = ("relu", "gated")
   # ℓ₂ training radii on standardised features: ℓ∞ balls of 0.1 leave no sign pattern whose
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
-  config.heads.relu.eps = (0.0, 0.1)  # convex ReLU; gated heads train plain (docs/math.md §4)
+  # Convex ReLU, chosen on validation as poly's r; gated heads train plain (docs/math.md §4).
+  config.heads.relu.eps = (0.0, 0.05, 0.1, 0.2)
   config.heads.relu.p = 2
   config.heads.relu.betas = (1e-3, 1e-2)
   config.heads.relu.num_patterns = 256
@@ -86,21 +92,28 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.heads.relu.max_steps = 2000
   config.heads.network = ml_collections.ConfigDict()  # the nonconvex heads on the same features
   config.heads.network.methods = ("standard", "pgd", "ssds")  # normal, PGD-AT, SSDS training
-  config.heads.network.eps = 1.0  # ℓ₂ training radius of PGD-AT and SSDS, as poly's r
+  config.heads.network.radii = (0.5, 1.0, 2.0, 4.0)  # ℓ₂ radii of PGD-AT and SSDS, as poly's r
   config.heads.network.norm = 2
   config.heads.network.pgd_steps = 7
   config.heads.network.steps = 3000  # 0: skip them
   config.heads.network.learning_rate = 1e-3
-  config.heads.network.weight_decays = (1e-4, 1e-2)  # chosen on validation, like β
+  config.heads.network.weight_decays = (1e-4, 1e-2)  # chosen on validation with the radius
 
   config.eval = ml_collections.ConfigDict()
   config.eval.eps_k = tuple(range(9))  # ℓ∞ radii ε = k/255 in pixel space
-  config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t")
+  config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square")
+  # False: each attack only on the examples every earlier one failed on (the worst of all at a
+  # fraction of the cost, AutoAttack's order); True: every attack on every example, each reported.
+  config.eval.per_attack = False
   config.eval.pgd_steps = 20
   config.eval.apgd_steps = 100
   config.eval.restarts = 1
   config.eval.targets = 9  # APGD-T's target classes
+  config.eval.square_queries = 5000  # AutoAttack's
   config.eval.batch_size = 500
+  # The heads' settings are chosen on validation by the worst of these attacks at this pixel ε.
+  config.eval.select_eps = 8 / 255
+  config.eval.select_attacks = ("apgd-ce",)
 
   if variant in ("digits", "smoke"):
     # Sized for 2 CPU cores in about ten minutes; every stage still runs as on CIFAR-10.
@@ -113,28 +126,34 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.batch_size = 64
     config.train.learning_rate = 0.05
     config.train.dtype = "float32"  # CPUs emulate bfloat16 slowly
+    config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0)
     config.heads.poly.betas = (1e-3,)
     config.heads.poly.solver = "projected"  # ten 33×33 barrier heads take minutes a step here
     config.heads.poly.max_steps = 150
+    config.heads.relu.eps = (0.0, 0.05, 0.1)
     config.heads.relu.betas = (1e-3,)
     config.heads.relu.num_patterns = 32
     config.heads.relu.max_steps = 300
     config.heads.network.steps = 1000
+    config.heads.network.radii = (0.5, 1.0, 2.0)
     config.heads.network.weight_decays = (1e-4,)
     config.eval.eps_k = (0, 2, 4, 8)
-    config.eval.attacks = ("fgsm", "pgd", "apgd-ce")  # the full run adds APGD-DLR and APGD-T
+    # The full run adds APGD-DLR and APGD-T; Square on the survivors of the gradient attacks.
+    config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "square")
     config.eval.pgd_steps = 10
     config.eval.apgd_steps = 20
+    config.eval.square_queries = 500
   if variant == "smoke":
     config.progress = False
     config.data.max_train = 64  # one shape for every source: the runs share compilations
     config.data.max_test = 32
+    config.data.max_val = 32  # the heads' selection: one batch of the shape the tests attack
     config.model.width = 2
     config.model.head_width = 8
     config.train.epochs = 2
     config.train.warmup_epochs = 0
     config.train.batch_size = 32
-    config.heads.poly.radii = (0.0,)
+    config.heads.poly.radii = (0.0, 0.5)  # a grid of two: plain and robust heads, both chosen
     config.heads.poly.betas = (1e-2,)
     config.heads.poly.solver = "barrier"
     config.heads.relu.families = ("relu", "gated")
@@ -143,11 +162,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.heads.relu.num_patterns = 8
     config.heads.relu.max_steps = 200
     config.heads.network.steps = 50
+    config.heads.network.radii = (0.5,)
     config.heads.network.weight_decays = (1e-4,)
     config.eval.eps_k = (0, 4)
-    config.eval.attacks = ("pgd", "apgd-ce")  # every attack runs the same wiring
+    config.eval.attacks = ("pgd", "apgd-ce")  # every gradient attack runs the same wiring
     config.eval.pgd_steps = 3
     config.eval.apgd_steps = 4
+    config.eval.square_queries = 10
     config.eval.batch_size = 32
   elif variant not in ("", "digits"):
     raise ValueError(f"unknown variant {variant!r}; expected '', 'digits' or 'smoke'")

@@ -5,7 +5,7 @@ normally, by PGD adversarial training and by SSDS on the same features.
 For each model: fit the head to global optimality (`cvxjax.poly.fit` / `cvxjax.relu.fit`,
 float64; the nonconvex ones with AdamW, `cvxjax.train.head.fit`) and time it, then report on
 the test split its objective (and the polynomial heads' certified gap), clean accuracy,
-accuracy under FGSM, PGD, APGD-CE and the worst of the three in the ℓ∞ ball at each ε and in
+accuracy under FGSM, PGD, APGD-CE, Square and the worst of them in the ℓ∞ ball at each ε and in
 the ℓ₂ ball at each radius, certified ℓ₂ accuracy at each radius (the exact radius of
 polynomial heads, the Lipschitz bound of ReLU and nonconvex heads, the gate-aware bound of
 gated heads), and the width of the recovered two-layer network. β (the weight decay of the
@@ -71,6 +71,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.pgd_steps = 20
   config.apgd_steps = 100  # AutoAttack's
   config.restarts = 2  # random restarts of PGD and APGD
+  config.square_queries = 5000  # the Square attack's (AutoAttack's)
 
   if variant == "smoke":
     config.n_train = 60
@@ -81,6 +82,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.pgd_steps = 10
     config.apgd_steps = 20
     config.restarts = 1
+    config.square_queries = 50
     config.relu.eps = (0.0, 0.2)
     config.relu.betas = (1.0,)
     config.relu.num_patterns = 12
