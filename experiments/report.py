@@ -88,8 +88,8 @@ def evaluate_attacks(apply: attacks.Apply, params, X, y, *, linf_eps: Sequence[f
                                     batch_size=batch_size,
                                     mode="all" if per_attack else "worst")
     results["clean_accuracy"] = found["clean"]
-    for name, value in found["attacks" if per_attack else "broken_first"].items():
-      suffix = "accuracy" if per_attack else "broken_first"
+    part, suffix = ("attacks", "accuracy") if per_attack else ("broken_first", "broken_first")
+    for name, value in found[part].items():
       results[f"{name.replace('-', '_')}_{ball}_{suffix}"] = value
     results[f"worst_{ball}_accuracy"] = found["worst_of_all"]
   return results
