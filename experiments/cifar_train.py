@@ -6,9 +6,11 @@ Stages (ARCHITECTURE.md "How data flows"), each resumable from what it left in t
   2. features    the SGD backbone's frozen features, cached per checkpoint;
   3. heads       convex heads (polynomial, ReLU, gated ReLU; plain and robust) and nonconvex
                  heads trained normally, by PGD-AT and by SSDS, on standardised features,
-                 β (or the weight decay) chosen on validation;
+                 the training radius and β (or the weight decay) chosen on validation by the
+                 worst-of-all accuracy at config.eval.select_eps, attacked through the backbone;
   4. evaluation  every model assembled with its backbone into one `apply(params, x)` and
-                 attacked in pixel space (clean, FGSM, PGD, APGD at ε = k/255).
+                 attacked in pixel space (clean, FGSM, PGD, APGD, Square at ε = k/255; the
+                 worst of all in survivor mode unless config.eval.per_attack).
 
 `train_and_evaluate` runs them in order and writes results.json, accuracy_vs_eps.png and a
 table; `config.stop_after` ends the run after a stage (the resumption tests use it). Every head
