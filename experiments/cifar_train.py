@@ -166,9 +166,9 @@ def _families(config, classes: int) -> List[Family]:
     radii = tuple(common.relu_radii(family, relus.eps))
     families.append(Family(family, lambda X, y, eps, beta, family=family: relu.fit(
         X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
-        gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
-        progress=config.progress, mesh=mesh), radii, tuple(relus.betas), family,
-        f"{family} robust" if any(r > 0 for r in radii) else None))
+        gated=family == "gated", bias=relus.bias, key=key, tol=relus.tol,
+        max_steps=relus.max_steps, progress=config.progress, mesh=mesh), radii,
+        tuple(relus.betas), family, f"{family} robust" if any(r > 0 for r in radii) else None))
   for method in network.methods if network.steps > 0 else ():
 
     def fit(X, y, eps, weight_decay, method=method):
