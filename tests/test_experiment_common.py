@@ -127,3 +127,14 @@ def test_every_line_has_its_own_colour_and_neighbours_differ_in_line_style():
   for a, b in zip(labels, labels[1:], strict=False):
     assert looks[a]["linestyle"] != looks[b]["linestyle"]
     assert looks[a]["marker"] != looks[b]["marker"]
+
+
+def test_survivor_mode_reports_are_drawn_by_their_worst_of_all(tmp_path):
+  # mode="worst" reports hold no per-attack accuracies: one panel, the worst of all.
+  survivors = {"eps": [0.0, 0.1], "clean": 0.9, "worst_of_all": [0.9, 0.4],
+               "broken_first": {"fgsm": [0.0, 0.5]}}
+  every = dict(survivors, attacks={"fgsm": [0.9, 0.4]})
+  for reports in ({"a": survivors}, {"a": survivors, "b": every}):
+    path = plotting.plot_robust_accuracy(str(tmp_path / f"{len(reports)}.png"), reports)
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
