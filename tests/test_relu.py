@@ -1,5 +1,7 @@
 """Convex ReLU / gated-ReLU heads: patterns, solvers against CVXPY, recovery, robustness."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,7 +185,8 @@ def test_the_gap_brackets_the_cvxpy_optimum_at_every_iterate_on_feasible_weights
   optimum = float(relu.exact_fit(X, y, **kw).objective)
   q, Xj = relu.NORMS[p], jnp.asarray(X)
   for steps in (3, 300):
-    with pytest.warns(UserWarning, match="relative gap"):  # none of these runs converges
+    with warnings.catch_warnings():  # most of these runs stop above tol, which warns
+      warnings.simplefilter("ignore", UserWarning)
       head = relu.fit(X, y, solver="admm", tol=1e-12, max_steps=steps, **kw)
     upper, gap = float(head.objective), float(head.gap)
     assert upper - gap <= optimum * (1 + 1e-9) and optimum <= upper * (1 + 1e-9), steps

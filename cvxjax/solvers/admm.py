@@ -11,7 +11,7 @@ The head's weights W (S, P, d, C) are copied into blocks that each carry one sim
     Ξ = E Θ W        robust hinge per pair       (ε > 0: Θ W = θ_i, E = the pair differences)
 
 Every block shares one penalty ρ, so the W-update solves H W = rhs with H = Σ LᵀL independent of
-ρ: ρ adapts (OSQP's √(primal/dual) rule, at steps 2^k ≥ 1024) without refactoring. H is cheap:
+ρ: ρ adapts (OSQP's √(primal/dual) rule, at steps 2^k ≥ 32) without refactoring. H is cheap:
 (2D − I)² = I gives GᵀG = I ⊗ XᵀX, so H = I ⊗ B + FᵀF (plain; FᵀF has rank n: Woodbury with an
 n×n capacitance matrix, Cholesky-factored once or solved by CG, optionally Nyström-preconditioned)
 or H = I ⊗ B + K ⊗ I_d (robust binary; a Kronecker sum, solved in the eigenbases of B and K), with
@@ -28,7 +28,7 @@ from cvxjax.core import numerics, relu
 
 _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past float64 resolution
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
-_FIRST_ADAPTATION = 1024  # the first step at which ρ adapts
+_FIRST_ADAPTATION = 32  # the first step at which ρ adapts (then at every power of two)
 _MAX_FACTOR = 2.0  # the most ρ changes at once
 
 
@@ -363,7 +363,7 @@ def _adjoint(T, M, setup: Setup, *, gated: bool, robust: bool, num_blocks: int):
 
 def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: int, beta: float,
          linear_solver: str, cg_tol: float) -> State:
-  """One over-relaxed ADMM iteration (ρ adapts at steps 1024, 2048, 4096, …)."""
+  """One over-relaxed ADMM iteration (ρ adapts at steps 32, 64, 128, …)."""
   robust = eps > 0
   S = state.W.shape[0]
   shape = dict(gated=gated, robust=robust)
@@ -407,9 +407,9 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
     moved = moved + setup.gamma * (R - state.R)
   dual = jnp.sqrt(_sq(moved) / jnp.maximum(_sq(U_Z) + _sq(U_M) + _sq(U_T) + _sq(U_R), tiny))
 
-  # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 2× a time) at steps 1024, 2048, 4096, …: early
-  # relative residuals drove ρ to 1e-4 and wrecked converging runs; rare changes also keep
-  # ADMM's convergence theory. The scaled duals u = y/ρ rescale with ρ.
+  # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 2× a time) at steps 32, 64, 128, …: changes at
+  # every step drove ρ to 1e-4 and wrecked converging runs, and ever rarer changes keep ADMM's
+  # convergence theory. The scaled duals u = y/ρ rescale with ρ.
   k = state.step + 1
   factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 1 / _MAX_FACTOR, _MAX_FACTOR)
   factor = jnp.where(((k & (k - 1)) == 0) & (k >= _FIRST_ADAPTATION), factor, 1.0)
