@@ -7,8 +7,9 @@ fixed step it stalls well above the optimum (docs/math.md §3, "Solver design no
 it reports (`certificate`) is valid but loose.
 """
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import optax
 
 from cvxjax.core import poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
+from cvxjax.solvers import base
 
 
 class ProjectedState(NamedTuple):
@@ -36,19 +38,22 @@ class ProjectedState(NamedTuple):
   multipliers: jnp.ndarray
 
 
-def init(X: jnp.ndarray, optimizer: optax.GradientTransformation) -> ProjectedState:
-  """Starts from Z = Z′ = 0 (in K; the prediction is zero).
+def init(X: jnp.ndarray, optimizer: optax.GradientTransformation,
+         start: Optional[tuple] = None) -> ProjectedState:
+  """Starts from Z = Z′ = 0 (in K; the prediction is zero), or from a warm start.
 
   Args:
     X: (n, d) inputs (only the shape and dtype are used).
     optimizer: the optax transformation.
+    start: (Z, Z′), each (d+1, d+1) in K, or None.
 
   Returns:
     A `ProjectedState` for one head.
   """
   m = X.shape[1] + 1
   Z0 = jnp.zeros((m, m), X.dtype)
-  return ProjectedState(Z0, Z0, optimizer.init((Z0, Z0)), jnp.asarray(0), jnp.zeros(2, X.dtype))
+  Z, Zp = (Z0, Z0) if start is None else (jnp.asarray(v, X.dtype) for v in start)
+  return ProjectedState(Z, Zp, optimizer.init((Z, Zp)), jnp.asarray(0), jnp.zeros(2, X.dtype))
 
 
 def gradient(Z, Zp, X, s, *, r, beta, activation: Quadratic):
@@ -74,32 +79,6 @@ def step(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
   """One optax update of the exact objective, then Π_K on Z and Z′."""
   grads = gradient(state.Z, state.Zp, X, s, r=r, beta=beta, activation=activation)
   return update(state, grads, optimizer=optimizer)
-
-
-def run(state: ProjectedState, X, s, *, r, beta, activation: Quadratic,
-        optimizer: optax.GradientTransformation, num_steps, head_batch_size=None) -> ProjectedState:
-  """`num_steps` steps of every head (leading axis of `state` and `s`).
-
-  Heads run `head_batch_size` at a time (`lax.map`), which bounds memory at large n·d.
-
-  Args:
-    state: batched `ProjectedState`, leading axis = heads.
-    X: (n, d) inputs shared by the heads.
-    s: (C, n) labels in {−1, +1} per head.
-    r, beta, activation, optimizer: the problem and the optimiser.
-    num_steps: steps to take in this call.
-    head_batch_size: heads processed together (None: all).
-
-  Returns:
-    The batched state after the steps.
-  """
-  one = functools.partial(step, X=X, r=r, beta=beta, activation=activation, optimizer=optimizer)
-
-  def head(args):
-    st, sg = args
-    return jax.lax.fori_loop(0, num_steps, lambda _, c: one(c, s=sg), st)
-
-  return jax.lax.map(head, (state, s), batch_size=head_batch_size)
 
 
 class CertificateSums(NamedTuple):
@@ -144,3 +123,48 @@ def certificate(Z, Zp, X, s, *, r, beta, activation: Quadratic):
   """(objective, certified lower bound) of one head; see `certificate_sums`."""
   sums = certificate_sums(Z, Zp, X, s, r=r, activation=activation)
   return certificate_of_sums(Z, Zp, sums, beta=beta)
+
+
+_ADAM = optax.adam(1e-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """The projected baseline over a `cvxjax.core.poly.Problem`.
+
+  Heads run `head_batch_size` at a time (`lax.map`), which bounds memory at large n·d; with
+  the heads vmapped, their batched eighs inside while loops left XLA's CPU runtime deadlocked
+  (idle in a futex). The run stops once the certified relative gap of the sum over the heads
+  is at most `tol` (checked between chunks).
+
+  Attributes:
+    optimizer: the optax transformation (default optax.adam(1e-2)).
+    head_batch_size: heads processed together (None: all).
+    tol: the relative certified gap to stop at.
+  """
+
+  optimizer: optax.GradientTransformation = _ADAM
+  head_batch_size: Optional[int] = None
+
+  name: ClassVar[str] = "projected"
+
+  def __post_init__(self):
+    if self.head_batch_size is not None and not (
+        isinstance(self.head_batch_size, int) and self.head_batch_size >= 1):
+      raise ValueError(f"head_batch_size must be None or an integer >= 1, got "
+                       f"{self.head_batch_size!r}")
+
+  def init(self, problem: poly.Problem, start=None) -> ProjectedState:
+    if start is None:
+      return jax.vmap(lambda _: init(problem.X, self.optimizer))(problem.S)
+    return jax.vmap(lambda Z, Zp: init(problem.X, self.optimizer, (Z, Zp)))(*start)
+
+  def step(self, problem: poly.Problem, state: ProjectedState) -> ProjectedState:
+    one = lambda a: step(a[0], problem.X, a[1], optimizer=self.optimizer, **problem.settings)
+    return jax.lax.map(one, (state, problem.S), batch_size=self.head_batch_size)
+
+  def solution(self, problem: poly.Problem, state: ProjectedState):
+    upper, lower = jax.vmap(lambda Z, Zp, s: certificate(Z, Zp, problem.X, s, **problem.settings)
+                            )(state.Z, state.Zp, problem.S)
+    return (state.Z, state.Zp), base.summed(upper, lower, state.step)
+

@@ -12,7 +12,13 @@ import optax
 from cvxjax import sharding, streaming
 from cvxjax.core import relu, relu_dual
 from cvxjax.solvers import admm, penalty, proximal, relu_barrier
-from cvxjax.solvers.driver import blas_limited, run_chunks
+from cvxjax.solvers import loop
+from cvxjax.solvers.loop import blas_limited
+
+
+def run_chunks(state, advance, *, steps_of, finished, describe, **kw):
+  report = lambda st: loop.Progress(steps_of(st), finished(st), describe(st))
+  return loop.run_chunks(state, advance, report, **kw)[0]
 
 SOLVERS = ("auto", "admm", "apg", "al", "barrier", "penalty")
 _DEFAULT_STEPS = {"admm": 20000, "apg": 20000, "al": 50000, "barrier": 300, "penalty": 5000}
