@@ -199,5 +199,5 @@ def warn_above_tol(name: str, summary: base.Summary, tol: float, detail: str = "
   if gap > tol * abs(objective):
     relative = gap / max(abs(objective), float(np.finfo(np.float64).tiny))
     warnings.warn(f"{name} solver stopped after {int(summary.steps)} steps at objective "
-                  f"{objective:.6g} with certified gap {gap:.3g} (relative gap {relative:.2e} > "
-                  f"tol={tol:g}){detail}", stacklevel=4)
+                  f"{objective:.6g} with certified gap {gap:.3g}, relative gap {relative:.2e} > "
+                  f"tol={tol:g}{detail}", stacklevel=4)
