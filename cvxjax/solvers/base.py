@@ -47,6 +47,8 @@ class Solver(abc.ABC):
   iterations_per_step: ClassVar[int] = 1
   # Whether `init` accepts a warm start.
   warm_start: ClassVar[bool] = True
+  # Whether `loop.run` may jit the methods (False: steps that are host loops, e.g. streamed).
+  jittable: ClassVar[bool] = True
 
   def prepare(self, problem: Any) -> Any:
     """What every step needs and no state carries (factorisations, step sizes): the problem the

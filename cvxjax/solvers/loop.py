@@ -57,7 +57,7 @@ def blas_limited():
 def run_chunks(state, advance: Callable, report: Callable, *, max_steps: int, chunk: int,
                checkpoint_dir: Optional[str], progress: bool):
   """The host side of `run`: advances `state` a chunk at a time until `report` says finished or
-  `max_steps` iterations are taken; also drives the streamed solvers, whose steps are host loops.
+  `max_steps` iterations are taken; also drives the streamed ReLU solvers.
 
   With `checkpoint_dir`, resumes from the latest checkpoint there and saves after each chunk.
 
@@ -121,6 +121,30 @@ def _solution(solver: base.Solver, problem, state):
   return solver.solution(problem, state)
 
 
+class _Calls(NamedTuple):
+  """How `run` calls a solver's methods: jitted, or as they are (host loops)."""
+
+  prepare: Callable
+  init: Callable
+  advance: Callable
+  status: Callable
+  solution: Callable
+
+
+def _host_advance(solver: base.Solver, problem, state, num_steps: int):
+  for _ in range(num_steps):
+    if bool(solver.terminate(problem, state)):
+      break
+    state = solver.step(problem, state)
+  return state
+
+
+_JITTED = _Calls(_prepare, init, _advance, _status, _solution)
+_HOST = _Calls(lambda s, p: s.prepare(p), lambda s, p, start: s.init(p, start), _host_advance,
+               lambda s, p, st: (s.summary(p, st), s.terminate(p, st)),
+               lambda s, p, st: s.solution(p, st))
+
+
 def certified(summary: base.Summary, tol: float) -> bool:
   """Whether the summary's certified gap is at most tol times its objective."""
   return summary.gap is not None and float(summary.gap) <= tol * abs(float(summary.objective))
@@ -177,19 +201,21 @@ def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = 
     solver = dataclasses.replace(solver, tol=float(tol))
   per = solver.iterations_per_step
   chunk = max(max_steps, 1) if chunk is None else chunk
-  problem = _prepare(solver, problem)
-  state = init(solver, problem, start)
+  jitted = _JITTED if solver.jittable else _HOST
+  problem = jitted.prepare(solver, problem)
+  state = jitted.init(solver, problem, start)
   state = state if place is None else place(state)
 
   def report(st) -> Progress:
-    summary, terminated = _status(solver, problem, st)
+    summary, terminated = jitted.status(solver, problem, st)
     return Progress(int(summary.steps), bool(terminated) or certified(summary, solver.tol),
                     describe(summary))
 
-  advance = lambda st, iterations: _advance(solver, problem, st, math.ceil(iterations / per))
+  advance = lambda st, iterations: jitted.advance(solver, problem, st,
+                                                  math.ceil(iterations / per))
   state, _ = run_chunks(state, advance, report, max_steps=max_steps, chunk=chunk * per,
                         checkpoint_dir=checkpoint_dir, progress=progress)
-  params, summary = _solution(solver, problem, state)
+  params, summary = jitted.solution(solver, problem, state)
   return Result(state, params, summary)
 
 

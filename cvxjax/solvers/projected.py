@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cvxjax import streaming
 from cvxjax.core import poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
 from cvxjax.solvers import base
@@ -168,3 +169,72 @@ class Solver(base.Solver):
                             )(state.Z, state.Zp, problem.S)
     return (state.Z, state.Zp), base.summed(upper, lower, state.step)
 
+
+
+# Heads one after another (lax.map), as `Solver` runs them.
+@functools.partial(jax.jit, static_argnames=("r", "activation"))
+def _gradients(Z, Zp, X, S, beta, *, r, activation):
+  return jax.lax.map(lambda a: gradient(a[0], a[1], X, a[2], r=r, beta=beta,
+                                        activation=activation), (Z, Zp, S))
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def _updates(state, grads, optimizer):
+  return jax.lax.map(lambda a: update(a[0], a[1], optimizer=optimizer), (state, grads))
+
+
+@functools.partial(jax.jit, static_argnames=("r", "activation"))
+def _certificate_sums(Z, Zp, X, S, *, r, activation):
+  return jax.lax.map(lambda a: certificate_sums(a[0], a[1], X, a[2], r=r, activation=activation),
+                     (Z, Zp, S))
+
+
+@functools.partial(jax.jit, static_argnames=("beta",))
+def _certificates_of_sums(Z, Zp, sums, *, beta):
+  return jax.lax.map(lambda a: certificate_of_sums(a[0], a[1], a[2], beta=beta), (Z, Zp, sums))
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed(Solver):
+  """`Solver` with the problem's X and S on the host (NumPy arrays or memory maps), streamed in
+  chunks of `chunk_size` examples (`cvxjax.streaming`): each step is a full pass that adds the
+  chunks' gradients, so the iterates equal the in-memory ones up to the order of the additions.
+  Its steps are host loops, so `loop.run` calls it without jit.
+
+  Attributes:
+    chunk_size: examples per chunk on the device.
+    optimizer, head_batch_size, tol: as for `Solver` (heads run one after another).
+  """
+
+  chunk_size: int = 1024
+
+  jittable: ClassVar[bool] = False
+
+  def _dtypes(self, state):
+    return (state.Z.dtype,) * 2
+
+  def init(self, problem: poly.Problem, start=None) -> ProjectedState:
+    dtype = jnp.result_type(float)
+    shapes = poly.Problem(jnp.zeros((1, problem.X.shape[1]), dtype),
+                          jnp.zeros((problem.S.shape[0], 1), dtype), **problem.settings)
+    return super().init(shapes, start)  # eagerly: a few (d+1)² arrays
+
+  def step(self, problem: poly.Problem, state: ProjectedState) -> ProjectedState:
+    settings = dict(r=problem.r, activation=problem.activation)
+
+    def chunk_gradient(first, X, St):
+      beta = jnp.asarray(problem.beta if first else 0.0, X.dtype)  # β counts once per pass
+      return _gradients(state.Z, state.Zp, X, St.T, beta, **settings)
+
+    grads = streaming.pass_sum(chunk_gradient, (problem.X, problem.S.T), self.chunk_size,
+                               self._dtypes(state))
+    return _updates(state, grads, self.optimizer)
+
+  def solution(self, problem: poly.Problem, state: ProjectedState):
+    """The certificate from one chunked pass: its sums over examples add over the chunks."""
+    sums = streaming.pass_sum(
+        lambda _, X, St: _certificate_sums(state.Z, state.Zp, X, St.T, r=problem.r,
+                                           activation=problem.activation),
+        (problem.X, problem.S.T), self.chunk_size, self._dtypes(state))
+    upper, lower = _certificates_of_sums(state.Z, state.Zp, sums, beta=problem.beta)
+    return (state.Z, state.Zp), base.summed(upper, lower, state.step)
