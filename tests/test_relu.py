@@ -201,6 +201,23 @@ def test_feasibility_restoration_makes_random_weights_feasible():
     assert float(jnp.max(relu.group_norms(fixed))) > 0  # shifted, not all zeroed
 
 
+def test_interior_directions_have_the_largest_margin_cvxpy_finds():
+  cp = pytest.importorskip("cvxpy")
+  X, y = _data()
+  for eps, q, p in ((0.0, 2, 2), (0.05, 2, 2), (0.05, 1, "inf")):
+    problem = relu.check_problem(X, y, eps=eps, p=p, beta=0.1, num_patterns=8, gates=None,
+                                 gated=False, loss="hinge", key=KEY)
+    directions = relu_dual.interior_directions(problem.X, problem.gates, eps, q)
+    for k in range(problem.gates.shape[1]):
+      A = np.where(problem.D[:, k:k + 1] > 0, problem.X, -problem.X)
+      v = cp.Variable(3)
+      # The same ball the directions are normalised in: ℓ₂ for plain and q = 2, ℓ∞ for q = 1.
+      ball = cp.norm(v, 2) <= 1 if q == 2 else cp.norm(v, "inf") <= 1
+      best = cp.Problem(cp.Maximize(cp.min(A @ v) - eps * cp.norm(v, q)), [ball]).solve()
+      c = directions[k]
+      assert np.min(A @ c) - eps * np.linalg.norm(c, q) >= best - 1e-6
+
+
 def test_the_penalty_baseline_approaches_the_optimum():
   X, y = _data()
   kw = dict(beta=0.1, num_patterns=8, loss="hinge", key=KEY)

@@ -80,12 +80,12 @@ def robust_cone_has_interior(X: np.ndarray, gates: np.ndarray, eps: float, p) ->
 
 
 def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
-  """Frank–Wolfe on min_{λ∈Δ} ‖Aᵀλ‖₂², stopped once the answer relative to ε is certain.
+  """An upper bound on min_{λ∈Δ} ‖Aᵀλ‖₂, or +inf once a Wolfe gap certifies it exceeds ε.
 
-  Returns the norm of the best hull point (an upper bound), or +inf once the Wolfe gap certifies
-  that the minimum exceeds ε.
+  Starts from `min_norm_hull_point` (a hull point, so its norm bounds the minimum from above)
+  and runs Frank–Wolfe from there, whose gap gives the lower bound.
   """
-  point = A[np.argmin(np.linalg.norm(A, axis=1))].copy()
+  point = min_norm_hull_point(A)
   for _ in range(iters):
     sq = point @ point
     if sq <= eps ** 2:
@@ -98,6 +98,15 @@ def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
     step = np.clip(-(point @ direction) / max(direction @ direction, 1e-300), 0.0, 1.0)
     point = point + step * direction
   return float(np.linalg.norm(point))
+
+
+def min_norm_hull_point(A: np.ndarray) -> np.ndarray:
+  """The minimum-norm point Aᵀλ of the hull of A's rows (λ ∈ Δ), as nonnegative least squares:
+  min ‖Aᵀλ‖² + M²(Σλ − 1)² with M large, by Lawson–Hanson's exact active-set method; (d,)."""
+  weight = 1e3 * max(np.abs(A).max(), 1.0)
+  system = np.vstack([A.T, np.full((1, A.shape[0]), weight)])
+  lam, _ = scipy.optimize.nnls(system, np.r_[np.zeros(A.shape[1]), weight], maxiter=50 * A.size)
+  return A.T @ (lam / max(lam.sum(), np.finfo(A.dtype).tiny))
 
 
 def neuron_signs(gated: bool) -> jnp.ndarray:
