@@ -73,6 +73,30 @@ def test_admm_reaches_the_cvxpy_optimum(classes, gated, loss, eps, p):
     assert float(relu.constraint_violation(head.weights, jnp.asarray(X), D, eps, q)) <= 1e-6
 
 
+def test_biases_open_robust_cones_that_no_pattern_through_the_origin_has():
+  X, y = _data()
+  X = X - X.mean(axis=0)  # centred, as standardised features are
+  kw = dict(eps=0.5, p=2, beta=0.1, num_patterns=8, key=KEY)
+  gates = relu.unique_gates(X, np.asarray(relu.sample_gates(KEY, 3, 8), np.float64))
+  assert not relu.robust_cone_has_interior(X, gates, 0.5, 2).any()
+  oracle = relu.exact_fit(X, y, bias=True, **kw)
+  assert oracle.bias and oracle.gates.shape[0] == 4
+  # The all-active gate (a linear neuron with its bias) is kept, and it is used.
+  np.testing.assert_array_equal(np.asarray(oracle.gates)[:, 0], [0.0, 0.0, 0.0, 1.0])
+  assert float(jnp.max(relu.group_norms(oracle.weights))) > 1e-3
+  plain = relu.exact_fit(X, y, bias=False, **kw)
+  assert float(oracle.objective) < 0.9 * float(plain.objective)
+  head = relu.fit(X, y, bias=True, tol=1e-8, max_steps=60000, **kw)
+  assert _rel(head.objective, oracle.objective) < 1e-4
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  Xb = relu.with_intercept(jnp.asarray(X))
+  D = relu.sign_patterns(Xb, head.gates)
+  assert float(relu.constraint_violation(head.weights, Xb, D, 0.5, 2)) <= 1e-6
+  # The head is the network of its weights on (x, 1), the bias the last row of W1.
+  W1, w2 = relu.recover(head)
+  np.testing.assert_allclose(head.scores(X), relu.network_scores(W1, w2, Xb), atol=1e-10)
+
+
 @pytest.mark.parametrize("p,eps", [("inf", 0.05), (2, 0.15)])
 def test_dropping_patterns_without_robust_interior_keeps_the_optimum(p, eps):
   X, y = _data()

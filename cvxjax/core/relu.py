@@ -333,11 +333,22 @@ class Instance:
     return (self.num_blocks, self.D.shape[1], self.X.shape[1], self.targets.onehot.shape[1])
 
 
+def with_intercept(X):
+  """X (n, d) with a constant feature 1 appended, (n, d + 1): the inputs of a head with biases."""
+  xp = np if isinstance(X, np.ndarray) else jnp  # host arrays stay host arrays (and float64)
+  return xp.concatenate([X, xp.ones(X.shape[:-1] + (1,), X.dtype)], axis=-1)
+
+
 def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
-                  drop_empty_cones=True) -> Problem:
+                  drop_empty_cones=True, bias=False) -> Problem:
   """Validates the arguments of `fit` / `exact_fit`, samples the gates and, for robust ReLU,
-  drops the patterns whose robust cone has no interior (see `robust_cone_has_interior`)."""
+  drops the patterns whose robust cone has no interior (see `robust_cone_has_interior`).
+
+  With `bias`, the problem's X is `with_intercept(X)` (so gates and weights have d + 1 rows)
+  and the sampled gates include the all-active gate e_{d+1}, whose pattern is linear."""
   X = check_array(X, "X").astype(np.float64)
+  if bias:
+    X = np.asarray(with_intercept(X))
   targets, binary = encode_targets(y, X.shape[0])
   if p not in NORMS:
     raise ValueError(f"p must be 2 or 'inf' (the ball's norm), got {p!r}")
@@ -359,11 +370,15 @@ def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
       raise ValueError(f"num_patterns must be an integer >= 1, got {num_patterns!r}")
     if key is None:
       raise ValueError("key must be a jax.random key when gates are not given")
-    gates = unique_gates(X, np.asarray(sample_gates(key, d, int(num_patterns)), np.float64))
+    gates = np.asarray(sample_gates(key, d, int(num_patterns)), np.float64)
+    if bias:
+      gates = np.concatenate([np.eye(d)[:, -1:], gates], axis=1)  # kept first by unique_gates
+    gates = unique_gates(X, gates)
   else:
     gates = np.asarray(gates, np.float64)
     if gates.ndim != 2 or gates.shape[0] != d or gates.shape[1] < 1:
-      raise ValueError(f"gates must have shape (d, P) = ({d}, P ≥ 1) to match X, "
+      raise ValueError(f"gates must have shape (d, P) = ({d}, P ≥ 1) to match X (with bias, "
+                       f"one row more than X's columns), "
                        f"got shape {gates.shape}")
     if not np.all(np.isfinite(gates)):
       raise ValueError("gates must be finite; they hold NaN or inf")
