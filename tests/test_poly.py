@@ -10,7 +10,8 @@ from sklearn.datasets import load_breast_cancer
 
 from cvxjax import poly
 from cvxjax.core import activations, psd
-from cvxjax.solvers import barrier
+from cvxjax.core import poly as poly_core
+from cvxjax.solvers import barrier, loop
 
 pytest.importorskip("cvxpy")
 
@@ -211,8 +212,8 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 def test_barrier_step_is_vmappable_over_heads():
   X, y = _random_problem(5, n=12, d=2)
   X, S = jnp.asarray(X), jnp.asarray(np.stack([y, -y]))
-  state = jax.vmap(lambda s: barrier.init(X, s, r=0.3, beta=0.1, activation=ACT))(S)
-  state = barrier.run(state, X, S, r=0.3, beta=0.1, activation=ACT, tol=1e-6, num_steps=3)
+  problem = poly_core.Problem(X, S, r=0.3, beta=0.1, activation=ACT)
+  state = loop.run(barrier.Solver(tol=1e-6), problem, max_steps=3).state
   assert state.Z.shape == (2, 3, 3) and np.all(np.asarray(state.step) == 3)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cvxjax import attacks, relu
 from cvxjax.core import relu_dual
-from cvxjax.solvers import admm, relu_barrier
+from cvxjax.solvers import admm, penalty, relu_barrier
 
 pytest.importorskip("cvxpy")
 
@@ -249,8 +249,8 @@ def test_the_penalty_baseline_approaches_the_optimum():
   X, y = _data()
   kw = dict(beta=0.1, num_patterns=8, loss="hinge", key=KEY)
   oracle = relu.exact_fit(X, y, **kw)
-  head = relu.fit(X, y, solver="penalty", max_steps=4000,
-                  optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, 4000)), **kw)
+  optimizer = optax.adam(optax.cosine_decay_schedule(1e-2, 4000))
+  head = relu.fit(X, y, solver=penalty.Solver(optimizer=optimizer), max_steps=4000, **kw)
   # A subgradient method: it gets near the optimum, nearly feasible, not exact (a baseline;
   # measured: 15% above the optimum after 4000 Adam steps here).
   assert _rel(head.objective, oracle.objective) < 0.25
@@ -281,7 +281,7 @@ def test_the_cg_paths_agree_with_the_cholesky_path():
   kw = dict(beta=0.1, num_patterns=8, loss="squared", key=KEY, tol=1e-9, max_steps=20000)
   ref = relu.fit(X, y, **kw)
   for rank in (0, 5):
-    head = relu.fit(X, y, linear_solver="cg", nystrom_rank=rank, **kw)
+    head = relu.fit(X, y, solver=admm.Solver(linear_solver="cg", nystrom_rank=rank), **kw)
     assert _rel(head.objective, ref.objective) < 1e-6
 
 
@@ -392,7 +392,6 @@ def test_proximal_maps_are_exact():
     (dict(solver="barrier", gates=np.array([[1.0], [0.0], [0.0]]),
           X=np.array([[0.0, 1.0, 0.0]] * 15 + [[1.0, 0.0, 0.0]] * 15)), "orthogonal"),
     (dict(key=None), "key must be"),
-    (dict(linear_solver="lu"), "linear_solver"),
 ])
 def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
   X, y = _data()
@@ -401,6 +400,15 @@ def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
   X, y = args.pop("X", X), args.pop("y", y)
   with pytest.raises(ValueError, match=match):
     relu.fit(X, y, **args)
+
+
+def test_bad_solver_settings_raise_a_value_error_naming_them():
+  X, y = _data()
+  with pytest.raises(ValueError, match="linear_solver"):
+    relu.fit(X, y, key=KEY, num_patterns=4, solver=admm.Solver(linear_solver="lu"))
+  with pytest.raises(ValueError, match="nystrom_rank"):
+    relu.fit(X, y, key=KEY, num_patterns=4, solver=admm.Solver(linear_solver="cg",
+                                                               nystrom_rank=31))
 
 
 def test_bad_data_raise_a_value_error_naming_them():
