@@ -978,6 +978,9 @@ def gated_walk_attack(norm=2, steps: int = 60, tabu: int = 5) -> Attack:
 
   def attack(apply, head, X, y, eps, bounds=None):
     del apply
+    if head.bias:
+      raise ValueError("head: gated_walk follows gates through the origin; this head has "
+                       "biases (affine gates)")
     return gated_walk(head.u, head.gates, X, y, eps, norm=norm, steps=steps, tabu=tabu,
                       bounds=bounds)
 

@@ -183,7 +183,7 @@ def _activation(value) -> Quadratic:
 
 
 # JSON value -> setting, for every static field of the heads in KINDS.
-_SETTINGS = {"activation": _activation, "binary": _boolean, "eps": _number,
+_SETTINGS = {"activation": _activation, "binary": _boolean, "bias": _boolean, "eps": _number,
              "p": _one_of(*relu.NORMS), "loss": _one_of(*relu.LOSSES)}
 
 

@@ -42,6 +42,7 @@ from cvxjax.core.relu import (
     scores_adjoint,
     sign_patterns,
     unique_gates,
+    with_intercept,
 )
 from cvxjax.solvers import relu_driver
 
@@ -76,6 +77,7 @@ __all__ = [
     "scores_adjoint",
     "sign_patterns",
     "unique_gates",
+    "with_intercept",
 ]
 
 
@@ -99,6 +101,8 @@ class ReluHead:
     eps, p: the ball the head was trained against (eps = 0: plain).
     loss: "squared" or "hinge".
     binary: whether the head is binary (C = 1, labels ±1).
+    bias: whether the neurons have biases: the head then acts on `with_intercept(X)`, gates and
+      weights have d + 1 rows, and a robust head's ball also covers the constant feature.
   """
 
   gates: jnp.ndarray
@@ -111,6 +115,7 @@ class ReluHead:
   p: object = dataclasses.field(default="inf", metadata=dict(static=True))
   loss: str = dataclasses.field(default="hinge", metadata=dict(static=True))
   binary: bool = dataclasses.field(default=True, metadata=dict(static=True))
+  bias: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   @property
   def gated(self) -> bool:
@@ -136,14 +141,19 @@ class ReluHead:
     return self.weights[0]
 
   def scores(self, X: jnp.ndarray) -> jnp.ndarray:
-    """f(x) for every row of X: (n,) for a binary head, (n, C) otherwise."""
-    X = jnp.asarray(X, self.weights.dtype)
+    """f(x) for every row of X (n, d): (n,) for a binary head, (n, C) otherwise."""
+    X = self.inputs(X)
     if self.gated:
       f = scores(self.weights, X, sign_patterns(X, self.gates))
     else:
       f = jnp.einsum("spnc,s->nc", jax.nn.relu(jnp.einsum("nd,spdc->spnc", X, self.weights)),
                      neuron_signs(False))
     return f[:, 0] if self.binary else f
+
+  def inputs(self, X) -> jnp.ndarray:
+    """The (n, d) inputs X as the head's weights see them: (n, d + 1) `with_intercept` if bias."""
+    X = jnp.asarray(X, self.weights.dtype)
+    return with_intercept(X) if self.bias else X
 
   def predict(self, X: jnp.ndarray) -> jnp.ndarray:
     """Labels: ±1 for a binary head, argmax_c f_c (in 0..C−1) otherwise; shape (n,)."""
@@ -172,7 +182,8 @@ def recover(head: ReluHead, *, prune: float = 1e-10):
   neuron, which `recover` returns as a third element only for gated heads.
 
   Returns:
-    (W1 (d, H), w2 (H,) or (H, C)) for a ReLU head; (W1, w2, G (d, H)) for a gated head.
+    (W1 (d, H), w2 (H,) or (H, C)) for a ReLU head; (W1, w2, G (d, H)) for a gated head; with
+    `head.bias`, W1 and G have d + 1 rows, the last the biases (evaluate on `head.inputs(X)`).
   """
   W = np.asarray(head.weights)
   S, P, d, C = W.shape
@@ -197,7 +208,10 @@ def certified_radius(head: ReluHead, X, y, *, backbone_lipschitz: float = 1.0) -
   `certify.lipschitz_certified_radius`); a gated head, discontinuous at its gates, has the
   gate-aware bound `certify.gated_certified_radius`. Both are sound lower bounds on the distance
   to the decision boundary; `backbone_lipschitz` divides them (radii in the backbone's input).
+  With biases they are radii in (x, 1) space, where the constant may move too: smaller than
+  (so as sound as) the radii in x alone.
   """
+  X = head.inputs(X)
   if head.gated:
     return certify.gated_certified_radius(head.u, head.gates, X, y,
                                           backbone_lipschitz=backbone_lipschitz)
@@ -209,7 +223,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
         gates=None, gated: bool = False, loss: str = "hinge", solver: str = "auto",
         key: Optional[jax.Array] = None, tol: float = 1e-6, max_steps: Optional[int] = None,
         linear_solver: str = "cholesky", nystrom_rank: int = 0, optimizer=None,
-        penalty_rho: float = 10.0, drop_empty_cones: bool = True,
+        penalty_rho: float = 10.0, drop_empty_cones: bool = True, bias: bool = False,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 500,
         progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> ReluHead:
   """Trains a convex ReLU or gated-ReLU head to global optimality (docs/math.md §4).
@@ -261,6 +275,11 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     penalty_rho: the penalty weight of "penalty".
     drop_empty_cones: for robust ReLU, drop the patterns whose robust cone has no interior
       (their neurons are zero at the optimum; see `robust_cone_has_interior`).
+    bias: give every neuron a bias, as a constant input feature (`with_intercept`), and add the
+      all-active gate. A hyperplane then need not pass through the origin: on centred features
+      a robust cone {v : a_iᵀv ≥ ε‖v‖_q} through the origin often has no interior, while the
+      all-active pattern's has one for ε < 1 (docs/math.md §4). The ball also covers the
+      constant feature: the robust objective bounds a larger set of perturbations (sound).
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run resumes from the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -279,7 +298,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     ValueError: if an argument is malformed, or the solver does not handle the problem.
   """
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
-                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones)
+                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
+                          bias=bias)
   solver = relu_driver.check_solver(solver, problem)
   if not (np.isscalar(tol) and tol > 0):
     raise ValueError(f"tol must be a number > 0, got {tol!r}")
@@ -304,17 +324,18 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       nystrom_rank=int(nystrom_rank), optimizer=optimizer, penalty_rho=float(penalty_rho),
       key=key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
       progress=progress, mesh=mesh, chunk_size=chunk_size)
-  return _head(problem, solution)
+  return _head(problem, solution, bias)
 
 
 def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: int = 100,
               gates=None, gated: bool = False, loss: str = "hinge", key=None,
-              drop_empty_cones: bool = True, solver: str = "CLARABEL",
+              drop_empty_cones: bool = True, bias: bool = False, solver: str = "CLARABEL",
               verbose: bool = False) -> ReluHead:
   """The same problem as `fit`, solved with CVXPY: an oracle for small problems.
 
   Args:
-    X, y, eps, p, beta, num_patterns, gates, gated, loss, key, drop_empty_cones: as for `fit`.
+    X, y, eps, p, beta, num_patterns, gates, gated, loss, key, drop_empty_cones, bias: as for
+      `fit`.
     solver: a CVXPY conic solver ("CLARABEL" or "SCS").
     verbose: print the solver's log.
 
@@ -322,13 +343,14 @@ def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patter
     A `ReluHead` whose objective and violation are evaluated exactly at the solver's weights.
   """
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
-                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones)
+                          gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
+                          bias=bias)
   W = exact.solve_relu(problem, solver=solver, verbose=verbose)
-  return _head(problem, relu_driver.solution_from_weights(problem, W))
+  return _head(problem, relu_driver.solution_from_weights(problem, W), bias)
 
 
-def _head(problem: Problem, solution: relu_driver.ReluSolution) -> ReluHead:
+def _head(problem: Problem, solution: relu_driver.ReluSolution, bias: bool) -> ReluHead:
   """The head of a solved problem: its gates, the solution's arrays and the problem's settings."""
   p = next(k for k, v in NORMS.items() if v == problem.q)
   return ReluHead(gates=jnp.asarray(problem.gates, solution.weights.dtype), **solution._asdict(),
-                  eps=problem.eps, p=p, loss=problem.loss, binary=problem.binary)
+                  eps=problem.eps, p=p, loss=problem.loss, binary=problem.binary, bias=bool(bias))

@@ -127,7 +127,8 @@ def _head_fits(config, classes: int):
     for eps in common.relu_radii(family, relus.eps):
       yield (f"{family} ε={eps:g}", lambda X, y, beta, eps=eps, family=family: relu.fit(
           X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
-          gated=family == "gated", key=key, tol=relus.tol, max_steps=relus.max_steps,
+          gated=family == "gated", bias=relus.bias, key=key, tol=relus.tol,
+          max_steps=relus.max_steps,
           progress=config.progress, mesh=mesh), relus.betas)
   network = config.heads.network
   for method in network.methods if network.steps > 0 else ():

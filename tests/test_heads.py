@@ -39,13 +39,13 @@ def _poly_head(rng, classes: int) -> poly.PolyHead:
                        activation=Quadratic(0.1, 0.5, 0.4), binary=classes == 1)
 
 
-def _relu_head(rng, gated: bool) -> relu.ReluHead:
-  weights = rng.normal(size=(1 if gated else 2, P, D, C))
+def _relu_head(rng, gated: bool, bias: bool = False) -> relu.ReluHead:
+  weights = rng.normal(size=(1 if gated else 2, P, D + bias, C))
   weights[0, 1] = 0.0  # one pruned neuron per output
-  return relu.ReluHead(gates=jnp.asarray(rng.normal(size=(D, P))), weights=jnp.asarray(weights),
-                       objective=jnp.asarray(2.0), violation=jnp.asarray(1e-3),
-                       steps=jnp.asarray(11, jnp.int32), eps=0.1, p=2, loss="hinge",
-                       binary=False)
+  return relu.ReluHead(gates=jnp.asarray(rng.normal(size=(D + bias, P))),
+                       weights=jnp.asarray(weights), objective=jnp.asarray(2.0),
+                       violation=jnp.asarray(1e-3), steps=jnp.asarray(11, jnp.int32), eps=0.1,
+                       p=2, loss="hinge", binary=False, bias=bias)
 
 
 def _network_params(rng) -> dict:
@@ -57,6 +57,8 @@ def _heads() -> dict:
   rng = np.random.default_rng(0)
   return {"poly binary": _poly_head(rng, 1), "poly one-vs-all": _poly_head(rng, C),
           "relu": _relu_head(rng, gated=False), "gated": _relu_head(rng, gated=True),
+          "relu bias": _relu_head(rng, gated=False, bias=True),
+          "gated bias": _relu_head(rng, gated=True, bias=True),
           "network": heads.NetworkHead(**_network_params(rng)),
           "linear": heads.LinearHead(kernel=jnp.asarray(rng.normal(size=(D, C))),
                                      bias=jnp.asarray(rng.normal(size=C)))}
@@ -90,7 +92,7 @@ def _delegate(name, head, X, y, L):
   """The certificate each head's method stands for, called as the module function."""
   if name.startswith("poly"):
     return poly.certified_radius(head, X, y, backbone_lipschitz=L)
-  if name in ("relu", "gated"):
+  if name.startswith(("relu", "gated")):
     return relu.certified_radius(head, X, y, backbone_lipschitz=L)
   if name == "network":
     return network_head.certified_radius(dataclasses.asdict(head), X, y, backbone_lipschitz=L)

@@ -73,6 +73,30 @@ def test_admm_reaches_the_cvxpy_optimum(classes, gated, loss, eps, p):
     assert float(relu.constraint_violation(head.weights, jnp.asarray(X), D, eps, q)) <= 1e-6
 
 
+def test_biases_open_robust_cones_that_no_pattern_through_the_origin_has():
+  X, y = _data()
+  X = X - X.mean(axis=0)  # centred, as standardised features are
+  kw = dict(eps=0.5, p=2, beta=0.1, num_patterns=8, key=KEY)
+  gates = relu.unique_gates(X, np.asarray(relu.sample_gates(KEY, 3, 8), np.float64))
+  assert not relu.robust_cone_has_interior(X, gates, 0.5, 2).any()
+  oracle = relu.exact_fit(X, y, bias=True, **kw)
+  assert oracle.bias and oracle.gates.shape[0] == 4
+  # The all-active gate (a linear neuron with its bias) is kept, and it is used.
+  np.testing.assert_array_equal(np.asarray(oracle.gates)[:, 0], [0.0, 0.0, 0.0, 1.0])
+  assert float(jnp.max(relu.group_norms(oracle.weights))) > 1e-3
+  plain = relu.exact_fit(X, y, bias=False, **kw)
+  assert float(oracle.objective) < 0.9 * float(plain.objective)
+  head = relu.fit(X, y, bias=True, tol=1e-8, max_steps=60000, **kw)
+  assert _rel(head.objective, oracle.objective) < 1e-4
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  Xb = relu.with_intercept(jnp.asarray(X))
+  D = relu.sign_patterns(Xb, head.gates)
+  assert float(relu.constraint_violation(head.weights, Xb, D, 0.5, 2)) <= 1e-6
+  # The head is the network of its weights on (x, 1), the bias the last row of W1.
+  W1, w2 = relu.recover(head)
+  np.testing.assert_allclose(head.scores(X), relu.network_scores(W1, w2, Xb), atol=1e-10)
+
+
 @pytest.mark.parametrize("p,eps", [("inf", 0.05), (2, 0.15)])
 def test_dropping_patterns_without_robust_interior_keeps_the_optimum(p, eps):
   X, y = _data()
@@ -199,6 +223,23 @@ def test_feasibility_restoration_makes_random_weights_feasible():
                                           jnp.ones(30, bool), eps, q)
     assert float(relu.constraint_violation(fixed, Xj, D, eps, q)) <= 1e-12
     assert float(jnp.max(relu.group_norms(fixed))) > 0  # shifted, not all zeroed
+
+
+def test_interior_directions_have_the_largest_margin_cvxpy_finds():
+  cp = pytest.importorskip("cvxpy")
+  X, y = _data()
+  for eps, q, p in ((0.0, 2, 2), (0.05, 2, 2), (0.05, 1, "inf")):
+    problem = relu.check_problem(X, y, eps=eps, p=p, beta=0.1, num_patterns=8, gates=None,
+                                 gated=False, loss="hinge", key=KEY)
+    directions = relu_dual.interior_directions(problem.X, problem.gates, eps, q)
+    for k in range(problem.gates.shape[1]):
+      A = np.where(problem.D[:, k:k + 1] > 0, problem.X, -problem.X)
+      v = cp.Variable(3)
+      # The same ball the directions are normalised in: ℓ₂ for plain and q = 2, ℓ∞ for q = 1.
+      ball = cp.norm(v, 2) <= 1 if q == 2 else cp.norm(v, "inf") <= 1
+      best = cp.Problem(cp.Maximize(cp.min(A @ v) - eps * cp.norm(v, q)), [ball]).solve()
+      c = directions[k]
+      assert np.min(A @ c) - eps * np.linalg.norm(c, q) >= best - 1e-6
 
 
 def test_the_penalty_baseline_approaches_the_optimum():

@@ -79,12 +79,12 @@ def robust_cone_has_interior(X: np.ndarray, gates: np.ndarray, eps: float, p) ->
 
 
 def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
-  """Frank–Wolfe on min_{λ∈Δ} ‖Aᵀλ‖₂², stopped once the answer relative to ε is certain.
+  """An upper bound on min_{λ∈Δ} ‖Aᵀλ‖₂, or +inf once a Wolfe gap certifies it exceeds ε.
 
-  Returns the norm of the best hull point (an upper bound), or +inf once the Wolfe gap certifies
-  that the minimum exceeds ε.
+  Starts from `min_norm_hull_point` (a hull point, so its norm bounds the minimum from above)
+  and runs Frank–Wolfe from there, whose gap gives the lower bound.
   """
-  point = A[np.argmin(np.linalg.norm(A, axis=1))].copy()
+  point = min_norm_hull_point(A)
   for _ in range(iters):
     sq = point @ point
     if sq <= eps ** 2:
@@ -97,6 +97,15 @@ def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
     step = np.clip(-(point @ direction) / max(direction @ direction, 1e-300), 0.0, 1.0)
     point = point + step * direction
   return float(np.linalg.norm(point))
+
+
+def min_norm_hull_point(A: np.ndarray) -> np.ndarray:
+  """The minimum-norm point Aᵀλ of the hull of A's rows (λ ∈ Δ), as nonnegative least squares:
+  min ‖Aᵀλ‖² + M²(Σλ − 1)² with M large, by Lawson–Hanson's exact active-set method; (d,)."""
+  weight = 1e3 * max(np.abs(A).max(), 1.0)
+  system = np.vstack([A.T, np.full((1, A.shape[0]), weight)])
+  lam, _ = scipy.optimize.nnls(system, np.r_[np.zeros(A.shape[1]), weight], maxiter=50 * A.size)
+  return A.T @ (lam / max(lam.sum(), np.finfo(A.dtype).tiny))
 
 
 def neuron_signs(gated: bool) -> jnp.ndarray:
@@ -271,11 +280,22 @@ class Problem(NamedTuple):
   beta: float
 
 
+def with_intercept(X):
+  """X (n, d) with a constant feature 1 appended, (n, d + 1): the inputs of a head with biases."""
+  xp = np if isinstance(X, np.ndarray) else jnp  # host arrays stay host arrays (and float64)
+  return xp.concatenate([X, xp.ones(X.shape[:-1] + (1,), X.dtype)], axis=-1)
+
+
 def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
-                  drop_empty_cones=True) -> Problem:
+                  drop_empty_cones=True, bias=False) -> Problem:
   """Validates the arguments of `fit` / `exact_fit`, samples the gates and, for robust ReLU,
-  drops the patterns whose robust cone has no interior (see `robust_cone_has_interior`)."""
+  drops the patterns whose robust cone has no interior (see `robust_cone_has_interior`).
+
+  With `bias`, the problem's X is `with_intercept(X)` (so gates and weights have d + 1 rows)
+  and the sampled gates include the all-active gate e_{d+1}, whose pattern is linear."""
   X = check_array(X, "X").astype(np.float64)
+  if bias:
+    X = np.asarray(with_intercept(X))
   targets, binary = encode_targets(y, X.shape[0])
   if p not in NORMS:
     raise ValueError(f"p must be 2 or 'inf' (the ball's norm), got {p!r}")
@@ -297,11 +317,15 @@ def check_problem(X, y, *, eps, p, beta, num_patterns, gates, gated, loss, key,
       raise ValueError(f"num_patterns must be an integer >= 1, got {num_patterns!r}")
     if key is None:
       raise ValueError("key must be a jax.random key when gates are not given")
-    gates = unique_gates(X, np.asarray(sample_gates(key, d, int(num_patterns)), np.float64))
+    gates = np.asarray(sample_gates(key, d, int(num_patterns)), np.float64)
+    if bias:
+      gates = np.concatenate([np.eye(d)[:, -1:], gates], axis=1)  # kept first by unique_gates
+    gates = unique_gates(X, gates)
   else:
     gates = np.asarray(gates, np.float64)
     if gates.ndim != 2 or gates.shape[0] != d or gates.shape[1] < 1:
-      raise ValueError(f"gates must have shape (d, P) = ({d}, P ≥ 1) to match X, "
+      raise ValueError(f"gates must have shape (d, P) = ({d}, P ≥ 1) to match X (with bias, "
+                       f"one row more than X's columns), "
                        f"got shape {gates.shape}")
     if not np.all(np.isfinite(gates)):
       raise ValueError("gates must be finite; they hold NaN or inf")

@@ -29,6 +29,7 @@ zeroes it, and the gap is the objective there minus the bound.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 
 from cvxjax.core import relu
 
@@ -238,24 +239,23 @@ def restore_feasibility(W, X, D, directions, counted, eps, q: int) -> jnp.ndarra
 def interior_directions(X: np.ndarray, gates: np.ndarray, eps: float, q: int) -> np.ndarray:
   """A direction c_k inside every pattern's cone {v : a_iᵀv ≥ ε‖v‖_q}; host-side, (P, d).
 
-  Plain cones (ε = 0): the unit gate, a_iᵀh_k = |x_iᵀh_k|. Robust: q = 1, the maximiser of
-  min_i a_iᵀv − ε‖v‖₁ over ‖v‖_∞ ≤ 1 (an LP); q = 2, v = p/‖p‖ for p the minimum-norm point of
-  the hull of the a_i, which maximises min_i a_iᵀv over ‖v‖₂ ≤ 1. A direction
-  whose margin is not positive makes `restore_feasibility` zero that pattern's infeasible neurons.
+  The direction with the largest margin min_i a_iᵀv − ε‖v‖_q: the shift that makes a neuron
+  feasible divides its shortfall by that margin. ε = 0 or q = 2: v = p/‖p‖ for p the
+  minimum-norm point of the hull of the a_i, which maximises min_i a_iᵀv over ‖v‖₂ ≤ 1 (plain
+  cones: the unit gate when it does better, as it may when the hull point is inexact). ε > 0
+  and q = 1: the maximiser of min_i a_iᵀv − ε‖v‖₁ over ‖v‖_∞ ≤ 1 (an LP). A direction whose
+  margin is not positive makes `restore_feasibility` zero that pattern's infeasible neurons.
 
   Args:
     X: (n, d) inputs (no padding rows). gates: (d, P). eps: ε ≥ 0. q: 1 or 2.
   """
   unit = (gates / np.linalg.norm(gates, axis=0, keepdims=True)).T
-  if eps == 0:
-    return unit
-  import scipy.optimize  # host-side, once per fit
   D = X @ gates >= 0
   n, d = X.shape
   out = np.empty_like(unit)
   for k in range(gates.shape[1]):
     A = np.where(D[:, k:k + 1], X, -X)
-    if q == 1:
+    if eps > 0 and q == 1:
       # max s − ε Σt over (v, t, s): a_iᵀv ≥ s, −t ≤ v ≤ t, −1 ≤ v ≤ 1.
       eye = np.eye(d)
       A_ub = np.block([[-A, np.zeros((n, d)), np.ones((n, 1))],
@@ -265,18 +265,10 @@ def interior_directions(X: np.ndarray, gates: np.ndarray, eps: float, q: int) ->
                                    bounds=[(-1, 1)] * d + [(0, 1)] * d + [(None, None)],
                                    method="highs")
       out[k] = res.x[:d] if res.status == 0 else unit[k]
-    else:
-      point = _min_norm_hull_point(A)
-      norm = np.linalg.norm(point)
-      out[k] = point / norm if norm > 0 else unit[k]
+      continue
+    point = relu.min_norm_hull_point(A)
+    norm = np.linalg.norm(point)
+    hull = point / norm if norm > 0 else unit[k]
+    better = eps > 0 or np.min(A @ hull) > np.min(A @ unit[k])
+    out[k] = hull if better else unit[k]
   return out
-
-
-def _min_norm_hull_point(A: np.ndarray) -> np.ndarray:
-  """The minimum-norm point Aᵀλ of the hull of A's rows (λ ∈ Δ), as nonnegative least squares:
-  min ‖Aᵀλ‖² + M²(Σλ − 1)² with M large, by Lawson–Hanson's exact active-set method; (d,)."""
-  import scipy.optimize  # host-side, once per fit
-  weight = 1e3 * max(np.abs(A).max(), 1.0)
-  system = np.vstack([A.T, np.full((1, A.shape[0]), weight)])
-  lam, _ = scipy.optimize.nnls(system, np.r_[np.zeros(A.shape[1]), weight], maxiter=50 * A.size)
-  return A.T @ (lam / max(lam.sum(), np.finfo(A.dtype).tiny))

@@ -80,6 +80,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
   config.heads.relu.eps = (0.0, 0.1)  # convex ReLU; gated heads train plain (docs/math.md §4)
   config.heads.relu.p = 2
+  # Affine neurons: through the origin, no robust cone has an interior on standardised digits
+  # features at ε = 0.1 (docs/math.md §4).
+  config.heads.relu.bias = True
   config.heads.relu.betas = (1e-3, 1e-2)
   config.heads.relu.num_patterns = 256
   config.heads.relu.tol = 1e-5
