@@ -268,8 +268,8 @@ def test_robust_objective_gradient_is_finite_at_zero_vectors_and_matches_differe
   W[0, 1] = 0.0  # a zero neuron; the pairs (y_i, y_i) compare a class with itself (zero too)
   args = (jnp.asarray(X), jnp.asarray(problem.D, W.dtype),
           jax.tree.map(jnp.asarray, problem.targets))
-  f = lambda W: relu.objective(W, *args, loss="hinge", eps=0.2, q=2, beta=0.1)
-  grad = np.asarray(jax.grad(f)(jnp.asarray(W)))
+  f = jax.jit(lambda W: relu.objective(W, *args, loss="hinge", eps=0.2, q=2, beta=0.1))
+  grad = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(W)))
   assert np.isfinite(grad).all()
   E = rng.normal(size=W.shape)
   E[0, 1] = 0.0  # along which f is differentiable
