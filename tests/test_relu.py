@@ -152,16 +152,21 @@ def test_the_barrier_newton_step_solves_the_dense_newton_system(loss):
                                                                 problem.gates)))
   targets = relu.Targets(*(jnp.asarray(a) for a in problem.targets))
   yc = relu_barrier.class_targets(targets, loss)[0]
-  state = relu_barrier.init(setup, yc, loss=loss, beta=0.3)
+  # Each piece compiled whole: run eagerly, they compile primitive by primitive.
+  static = ("loss", "beta")
+  init = jax.jit(relu_barrier.init, static_argnames=static)
+  step = jax.jit(relu_barrier.step, static_argnames=(*static, "tol"))
+  state = init(setup, yc, loss=loss, beta=0.3)
   for _ in range(3):  # a strictly feasible point off the start's symmetries
-    state = relu_barrier.step(state, setup, yc, loss=loss, beta=0.3, tol=1e-12)
+    state = step(state, setup, yc, loss=loss, beta=0.3, tol=1e-12)
   N, d = state.W.shape
   # The oracle: autodiff's dense Hessian and gradient of Φ_τ, solved directly.
   phi = lambda w: relu_barrier._barrier_value(w.reshape(N, d), setup, yc, state.tau,
                                               loss=loss, beta=0.3)
-  grad, hessian = jax.grad(phi)(state.W.ravel()), jax.hessian(phi)(state.W.ravel())
+  grad, hessian = jax.jit(lambda w: (jax.grad(phi)(w), jax.hessian(phi)(w)))(state.W.ravel())
   expected = -jnp.linalg.solve(hessian, grad)
-  direction, _, decrement, _, _ = relu_barrier._newton(state, setup, yc, loss=loss, beta=0.3)
+  newton = jax.jit(relu_barrier._newton, static_argnames=static)
+  direction, _, decrement, _, _ = newton(state, setup, yc, loss=loss, beta=0.3)
   np.testing.assert_allclose(np.asarray(direction).ravel(), np.asarray(expected), rtol=1e-8,
                              atol=1e-10 * float(jnp.max(jnp.abs(expected))))
   np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
@@ -266,8 +271,8 @@ def test_robust_objective_gradient_is_finite_at_zero_vectors_and_matches_differe
   W[0, 1] = 0.0  # a zero neuron; the pairs (y_i, y_i) compare a class with itself (zero too)
   args = (jnp.asarray(X), jnp.asarray(problem.D, W.dtype),
           jax.tree.map(jnp.asarray, problem.targets))
-  f = lambda W: relu.objective(W, *args, loss="hinge", eps=0.2, q=2, beta=0.1)
-  grad = np.asarray(jax.grad(f)(jnp.asarray(W)))
+  f = jax.jit(lambda W: relu.objective(W, *args, loss="hinge", eps=0.2, q=2, beta=0.1))
+  grad = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(W)))
   assert np.isfinite(grad).all()
   E = rng.normal(size=W.shape)
   E[0, 1] = 0.0  # along which f is differentiable
