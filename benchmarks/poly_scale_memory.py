@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from cvxjax import poly  # noqa: E402
+from cvxjax.solvers import projected  # noqa: E402
 
 _N = flags.DEFINE_integer("n", 50_000, "training points")
 _D = flags.DEFINE_integer("d", 512, "input dimension")
@@ -34,8 +35,8 @@ def main(_):
   rng = np.random.default_rng(0)
   X = rng.normal(size=(_N.value, _D.value)).astype(np.float32)
   y = rng.integers(0, _CLASSES.value, size=_N.value)
-  fit = lambda steps: poly.fit(X, y, r=_R.value, beta=1e-3, solver="projected",
-                               max_steps=steps, head_batch_size=None if _CHUNK.value else 1,
+  solver = projected.Solver(head_batch_size=None if _CHUNK.value else 1)
+  fit = lambda steps: poly.fit(X, y, r=_R.value, beta=1e-3, solver=solver, max_steps=steps,
                                checkpoint_every=steps, chunk_size=_CHUNK.value)
   start = time.perf_counter()
   fit(1)

@@ -22,7 +22,7 @@ See benchmarks/README.md for how to read the table and the JSON file.
 
 import os
 
-# XLA's thread pool and OpenBLAS's threads contend on small CPUs (see cvxjax/solvers/driver.py);
+# XLA's thread pool and OpenBLAS's threads contend on small CPUs (see cvxjax/solvers/loop.py);
 # this must happen before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

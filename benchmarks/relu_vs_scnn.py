@@ -50,7 +50,7 @@ See benchmarks/README.md for how to read the output and the JSON file.
 
 import os
 
-# XLA's thread pool and OpenBLAS's threads contend on small CPUs (see cvxjax/solvers/driver.py);
+# XLA's thread pool and OpenBLAS's threads contend on small CPUs (see cvxjax/solvers/loop.py);
 # this must happen before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # XLA's concurrency-optimised CPU scheduler deadlocks on programs that run batched LAPACK calls
@@ -81,6 +81,7 @@ from provenance import git_state  # noqa: E402  (beside this script)
 from sklearn import datasets  # noqa: E402
 
 from cvxjax import relu  # noqa: E402
+from cvxjax.solvers import penalty  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "relu_vs_scnn.json")
 BUDGETS = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
@@ -247,9 +248,10 @@ class Ladder:
 
   def fit(self, X, y, G, *, lam: float, tol: float, max_steps: int) -> relu.ReluHead:
     """`relu.fit` with this ladder's solver, β = n·λ and the given gates, from scratch."""
+    solver = (penalty.Solver(optimizer=PENALTY_OPTIMIZER) if self.solver == "penalty"
+              else self.solver)
     return relu.fit(X, y, gates=G, beta=X.shape[0] * lam, gated=self.problem == "gated",
-                    loss="squared", solver=self.solver, tol=tol, max_steps=max_steps,
-                    optimizer=PENALTY_OPTIMIZER if self.solver == "penalty" else None)
+                    loss="squared", solver=solver, tol=tol, max_steps=max_steps)
 
   def warm_up(self, X, y, G, *, lam: float, tol: float):
     """One untimed call with max_steps=1: compiles everything the timed runs use."""

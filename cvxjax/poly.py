@@ -127,31 +127,28 @@ def _check_problem(X, y, r, beta) -> tuple[np.ndarray, np.ndarray, bool]:
   return X, S, binary
 
 
-# Largest svec size for which the barrier solver is the default (its KKT system is 2N).
-_BARRIER_MAX_SVEC = 1300
-_SOLVERS = ("auto", "barrier", "projected", "primal_dual")
-
-
 def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
-        activation: Quadratic = DEFAULT_ACTIVATION, solver: str = "auto", tol: float = 1e-6,
-        max_steps: Optional[int] = None, optimizer=None, head_batch_size: Optional[int] = None,
-        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 20,
-        progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> PolyHead:
+        activation: Quadratic = DEFAULT_ACTIVATION, solver="auto", tol: Optional[float] = None,
+        max_steps: Optional[int] = None, checkpoint_dir: Optional[str] = None,
+        checkpoint_every: int = 20, progress: bool = False, mesh=None,
+        chunk_size: Optional[int] = None, start: Optional[PolyHead] = None) -> PolyHead:
   """Trains a polynomial head to global optimality (docs/math.md §3).
 
   Solves min_{Z,Z′∈K} Σ_i (1 − m_i)₊ + β(z₄ + z′₄) with m_i the exact worst-case margin over
   the ℓ₂ ball of radius r (r = 0: the plain hinge problem), per head.
 
-  Solvers:
-    "barrier": the exact interior-point method of `cvxjax.solvers.barrier`; stops when the
-      certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
-    "projected": `optimizer` (default optax.adam(1e-2)) on the exact objective with Π_K after
-      every step, until the certified relative gap is below `tol` or for `max_steps` steps; a
-      baseline that scales to large d but stalls above the optimum (its gap, from multipliers
-      scaled into the dual's feasible set, is reported honestly).
-    "primal_dual": restarted primal–dual hybrid gradient (`cvxjax.solvers.primal_dual`),
-      O(n·d + d²) memory per head, certified every 64 iterations; stops at `tol`. Experimental:
-      its fixed primal weight suits some problems and not others.
+  Solvers (a name for the default settings, or a solver value with its own settings):
+    "barrier", `barrier.Solver()`: the exact interior-point method of `cvxjax.solvers.barrier`;
+      stops when the certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
+    "projected", `projected.Solver(optimizer=, head_batch_size=)`: an optax optimiser (default
+      optax.adam(1e-2)) on the exact objective with Π_K after every step, until the certified
+      relative gap is below `tol` or for `max_steps` steps; heads `head_batch_size` at a time
+      (bounds memory). A baseline that scales to large d but stalls above the optimum (its gap,
+      from multipliers scaled into the dual's feasible set, is reported honestly).
+    "primal_dual", `primal_dual.Solver(check_every=)`: restarted primal–dual hybrid gradient
+      (`cvxjax.solvers.primal_dual`), O(n·d + d²) memory per head, certified every
+      `check_every` (64) iterations; stops at `tol`. Experimental: its fixed primal weight suits
+      some problems and not others.
     "auto": "barrier" when d ≤ 49, else "projected" (always "projected" with `chunk_size`).
 
   Precision: the barrier solver is built for float64 (`jax_enable_x64`); in float32 it stops
@@ -163,13 +160,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     r: radius of the ℓ₂ ball of the adversary, ≥ 0.
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
-    solver: "auto", "barrier", "projected" or "primal_dual".
-    tol: relative certified gap at which the solver stops; a fit that ends above it warns
-      with the gap it reached.
+    solver: "auto", "barrier", "projected", "primal_dual", or a `Solver` value of
+      `cvxjax.solvers.barrier`, `projected` or `primal_dual`.
+    tol: relative certified gap at which the solver stops (None: the solver's `tol`, 1e-6 by
+      default); a fit that ends above it warns with the gap it reached.
     max_steps: step limit (default 300 for "barrier", 1000 for "projected", 20000 iterations
       for "primal_dual").
-    optimizer: optax transformation for "projected".
-    head_batch_size: heads solved together by "projected" (bounds memory).
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -179,6 +175,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       device.
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
+    start: a `PolyHead` of the same shapes (e.g. the fit at a neighbouring β or r) to start
+      from; the projected and primal–dual solvers take it, the barrier solver does not.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.
@@ -187,30 +185,33 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     ValueError: if an argument is malformed (named in the message).
   """
   X, S, binary = _check_problem(X, y, r, beta)
-  if solver not in _SOLVERS:
-    raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-  if not (np.isscalar(tol) and tol > 0):
-    raise ValueError(f"tol must be a number > 0, got {tol!r}")
+  solver = driver.resolve_solver(solver, X.shape[1], chunk_size is not None)
+  if tol is not None:
+    if not (np.isscalar(tol) and tol > 0):
+      raise ValueError(f"tol must be a number > 0, got {tol!r}")
+    solver = dataclasses.replace(solver, tol=float(tol))
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   sharding.check_mesh(mesh)
   streaming.check_chunk_size(chunk_size, X.shape[0])
-  if solver == "primal_dual" and mesh is not None:
+  if solver.name == "primal_dual" and mesh is not None:
     raise ValueError(f"solver='primal_dual' runs on one device; it takes no mesh (got {mesh!r})")
-  if chunk_size is not None and (solver in ("barrier", "primal_dual") or mesh is not None):
+  if chunk_size is not None and (solver.name != "projected" or mesh is not None):
     raise ValueError("chunk_size streams the projected solver on one device; it takes neither "
                      f"solver='barrier' or 'primal_dual' nor a mesh (got solver={solver!r}, "
                      f"mesh={mesh!r})")
+  if start is not None:
+    if not solver.warm_start:
+      raise ValueError(f"start: the {solver.name} solver takes no warm start")
+    shape = (S.shape[0], X.shape[1] + 1, X.shape[1] + 1)
+    if not (isinstance(start, PolyHead) and start.Z.shape == shape):
+      raise ValueError(f"start must be a PolyHead with Z of shape {shape}, got {start!r}")
   activation = Quadratic(*(float(v) for v in activation))
-  d = X.shape[1]
-  if solver == "auto":
-    small = (d + 1) * (d + 2) // 2 <= _BARRIER_MAX_SVEC and chunk_size is None
-    solver = "barrier" if small else "projected"
   solution = driver.fit_poly(X, S, r=float(r), beta=float(beta), activation=activation,
-                             solver=solver, tol=float(tol), max_steps=max_steps,
-                             optimizer=optimizer, head_batch_size=head_batch_size,
-                             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                             progress=progress, mesh=mesh, chunk_size=chunk_size)
+                             solver=solver, max_steps=max_steps, checkpoint_dir=checkpoint_dir,
+                             checkpoint_every=checkpoint_every, progress=progress, mesh=mesh,
+                             chunk_size=chunk_size,
+                             start=None if start is None else (start.Z, start.Zp))
   return PolyHead(**solution._asdict(), activation=activation, binary=binary)
 
 

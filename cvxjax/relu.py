@@ -220,12 +220,12 @@ def certified_radius(head: ReluHead, X, y, *, backbone_lipschitz: float = 1.0) -
 
 
 def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: int = 100,
-        gates=None, gated: bool = False, loss: str = "hinge", solver: str = "auto",
-        key: Optional[jax.Array] = None, tol: float = 1e-6, max_steps: Optional[int] = None,
-        linear_solver: str = "cholesky", nystrom_rank: int = 0, optimizer=None,
-        penalty_rho: float = 10.0, drop_empty_cones: bool = True, bias: bool = False,
+        gates=None, gated: bool = False, loss: str = "hinge", solver="auto",
+        key: Optional[jax.Array] = None, tol: Optional[float] = None,
+        max_steps: Optional[int] = None, drop_empty_cones: bool = True, bias: bool = False,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 500,
-        progress: bool = False, mesh=None, chunk_size: Optional[int] = None) -> ReluHead:
+        progress: bool = False, mesh=None, chunk_size: Optional[int] = None,
+        start: Optional[ReluHead] = None) -> ReluHead:
   """Trains a convex ReLU or gated-ReLU head to global optimality (docs/math.md §4).
 
   Solves min_W loss(W) + β Σ‖W[s, k, :, c]‖₂ over the sign patterns of `gates` (sampled from
@@ -239,17 +239,22 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   objective and gap are those of the moved weights. A fit whose relative gap ends above `tol`
   warns with the gap and the cone violation it reached.
 
-  Solvers:
-    "admm" (= "auto"): the exact ADMM of `cvxjax.solvers.admm`, for every loss, ball and head;
-      stops when both relative residuals are below `tol` or the relative gap is (checked every
-      `checkpoint_every` steps).
-    "apg": FISTA with restarts (gated ReLU, plain, squared loss).
-    "al": augmented Lagrangian with an inner FISTA (convex ReLU, plain, squared loss).
-    "barrier": the interior-point method of `cvxjax.solvers.relu_barrier` (convex ReLU, plain,
-      squared loss or binary hinge; float64): strictly feasible weights and a certified gap
-      (`head.gap`), stopping when the gap is below `tol` relative to the objective.
-    "penalty": `optimizer` (default optax.adam(1e-2)) on objective + penalty_rho·(violation)₊
-      for `max_steps` steps: the reference code's baseline, approximate.
+  Solvers (a name for the default settings, or a solver value with its own settings):
+    "admm" (= "auto"), `admm.Solver(linear_solver=, nystrom_rank=)`: the exact ADMM of
+      `cvxjax.solvers.admm`, for every loss, ball and head; stops when both relative residuals
+      are below `tol` or the relative gap is (checked every `checkpoint_every` steps). Its
+      linear solves without eps: "cholesky" (an n×n factor, cached) or "cg" (matrix-free, for n
+      too large to factor) with a Nyström preconditioner of rank `nystrom_rank` (0: none).
+    "apg", `proximal.Solver()`: FISTA with restarts (gated ReLU, plain, squared loss).
+    "al", `proximal.Solver(augmented=True)`: augmented Lagrangian with an inner FISTA (convex
+      ReLU, plain, squared loss).
+    "barrier", `relu_barrier.Solver()`: the interior-point method of
+      `cvxjax.solvers.relu_barrier` (convex ReLU, plain, squared loss or binary hinge; float64):
+      strictly feasible weights and a certified gap, stopping when the gap is below `tol`
+      relative to the objective.
+    "penalty", `penalty.Solver(optimizer=, rho=)`: an optax optimiser (default
+      optax.adam(1e-2)) on objective + rho·(violation)₊ for `max_steps` steps: the reference
+      code's baseline, approximate.
 
   Args:
     X: (n, d) inputs, finite.
@@ -263,16 +268,12 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
       with fixed gates ε‖θ‖ is no bound on a gated head's worst case (a gate within ε of x
       flips inside the ball), so eps > 0 with gated=True is refused.
     loss: "hinge" (binary, or Σ_{c≠y} multi-class hinge) or "squared" (targets ±1 / one-hot).
-    solver: "auto", "admm", "apg", "al", "barrier" or "penalty".
+    solver: "auto", "admm", "apg", "al", "barrier", "penalty", or a `Solver` value of
+      `cvxjax.solvers.admm`, `proximal`, `relu_barrier` or `penalty`.
     key: jax.random key for the gates (and the penalty method's start, Nyström's sketch).
     tol: the relative certified gap asked for (and the relative residual at which "admm",
-      "apg" and "al" stop).
+      "apg" and "al" stop); None: the solver's `tol`, 1e-6 by default.
     max_steps: iteration limit (defaults per solver).
-    linear_solver: ADMM's linear solves without eps: "cholesky" (an n×n factor, cached) or
-      "cg" (matrix-free, for n too large to factor).
-    nystrom_rank: rank of CG's Nyström preconditioner (0: none).
-    optimizer: optax transformation for "penalty".
-    penalty_rho: the penalty weight of "penalty".
     drop_empty_cones: for robust ReLU, drop the patterns whose robust cone has no interior
       (their neurons are zero at the optimum; see `robust_cone_has_interior`).
     bias: give every neuron a bias, as a constant input feature (`with_intercept`), and add the
@@ -290,6 +291,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); solvers "apg" and
       "penalty" (every loss and ball: the robust head larger than device memory).
+    start: a `ReluHead` fitted with the same gates (e.g. at a neighbouring β) to start from;
+      its gates are used when `gates` is None. Every solver but "barrier" takes it.
 
   Returns:
     A `ReluHead` with its gates, weights, exact objective, constraint violation and gap.
@@ -297,33 +300,42 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   Raises:
     ValueError: if an argument is malformed, or the solver does not handle the problem.
   """
+  if start is not None and not isinstance(start, ReluHead):
+    raise ValueError(f"start must be a ReluHead, got {start!r}")
+  gates = start.gates if start is not None and gates is None else gates
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
                           gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
                           bias=bias)
-  solver = relu_driver.check_solver(solver, problem)
-  if not (np.isscalar(tol) and tol > 0):
-    raise ValueError(f"tol must be a number > 0, got {tol!r}")
-  if linear_solver not in ("cholesky", "cg"):
-    raise ValueError(f"linear_solver must be 'cholesky' or 'cg', got {linear_solver!r}")
-  if not (isinstance(nystrom_rank, (int, np.integer)) and 0 <= nystrom_rank <= X.shape[0]):
-    raise ValueError(f"nystrom_rank must be an integer in [0, n], got {nystrom_rank!r}")
+  solver = relu_driver.resolve_solver(solver, problem)
+  if tol is not None:
+    if not (np.isscalar(tol) and tol > 0):
+      raise ValueError(f"tol must be a number > 0, got {tol!r}")
+    solver = dataclasses.replace(solver, tol=float(tol))
+  if getattr(solver, "nystrom_rank", 0) > problem.X.shape[0]:
+    raise ValueError(f"nystrom_rank must be at most n = {problem.X.shape[0]}, got "
+                     f"{solver.nystrom_rank}")
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   sharding.check_mesh(mesh)
-  if solver == "barrier" and (rows := sharding.padding(problem.X.shape[0], mesh)):
+  if solver.name == "barrier" and (rows := sharding.padding(problem.X.shape[0], mesh)):
     raise ValueError(f"solver='barrier' needs n divisible by the mesh's example devices (a "
                      f"padding row would close its cones); X has n = {problem.X.shape[0]}, "
                      f"{rows} short of a multiple of {mesh.shape[sharding.EXAMPLES]}")
   streaming.check_chunk_size(chunk_size, problem.X.shape[0])
-  if chunk_size is not None and (solver not in ("apg", "penalty") or mesh is not None):
+  if chunk_size is not None and (solver.name not in ("apg", "penalty") or mesh is not None):
     raise ValueError("chunk_size streams solver='apg' or solver='penalty' on one device; got "
-                     f"solver={solver!r}, mesh={mesh!r}")
+                     f"solver={solver.name!r}, mesh={mesh!r}")
+  if start is not None:
+    if not solver.warm_start:
+      raise ValueError(f"start: the {solver.name} solver takes no warm start")
+    if start.weights.shape != (shape := problem.weight_shape):
+      raise ValueError(f"start must be a ReluHead with weights of shape {shape} (the same gates "
+                       f"and head), got shape {start.weights.shape}")
   key = jax.random.key(0) if key is None else key
   solution = relu_driver.fit_relu(
-      problem, solver=solver, tol=float(tol), max_steps=max_steps, linear_solver=linear_solver,
-      nystrom_rank=int(nystrom_rank), optimizer=optimizer, penalty_rho=float(penalty_rho),
-      key=key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-      progress=progress, mesh=mesh, chunk_size=chunk_size)
+      problem, solver=solver, max_steps=max_steps, key=key, checkpoint_dir=checkpoint_dir,
+      checkpoint_every=checkpoint_every, progress=progress, mesh=mesh, chunk_size=chunk_size,
+      start=None if start is None else start.weights)
   return _head(problem, solution, bias)
 
 

@@ -10,7 +10,7 @@ few memory mappings, and a whole suite's worth of them passed the kernel's limit
 import gc
 import os
 
-# XLA's thread pool and OpenBLAS's threads contend on small machines (see solvers/driver.py).
+# XLA's thread pool and OpenBLAS's threads contend on small machines (see solvers/loop.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")

@@ -29,7 +29,7 @@ def fit(name: str, mesh=None):
                     else 30, mesh=mesh)
     return head.objective, head.Z
   # Few ADMM steps: each all-reduces (and sorts the robust slacks) across the processes.
-  settings = (dict(eps=0.1, solver="admm", classes=2, max_steps=40) if name == "relu-robust-admm"
+  settings = (dict(eps=0.1, solver="admm", classes=2, max_steps=10) if name == "relu-robust-admm"
               else dict(gated=True, loss="squared", solver="apg", classes=3, max_steps=100))
   X, y = data(classes=settings.pop("classes"))
   head = relu.fit(X, y, num_patterns=8, key=key, mesh=mesh, **settings)

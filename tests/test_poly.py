@@ -10,11 +10,15 @@ from sklearn.datasets import load_breast_cancer
 
 from cvxjax import poly
 from cvxjax.core import activations, psd
-from cvxjax.solvers import barrier
+from cvxjax.core import poly as poly_core
+from cvxjax.solvers import barrier, loop
 
 pytest.importorskip("cvxpy")
 
 ACT = activations.DEFAULT_ACTIVATION
+# Compiled once per shape: run eagerly, the solvers' mathematics compiles primitive by primitive.
+_worst_case = jax.jit(poly.worst_case, static_argnames=("r", "activation", "block_rows"))
+_objective = jax.jit(poly.objective, static_argnames=("r", "beta", "activation"))
 
 
 def _random_problem(seed, n=24, d=3):
@@ -59,7 +63,7 @@ def test_danskin_gradient_matches_finite_differences():
   Xj, yj = jnp.asarray(X), jnp.asarray(y)
   margin_sum = lambda Z: jnp.sum(poly.margins(Z - Zp, Xj, yj, 0.4, ACT))
   exact_sum = jax.jit(lambda Z: jnp.sum(poly.worst_case(Z - Zp, Xj, yj, 0.4, ACT).margin))
-  grad = jax.grad(margin_sum)(Z)
+  grad = jax.jit(jax.grad(margin_sum))(Z)
   for _ in range(5):
     E = rng.normal(size=(4, 4))
     E = jnp.asarray(E + E.T)
@@ -73,9 +77,8 @@ def test_worst_case_in_row_blocks_equals_one_batch(rows):
   X, y = _random_problem(3, n=20, d=3)
   rng = np.random.default_rng(4)
   D = jnp.asarray(psd.symmetrize(rng.normal(size=(4, 4))))
-  one = poly.worst_case(D, jnp.asarray(X), jnp.asarray(y), 0.4, ACT, block_rows=None)
-  blocked = jax.jit(functools.partial(poly.worst_case, r=0.4, activation=ACT, block_rows=rows))(
-      D, jnp.asarray(X), jnp.asarray(y))
+  one, blocked = (_worst_case(D, jnp.asarray(X), jnp.asarray(y), r=0.4, activation=ACT,
+                               block_rows=block_rows) for block_rows in (None, rows))
   for field in one._fields:
     np.testing.assert_allclose(getattr(blocked, field), getattr(one, field), atol=1e-12)
 
@@ -87,7 +90,7 @@ def test_cut_points_lie_in_the_ball(dtype):
   rng = np.random.default_rng(6)
   D = jnp.asarray(psd.symmetrize(rng.normal(size=(7, 7))), dtype)
   X, y, r = jnp.asarray(X, dtype), jnp.asarray(y, dtype), 0.7
-  wc = poly.worst_case(D, X, y, r, ACT)
+  wc = _worst_case(D, X, y, r=r, activation=ACT)
   outside = wc.delta * (1 + 3 * jnp.finfo(dtype).eps)
   inside = 0.5 * wc.delta
   for delta in (wc.delta, outside, inside):
@@ -110,7 +113,7 @@ def test_barrier_newton_model_matches_finite_differences():
   N = len(lay.rows)
   A = rng.normal(size=(2, m, m))
   Z, Zp = (jnp.asarray(a @ a.T + 0.5 * np.eye(m)) for a in A)
-  local = barrier._local_model(Z, Zp, t, X, s, r, beta, ACT, lay)
+  local = jax.jit(lambda Z, Zp: barrier._local_model(Z, Zp, t, X, s, r, beta, ACT, lay))(Z, Zp)
   hessian = np.eye(2 * N) + local.curvature + local.V.T @ (local.weight[:, None] * local.V)
 
   @jax.jit
@@ -161,8 +164,8 @@ def test_fit_reaches_the_cvxpy_optimum(name):
     scale = np.abs(Z).max()
     assert np.linalg.eigvalsh(Z).min() >= -1e-6 * scale
     assert abs(float(psd.trace_residual(Z))) <= 1e-6 * scale
-  assert float(poly.objective(head.Z[0], head.Zp[0], jnp.asarray(X), jnp.asarray(y), r, beta,
-                              ACT)) == pytest.approx(float(head.objective), rel=1e-12)
+  assert float(_objective(head.Z[0], head.Zp[0], jnp.asarray(X), jnp.asarray(y), r=r, beta=beta,
+                          activation=ACT)) == pytest.approx(float(head.objective), rel=1e-12)
 
 
 def test_gap_is_valid_before_convergence():
@@ -211,8 +214,8 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 def test_barrier_step_is_vmappable_over_heads():
   X, y = _random_problem(5, n=12, d=2)
   X, S = jnp.asarray(X), jnp.asarray(np.stack([y, -y]))
-  state = jax.vmap(lambda s: barrier.init(X, s, r=0.3, beta=0.1, activation=ACT))(S)
-  state = barrier.run(state, X, S, r=0.3, beta=0.1, activation=ACT, tol=1e-6, num_steps=3)
+  problem = poly_core.Problem(X, S, r=0.3, beta=0.1, activation=ACT)
+  state = loop.run(barrier.Solver(tol=1e-6), problem, max_steps=3).state
   assert state.Z.shape == (2, 3, 3) and np.all(np.asarray(state.step) == 3)
 
 

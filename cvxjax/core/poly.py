@@ -6,6 +6,7 @@ with D = Z − Z′ it predicts f_D(x) = a xᵀD₁x + b xᵀd₂ + c d₄ = ⟨
 The functions below take one head's matrices; `jax.vmap` batches them over heads.
 """
 
+import dataclasses
 import functools
 from typing import NamedTuple, Optional, Union
 
@@ -15,6 +16,31 @@ import numpy as np
 
 from cvxjax.core import psd
 from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """A polynomial-head problem as the solvers take it: C heads sharing the inputs.
+
+  Attributes:
+    X: (n, d) inputs.
+    S: (C, n) labels in {−1, +1} per head (0: a padding row that counts nowhere).
+    r: radius of the adversary's ℓ₂ ball (static).
+    beta: regularisation weight (static).
+    activation: the coefficients (a, b, c) of σ (static).
+  """
+
+  X: jnp.ndarray
+  S: jnp.ndarray
+  r: float = dataclasses.field(metadata=dict(static=True))
+  beta: float = dataclasses.field(metadata=dict(static=True))
+  activation: Quadratic = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def settings(self) -> dict:
+    """The keyword arguments (r, beta, activation) of the one-head functions."""
+    return dict(r=self.r, beta=self.beta, activation=self.activation)
 
 
 def lift(x: jnp.ndarray, activation: Quadratic = DEFAULT_ACTIVATION) -> jnp.ndarray:

@@ -13,6 +13,7 @@ p = 2 → q = 2) to every hinge margin, and for ReLU the robust cone constraints
 (2D_ik − 1) x_iᵀW[s, k, :, c] ≥ ε‖W[s, k, :, c]‖_q keep each neuron's pattern fixed on the ball.
 """
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import jax
@@ -278,6 +279,58 @@ class Problem(NamedTuple):
   eps: float
   q: int
   beta: float
+
+  @property
+  def weight_shape(self) -> tuple:
+    """(S, P, d, C), the shape of the weights (S = 1 for a gated head, 2 otherwise)."""
+    return (1 if self.gated else 2, self.D.shape[1], self.X.shape[1],
+            self.targets.onehot.shape[1])
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Instance:
+  """A validated problem on the device, as the solvers take it: arrays are leaves, settings
+  static.
+
+  Attributes:
+    X: (n, d) inputs.
+    D: (n, P) sign patterns.
+    targets: the encoded labels (`Targets`).
+    gates: (d, P) the gates h_k.
+    directions: (P, d) unit directions strictly inside each pattern's (robust) cone
+      (`cvxjax.core.relu_dual.interior_directions`), for the feasibility step.
+    key: a jax.random key for the solvers' random starts and sketches.
+    gated, binary, loss, eps, q, beta: as in `Problem` (static).
+  """
+
+  X: jnp.ndarray
+  D: jnp.ndarray
+  targets: Targets
+  gates: jnp.ndarray
+  directions: jnp.ndarray
+  key: jax.Array
+  gated: bool = dataclasses.field(metadata=dict(static=True))
+  binary: bool = dataclasses.field(metadata=dict(static=True))
+  loss: str = dataclasses.field(metadata=dict(static=True))
+  eps: float = dataclasses.field(metadata=dict(static=True))
+  q: int = dataclasses.field(metadata=dict(static=True))
+  beta: float = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def measures(self) -> dict:
+    """The keyword arguments (loss, eps, q, beta) of `objective`."""
+    return dict(loss=self.loss, eps=self.eps, q=self.q, beta=self.beta)
+
+  @property
+  def num_blocks(self) -> int:
+    """S: 1 for a gated head, 2 for a convex ReLU head."""
+    return 1 if self.gated else 2
+
+  @property
+  def weight_shape(self) -> tuple:
+    """(S, P, d, C), the shape of the weights."""
+    return (self.num_blocks, self.D.shape[1], self.X.shape[1], self.targets.onehot.shape[1])
 
 
 def with_intercept(X):

@@ -11,7 +11,7 @@ The head's weights W (S, P, d, C) are copied into blocks that each carry one sim
     Ξ = E Θ W        robust hinge per pair       (ε > 0: Θ W = θ_i, E = the pair differences)
 
 Every block shares one penalty ρ, so the W-update solves H W = rhs with H = Σ LᵀL independent of
-ρ: ρ adapts (OSQP's √(primal/dual) rule, at steps 2^k ≥ 1024) without refactoring. H is cheap:
+ρ: ρ adapts (OSQP's √(primal/dual) rule, at steps 2^k ≥ 32) without refactoring. H is cheap:
 (2D − I)² = I gives GᵀG = I ⊗ XᵀX, so H = I ⊗ B + FᵀF (plain; FᵀF has rank n: Woodbury with an
 n×n capacitance matrix, Cholesky-factored once or solved by CG, optionally Nyström-preconditioned)
 or H = I ⊗ B + K ⊗ I_d (robust binary; a Kronecker sum, solved in the eigenbases of B and K), with
@@ -19,16 +19,19 @@ B = c I + XᵀX and K_{(s,k),(s′,l)} = σ_sσ_s′ (DᵀD)_kl. The robust mult
 through the labels and is solved by warm-started CG preconditioned with that Kronecker sum.
 """
 
-from typing import NamedTuple, Optional
+import dataclasses
+from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cvxjax.core import numerics, relu
+from cvxjax.solvers import base, relu_certificate
 
 _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past float64 resolution
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
-_FIRST_ADAPTATION = 1024  # the first step at which ρ adapts
+_FIRST_ADAPTATION = 32  # the first step at which ρ adapts (then at every power of two)
 _MAX_FACTOR = 2.0  # the most ρ changes at once
 
 
@@ -321,19 +324,21 @@ def prox_loss_scores(A, targets: relu.Targets, loss: str, step):
 
 
 def init(setup: Setup, *, num_blocks: int, num_patterns: int, gated: bool, robust: bool,
-         rho: float = 1.0) -> State:
-  """The zero iterate (all copies consistent, duals zero)."""
+         rho: float = 1.0, start: Optional[jnp.ndarray] = None) -> State:
+  """The zero iterate, or the warm start W = `start` (S, P, d, C): all copies consistent with W,
+  duals zero."""
   X, targets = setup.X, setup.targets
-  n, d = X.shape
+  d = X.shape[1]
   C = targets.onehot.shape[1]
-  zeros = jnp.zeros((num_blocks, num_patterns, d, C), X.dtype)
-  T = None if gated else jnp.zeros((num_blocks, num_patterns, n, C), X.dtype)
-  R = zeros if (robust and not gated) else None
-  M = _loss_map(zeros, setup, robust)
+  W = (jnp.zeros((num_blocks, num_patterns, d, C), X.dtype) if start is None
+       else jnp.asarray(start, X.dtype))
+  GW, M = _forward(W, setup, gated=gated, robust=robust)
+  R = setup.gamma * W if (robust and not gated) else None
+  zeros = lambda A: None if A is None else jnp.zeros_like(A)
   scalar = jnp.asarray(0.0, X.dtype)
-  return State(W=zeros, Z=zeros, U_Z=zeros, T=T, U_T=T, R=R, U_R=R, M=M, U_M=M,
-               rho=jnp.asarray(rho, X.dtype), step=jnp.asarray(0), primal=scalar + jnp.inf,
-               dual=scalar + jnp.inf)
+  return State(W=W, Z=W, U_Z=zeros(W), T=GW, U_T=zeros(GW), R=R, U_R=zeros(R), M=M,
+               U_M=zeros(M), rho=jnp.asarray(rho, X.dtype), step=jnp.asarray(0),
+               primal=scalar + jnp.inf, dual=scalar + jnp.inf)
 
 
 def _sq(x):
@@ -363,7 +368,7 @@ def _adjoint(T, M, setup: Setup, *, gated: bool, robust: bool, num_blocks: int):
 
 def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: int, beta: float,
          linear_solver: str, cg_tol: float) -> State:
-  """One over-relaxed ADMM iteration (ρ adapts at steps 1024, 2048, 4096, …)."""
+  """One over-relaxed ADMM iteration (ρ adapts at steps 32, 64, 128, …)."""
   robust = eps > 0
   S = state.W.shape[0]
   shape = dict(gated=gated, robust=robust)
@@ -407,9 +412,9 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
     moved = moved + setup.gamma * (R - state.R)
   dual = jnp.sqrt(_sq(moved) / jnp.maximum(_sq(U_Z) + _sq(U_M) + _sq(U_T) + _sq(U_R), tiny))
 
-  # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 2× a time) at steps 1024, 2048, 4096, …: early
-  # relative residuals drove ρ to 1e-4 and wrecked converging runs; rare changes also keep
-  # ADMM's convergence theory. The scaled duals u = y/ρ rescale with ρ.
+  # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 2× a time) at steps 32, 64, 128, …: changes at
+  # every step drove ρ to 1e-4 and wrecked converging runs, and ever rarer changes keep ADMM's
+  # convergence theory. The scaled duals u = y/ρ rescale with ρ.
   k = state.step + 1
   factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 1 / _MAX_FACTOR, _MAX_FACTOR)
   factor = jnp.where(((k & (k - 1)) == 0) & (k >= _FIRST_ADAPTATION), factor, 1.0)
@@ -423,12 +428,54 @@ def _diff(a, b):
   return None if a is None else a - b
 
 
-def run(state: State, setup: Setup, *, num_steps, tol: float, **problem) -> State:
-  """Up to `num_steps` iterations, stopping once both relative residuals are below `tol`."""
-  def cond(carry):
-    st, k = carry
-    return (k < num_steps) & ~((st.primal <= tol) & (st.dual <= tol))
-  def body(carry):
-    st, k = carry
-    return step(st, setup, **problem), k + 1
-  return jax.lax.while_loop(cond, body, (state, 0))[0]
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """ADMM over a `cvxjax.core.relu.Instance`: every loss, ball and head.
+
+  Stops when both relative residuals are below `tol` (checked every step) or the certified
+  relative gap is (checked between chunks). A warm start sets every copy of W.
+
+  Attributes:
+    linear_solver: the W-update's solves without eps: "cholesky" (an n×n factor, cached) or
+      "cg" (matrix-free, for n too large to factor).
+    nystrom_rank: rank of CG's Nyström preconditioner (0: none; at most n).
+    tol: the relative residuals and certified gap to stop at.
+  """
+
+  linear_solver: str = "cholesky"
+  nystrom_rank: int = 0
+
+  name: ClassVar[str] = "admm"
+
+  def __post_init__(self):
+    if self.linear_solver not in ("cholesky", "cg"):
+      raise ValueError(f"linear_solver must be 'cholesky' or 'cg', got {self.linear_solver!r}")
+    if not (isinstance(self.nystrom_rank, (int, np.integer)) and self.nystrom_rank >= 0):
+      raise ValueError(f"nystrom_rank must be an integer >= 0, got {self.nystrom_rank!r}")
+
+  def prepare(self, problem: relu.Instance) -> tuple:
+    """(problem, the factored `Setup`)."""
+    setup = build_setup(problem.X, problem.D, problem.targets, gated=problem.gated,
+                        robust=problem.eps > 0, linear_solver=self.linear_solver,
+                        nystrom_rank=self.nystrom_rank, key=problem.key)
+    return problem, setup
+
+  def init(self, prepared: tuple, start=None) -> State:
+    problem, setup = prepared
+    return init(setup, num_blocks=problem.num_blocks, num_patterns=problem.D.shape[1],
+                gated=problem.gated, robust=problem.eps > 0, start=start)
+
+  def step(self, prepared: tuple, state: State) -> State:
+    problem, setup = prepared
+    return step(state, setup, gated=problem.gated, linear_solver=self.linear_solver,
+                cg_tol=self.tol * 1e-2, **problem.measures)
+
+  def terminate(self, prepared: tuple, state: State) -> jnp.ndarray:
+    return (state.primal <= self.tol) & (state.dual <= self.tol)
+
+  def solution(self, prepared: tuple, state: State):
+    """The certificate at Z: the multipliers of F W = M (ρU_M) and of the cone slacks
+    (−ρU_T ≥ 0) are dual points."""
+    problem, _ = prepared
+    lam = None if state.T is None else -state.rho * state.U_T
+    return relu_certificate.solution(state.Z, state.rho * state.U_M, lam, problem, state.step)

@@ -29,8 +29,9 @@ few dozen (the KKT system has (d+1)(d+2) unknowns). Precision: the certificate h
 dtype; relative gaps below ~1e-4 need float64 (barrier Hessians grow like t²).
 """
 
+import dataclasses
 import functools
-from typing import NamedTuple, Optional
+from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ import numpy as np
 
 from cvxjax.core import numerics, poly, psd
 from cvxjax.core.activations import Quadratic
+from cvxjax.solvers import base
 
 # Grow t by this factor once half the Newton decrement λ² is below `_CENTERED`.
 _T_FACTOR = 10.0
@@ -392,30 +394,38 @@ def _tiny(dtype):
   return jnp.finfo(dtype).eps
 
 
-def run(state: BarrierState, X, s, *, r, beta, activation: Quadratic, tol,
-        num_steps: int) -> BarrierState:
-  """Up to `num_steps` steps of every head (leading axis of `state` and `s`), until done.
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """The barrier method over a `cvxjax.core.poly.Problem`, every head at once (vmap).
 
-  Args:
-    state: batched `BarrierState`, leading axis = heads.
-    X: (n, d) inputs shared by the heads.
-    s: (C, n) labels in {−1, +1} per head.
-    r, beta, activation, tol: see `step`.
-    num_steps: the most steps to take in this call.
+  A head whose certified relative gap reaches `tol` is done and no longer moves; the run stops
+  when every head is. It takes no warm start: its iterates follow the central path from its own
+  start, and a point near the optimum is far from the path's early centres.
 
-  Returns:
-    The batched state after the steps.
+  Attributes:
+    tol: the relative certified gap at which a head is done.
   """
-  one = functools.partial(step, X=X, r=r, beta=beta, activation=activation, tol=tol)
-  batched = jax.vmap(lambda st, sg: one(st, s=sg))
 
-  def body(carry):
-    st, k = carry
-    return batched(st, s), k + 1
+  name: ClassVar[str] = "barrier"
+  warm_start: ClassVar[bool] = False
 
-  def cond(carry):
-    st, k = carry
-    return (k < num_steps) & ~jnp.all(st.done)
+  def init(self, problem: poly.Problem, start=None) -> BarrierState:
+    return jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
 
-  state, _ = jax.lax.while_loop(cond, body, (state, 0))
-  return state
+  def step(self, problem: poly.Problem, state: BarrierState) -> BarrierState:
+    one = lambda st, s: step(st, problem.X, s, tol=self.tol, **problem.settings)
+    return jax.vmap(one)(state, problem.S)
+
+  def terminate(self, problem: poly.Problem, state: BarrierState) -> jnp.ndarray:
+    return jnp.all(state.done)
+
+  def summary(self, problem: poly.Problem, state: BarrierState) -> base.Summary:
+    return base.summed(state.upper, state.lower, state.step)
+
+  def solution(self, problem: poly.Problem, state: BarrierState):
+    """(Z, Z′) projected onto K, which removes the round-off drift of ⟨G, Z⟩, so the reported
+    objective is that of a feasible point."""
+    Z, Zp = jax.vmap(psd.project_trace_psd)(state.Z), jax.vmap(psd.project_trace_psd)(state.Zp)
+    upper = jax.vmap(lambda Z, Zp, s: poly.objective(Z, Zp, problem.X, s, **problem.settings))(
+        Z, Zp, problem.S)
+    return (Z, Zp), base.summed(upper, state.lower, state.step)

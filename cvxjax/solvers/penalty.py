@@ -7,13 +7,15 @@ optimiser on the (sub)gradient. It handles every loss and ball, but as a subgrad
 only approaches the optimum (and feasibility) slowly; the ADMM solver is the exact one.
 """
 
-from typing import NamedTuple
+import dataclasses
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from cvxjax.core import relu
+from cvxjax.solvers import base, relu_certificate
 
 
 class State(NamedTuple):
@@ -45,9 +47,45 @@ def apply_gradient(state: State, grad, optimizer: optax.GradientTransformation) 
   return State(W=optax.apply_updates(state.W, updates), opt_state=opt_state, step=state.step + 1)
 
 
-def run(state: State, X, D, targets, *, num_steps, optimizer, **problem) -> State:
-  """`num_steps` optimiser steps."""
-  grad_fn = jax.grad(penalised_objective)
-  def body(_, st):
-    return apply_gradient(st, grad_fn(st.W, X, D, targets, **problem), optimizer)
-  return jax.lax.fori_loop(0, num_steps, body, state)
+def random_start(key, shape: tuple, dtype) -> jnp.ndarray:
+  """Small random weights of `shape` (S, P, d, C): ‖·‖ is not differentiable at 0."""
+  return 1e-3 * jax.random.normal(key, shape, dtype)
+
+
+_ADAM = optax.adam(1e-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """The penalty method over a `cvxjax.core.relu.Instance`: every loss, ball and head.
+
+  It has no test of its own; it stops at `max_steps` or a certified relative gap ≤ `tol`.
+
+  Attributes:
+    optimizer: the optax transformation (default optax.adam(1e-2)).
+    rho: the penalty weight ρ.
+    tol: the certified relative gap to stop at.
+  """
+
+  optimizer: optax.GradientTransformation = _ADAM
+  rho: float = 10.0
+
+  name: ClassVar[str] = "penalty"
+
+  def __post_init__(self):
+    if not (isinstance(self.rho, (int, float)) and self.rho > 0):
+      raise ValueError(f"rho must be a number > 0, got {self.rho!r}")
+
+  def init(self, problem: relu.Instance, start=None) -> State:
+    dtype = problem.X.dtype
+    W = (random_start(problem.key, problem.weight_shape, dtype) if start is None
+         else jnp.asarray(start, dtype))
+    return init(W, self.optimizer)
+
+  def step(self, problem: relu.Instance, state: State) -> State:
+    grad = jax.grad(penalised_objective)(state.W, problem.X, problem.D, problem.targets,
+                                         rho=self.rho, **problem.measures)
+    return apply_gradient(state, grad, self.optimizer)
+
+  def solution(self, problem: relu.Instance, state: State):
+    return relu_certificate.solution(state.W, None, None, problem, state.step)

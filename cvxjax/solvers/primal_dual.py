@@ -21,14 +21,16 @@ The state keeps the best feasible point and the best bound, so the gap it report
 every step; it stops when that gap is at most tol·objective.
 """
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from cvxjax.core import poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
+from cvxjax.solvers import base
 
 # Restart when the candidate's certified gap is this fraction of the gap at the last restart.
 _SUFFICIENT = 0.2
@@ -257,30 +259,45 @@ def step_block(state: PrimalDualState, X, s, *, r, beta, activation: Quadratic, 
   return jax.tree.map(lambda old, nw: jnp.where(state.done, old, nw), state, new)
 
 
-def run(state: PrimalDualState, X, s, *, r, beta, activation: Quadratic, tol, num_blocks,
-        check_every: int) -> PrimalDualState:
-  """Up to `num_blocks` blocks of `check_every` iterations of every head, until done.
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """The restarted primal–dual method over a `cvxjax.core.poly.Problem`.
 
-  Heads run one after another (`lax.map`): each keeps only O(n·d + d²) of temporaries.
+  One `step` is `check_every` iterations and a certificate of every head; heads run one after
+  another (`lax.map`), each keeping only O(n·d + d²) of temporaries. A warm start (Z, Z′) sets
+  the primal iterate and its average; the multipliers start at 1 as from a cold start.
 
-  Args:
-    state: batched `PrimalDualState`, leading axis = heads.
-    X: (n, d) inputs shared by the heads.
-    s: (C, n) labels per head.
-    r, beta, activation, tol: the problem and the tolerance.
-    num_blocks: blocks to run at most.
-    check_every: iterations per block (static).
-
-  Returns:
-    The batched state.
+  Attributes:
+    check_every: iterations between certificates (and restart decisions).
+    tol: the relative certified gap at which a head is done.
   """
-  block = functools.partial(step_block, X=X, r=r, beta=beta, activation=activation, tol=tol,
-                            check_every=check_every)
 
-  def head(args):
-    st, sg = args
-    cond = lambda c: (c[1] < num_blocks) & ~c[0].done
-    return jax.lax.while_loop(cond, lambda c: (block(c[0], s=sg), c[1] + 1), (st, 0))[0]
+  check_every: int = 64
 
-  return jax.lax.map(head, (state, s))
+  name: ClassVar[str] = "primal_dual"
 
+  def __post_init__(self):
+    if not (isinstance(self.check_every, int) and self.check_every >= 1):
+      raise ValueError(f"check_every must be an integer >= 1, got {self.check_every!r}")
+
+  @property
+  def iterations_per_step(self) -> int:
+    return self.check_every
+
+  def init(self, problem: poly.Problem, start=None) -> PrimalDualState:
+    state = jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
+    if start is None:
+      return state
+    Z, Zp = (jnp.asarray(v, problem.X.dtype) for v in start)
+    return state._replace(Z=Z, Zp=Zp, Z_avg=Z, Zp_avg=Zp)
+
+  def step(self, problem: poly.Problem, state: PrimalDualState) -> PrimalDualState:
+    block = lambda a: step_block(a[0], problem.X, a[1], tol=self.tol,
+                                 check_every=self.check_every, **problem.settings)
+    return jax.lax.map(block, (state, problem.S))
+
+  def terminate(self, problem: poly.Problem, state: PrimalDualState) -> jnp.ndarray:
+    return jnp.all(state.done)
+
+  def solution(self, problem: poly.Problem, state: PrimalDualState):
+    return (state.Z_best, state.Zp_best), base.summed(state.upper, state.lower, state.step)

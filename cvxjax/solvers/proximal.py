@@ -9,12 +9,14 @@ Candès 2015): the prox is the group soft-threshold, the step 1/L comes from a p
     multipliers take the step λ ← (λ − δ G W)₊ (the method of scnn's AL solver, docs/math.md §4).
 """
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from cvxjax.core import numerics, relu
+from cvxjax.solvers import base, relu_certificate
 
 POWER_ITERS = 50
 LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
@@ -78,10 +80,13 @@ def _smooth_grad(W, lam, X, D, onehot, delta):
   return grad
 
 
-def init(X, D, targets: relu.Targets, *, num_blocks: int, augmented: bool) -> State:
+def init(X, D, targets: relu.Targets, *, num_blocks: int, augmented: bool,
+         start: Optional[jnp.ndarray] = None) -> State:
+  """W = 0, or the warm start `start` (S, P, d, C); AL's multipliers start at zero."""
   n, d = X.shape
   C = targets.onehot.shape[1]
-  W = jnp.zeros((num_blocks, D.shape[1], d, C), X.dtype)
+  W = (jnp.zeros((num_blocks, D.shape[1], d, C), X.dtype) if start is None
+       else jnp.asarray(start, X.dtype))
   lam = jnp.zeros((num_blocks, D.shape[1], n, C), X.dtype) if augmented else None
   zero = jnp.asarray(0.0, X.dtype)
   return State(W=W, Y=W, t=jnp.asarray(1.0, X.dtype), lam=lam, step=jnp.asarray(0),
@@ -133,12 +138,55 @@ def apply_gradient(state: State, grad, *, beta: float, L, delta: float, tol: flo
                inner_tol=inner_tol, violation=violation)
 
 
-def run(state: State, X, D, targets, *, num_steps, beta, L, delta, tol, constraint_tol):
-  """Up to `num_steps` steps; stops at prox-gradient ≤ tol and violation ≤ constraint_tol."""
-  def cond(carry):
-    st, k = carry
-    return (k < num_steps) & ~((st.residual <= tol) & (st.violation <= constraint_tol))
-  def body(carry):
-    st, k = carry
-    return step(st, X, D, targets, beta=beta, L=L, delta=delta, tol=tol), k + 1
-  return jax.lax.while_loop(cond, body, (state, 0))[0]
+_AL_DELTA = 1e3  # augmented-Lagrangian penalty on the summed loss (measured best of 1e1–1e3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """APG (gated ReLU) or, with `augmented`, the augmented Lagrangian (convex ReLU), over a
+  plain squared-loss `cvxjax.core.relu.Instance`.
+
+  Stops at relative prox-gradient ≤ `tol` and cone violation ≤ `tol` (checked every step), or
+  at a certified relative gap ≤ `tol` (between chunks).
+
+  Attributes:
+    augmented: the augmented Lagrangian ("al") instead of APG ("apg").
+    delta: AL's penalty weight δ.
+    tol: see above.
+  """
+
+  augmented: bool = False
+  delta: float = _AL_DELTA
+
+  @property
+  def name(self) -> str:
+    return "al" if self.augmented else "apg"
+
+  def prepare(self, problem: relu.Instance) -> tuple:
+    """(problem, L): the step's Lipschitz constant, by power iteration."""
+    return problem, lipschitz(problem.X, problem.D, problem.num_blocks,
+                              problem.targets.onehot.shape[1], problem.key, delta=self._delta)
+
+  @property
+  def _delta(self) -> float:
+    return self.delta if self.augmented else 0.0
+
+  def init(self, prepared: tuple, start=None) -> State:
+    problem, _ = prepared
+    return init(problem.X, problem.D, problem.targets, num_blocks=problem.num_blocks,
+                augmented=self.augmented, start=start)
+
+  def step(self, prepared: tuple, state: State) -> State:
+    problem, L = prepared
+    return step(state, problem.X, problem.D, problem.targets, beta=problem.beta, L=L,
+                delta=self._delta, tol=self.tol)
+
+  def terminate(self, prepared: tuple, state: State) -> jnp.ndarray:
+    return (state.residual <= self.tol) & (state.violation <= self.tol)
+
+  def solution(self, prepared: tuple, state: State):
+    """The certificate with the loss's gradient and AL's multipliers (λ − δ G W)₊ of G W ≥ 0."""
+    problem, _ = prepared
+    lam = None if state.lam is None else jnp.maximum(
+        state.lam - self._delta * relu.cone_slacks(state.W, problem.X, problem.D), 0.0)
+    return relu_certificate.solution(state.W, None, lam, problem, state.step)

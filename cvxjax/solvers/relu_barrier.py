@@ -38,14 +38,16 @@ concurrency-optimised scheduler deadlocks on programs that run batched LAPACK ca
 side, as the Newton step does.
 """
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cvxjax.core import numerics, relu
+from cvxjax.solvers import base
 
 _T_FACTOR = 5.0  # τ grows by this factor once the iterate is centred (`_centring_tolerance`)
 _CENTERED = 0.5  # centred: the Newton decrement λ²/2 is below this
@@ -321,24 +323,6 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
       done=keep)
 
 
-def run(state: State, setup: Setup, Y, *, loss: str, beta, tol, num_steps) -> State:
-  """Up to `num_steps` steps of every class, one class after another, each until done.
-
-  Args:
-    state: a `State` with a leading class axis C.
-    setup: the problem's layout.
-    Y: (C, n) targets per class (squared loss) or (1, n) ±1 labels (binary hinge).
-    loss, beta, tol: see `step`.
-    num_steps: the most steps to take per class in this call.
-  """
-  def one(args):
-    st, y = args
-    body = lambda carry: (step(carry[0], setup, y, loss=loss, beta=beta, tol=tol), carry[1] + 1)
-    cond = lambda carry: (carry[1] < num_steps) & ~carry[0].done
-    return jax.lax.while_loop(cond, body, (st, 0))[0]
-  return jax.lax.map(one, (state, Y))
-
-
 def class_targets(targets: relu.Targets, loss: str) -> jnp.ndarray:
   """(C, n): the one-hot columns (squared loss) or the ±1 labels (binary hinge, C = 1)."""
   return targets.onehot.T if loss == "squared" else targets.labels[None, :]
@@ -363,3 +347,42 @@ def unsupported_reason(problem: relu.Problem) -> str:
     return (f"needs x_iᵀh_k ≠ 0 for every nonzero row (a strictly feasible start); gates "
             f"column {k} is orthogonal to row {i} of X")
   return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(base.Solver):
+  """The barrier method over a plain convex ReLU `cvxjax.core.relu.Instance` (squared loss or
+  binary hinge; float64), one class after another (`lax.map`).
+
+  A class whose certified relative gap reaches `tol` is done and no longer moves; the run stops
+  when every class is. Its iterates stay strictly feasible (no violation). It takes no warm
+  start: its iterates follow the central path from their own start.
+
+  Attributes:
+    tol: the relative certified gap at which a class is done.
+  """
+
+  name: ClassVar[str] = "barrier"
+  warm_start: ClassVar[bool] = False
+
+  def prepare(self, problem: relu.Instance) -> tuple:
+    """(problem, the per-neuron `Setup`, the (C, n) targets per class)."""
+    return (problem, build_setup(problem.X, problem.D, problem.gates),
+            class_targets(problem.targets, problem.loss))
+
+  def init(self, prepared: tuple, start=None) -> State:
+    problem, setup, Y = prepared
+    return jax.vmap(lambda y: init(setup, y, loss=problem.loss, beta=problem.beta))(Y)
+
+  def step(self, prepared: tuple, state: State) -> State:
+    problem, setup, Y = prepared
+    one = lambda a: step(a[0], setup, a[1], loss=problem.loss, beta=problem.beta, tol=self.tol)
+    return jax.lax.map(one, (state, Y))
+
+  def terminate(self, prepared: tuple, state: State) -> jnp.ndarray:
+    return jnp.all(state.done)
+
+  def solution(self, prepared: tuple, state: State):
+    problem = prepared[0]
+    return (weights(state, problem.D.shape[1]),
+            base.summed(state.upper, state.lower, state.step))

@@ -1,4 +1,4 @@
-"""Runs the ReLU-head solvers on a validated problem: jitted chunks, checkpoints, progress."""
+"""Runs the ReLU-head solvers on a validated problem: placement, streaming, the head's arrays."""
 
 import functools
 import warnings
@@ -7,16 +7,17 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from cvxjax import sharding, streaming
 from cvxjax.core import relu, relu_dual
-from cvxjax.solvers import admm, penalty, proximal, relu_barrier
-from cvxjax.solvers.driver import blas_limited, run_chunks
+from cvxjax.solvers import admm, base, loop, penalty, proximal, relu_barrier
 
-SOLVERS = ("auto", "admm", "apg", "al", "barrier", "penalty")
 _DEFAULT_STEPS = {"admm": 20000, "apg": 20000, "al": 50000, "barrier": 300, "penalty": 5000}
-_AL_DELTA = 1e3  # augmented-Lagrangian penalty on the summed loss (measured best of 1e1–1e3)
+SOLVERS = {"auto": admm.Solver, "admm": admm.Solver,
+           "apg": functools.partial(proximal.Solver, augmented=False),
+           "al": functools.partial(proximal.Solver, augmented=True),
+           "barrier": relu_barrier.Solver, "penalty": penalty.Solver}
+_VALUES = (admm.Solver, proximal.Solver, relu_barrier.Solver, penalty.Solver)
 
 
 class ReluSolution(NamedTuple):
@@ -37,96 +38,29 @@ class ReluSolution(NamedTuple):
   gap: Optional[jnp.ndarray] = None
 
 
-def check_solver(solver: str, problem: relu.Problem) -> str:
-  """Resolves "auto" and rejects a solver outside its domain (with the reason)."""
-  if solver not in SOLVERS:
-    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-  if solver == "auto":
-    return "admm"
-  if solver == "barrier" and (reason := relu_barrier.unsupported_reason(problem)):
+def resolve_solver(solver, problem: relu.Problem) -> base.Solver:
+  """A ReLU solver value from `solver` (a name or a value), refused outside its domain (with the
+  reason)."""
+  if isinstance(solver, str) and solver in SOLVERS:
+    solver = SOLVERS[solver]()
+  elif not isinstance(solver, _VALUES):
+    raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a Solver value of "
+                     f"cvxjax.solvers.admm, proximal, relu_barrier or penalty, got {solver!r}")
+  name = solver.name
+  if name == "barrier" and (reason := relu_barrier.unsupported_reason(problem)):
     raise ValueError(f"solver='barrier' {reason}; use solver='admm'")
-  if solver in ("apg", "al"):
-    needs = "gated=True" if solver == "apg" else "gated=False"
-    if problem.loss != "squared" or problem.eps > 0 or problem.gated != (solver == "apg"):
-      raise ValueError(f"solver={solver!r} solves the plain squared-loss problem with {needs} "
+  if name in ("apg", "al"):
+    needs = "gated=True" if name == "apg" else "gated=False"
+    if problem.loss != "squared" or problem.eps > 0 or problem.gated != (name == "apg"):
+      raise ValueError(f"solver={name!r} solves the plain squared-loss problem with {needs} "
                        "(eps=0, loss='squared'); use solver='admm' for the others")
   return solver
-
-
-@functools.partial(jax.jit, static_argnames=("gated", "robust", "linear_solver", "nystrom_rank"))
-def _admm_setup(X, D, targets, key, *, gated, robust, linear_solver, nystrom_rank):
-  return admm.build_setup(X, D, targets, gated=gated, robust=robust,
-                          linear_solver=linear_solver, nystrom_rank=nystrom_rank, key=key)
-
-
-_ADMM_STATIC = ("gated", "loss", "eps", "q", "beta", "linear_solver", "cg_tol", "tol")
-
-
-@functools.partial(jax.jit, static_argnames=_ADMM_STATIC)
-def _admm_run(state, setup, num_steps, **problem):
-  return admm.run(state, setup, num_steps=num_steps, **problem)
-
-
-_PROX_STATIC = ("beta", "delta", "tol", "constraint_tol")
-
-
-@functools.partial(jax.jit, static_argnames=_PROX_STATIC)
-def _prox_run(state, X, D, targets, L, num_steps, **problem):
-  return proximal.run(state, X, D, targets, num_steps=num_steps, L=L, **problem)
-
-
-@functools.partial(jax.jit, static_argnames=("num_blocks", "C", "delta"))
-def _lipschitz(X, D, key, *, num_blocks, C, delta):
-  return proximal.lipschitz(X, D, num_blocks, C, key, delta=delta)
-
-
-@functools.partial(jax.jit, static_argnames=("loss", "beta"))
-def _barrier_init(setup, Y, *, loss, beta):
-  return jax.vmap(lambda y: relu_barrier.init(setup, y, loss=loss, beta=beta))(Y)
-
-
-@functools.partial(jax.jit, static_argnames=("loss", "beta", "tol"))
-def _barrier_run(state, setup, Y, num_steps, *, loss, beta, tol):
-  return relu_barrier.run(state, setup, Y, loss=loss, beta=beta, tol=tol, num_steps=num_steps)
-
-
-_PENALTY_STATIC = ("loss", "eps", "q", "beta", "rho", "optimizer")
-
-
-@functools.partial(jax.jit, static_argnames=_PENALTY_STATIC)
-def _penalty_run(state, X, D, targets, num_steps, **problem):
-  return penalty.run(state, X, D, targets, num_steps=num_steps, **problem)
 
 
 @functools.partial(jax.jit, static_argnames=("loss", "eps", "q", "beta"))
 def _evaluate(W, X, D, targets, *, loss, eps, q, beta):
   return (relu.objective(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta),
           relu.constraint_violation(W, X, D, eps, q) if W.shape[0] == 2 else jnp.zeros(()))
-
-
-_REFINE_STEPS = 50  # projected-gradient steps on the cone multipliers per certificate
-
-
-@functools.partial(jax.jit, static_argnames=("loss", "eps", "q", "beta"))
-def _certificate(W, nu, lam, X, D, targets, directions, *, loss, eps, q, beta):
-  """(feasible weights, their objective, a lower bound on the optimum): see `relu_dual`.
-
-  nu: the loss map's multipliers, or None for the loss's gradient at W. lam: the cone
-  multipliers, or None (gated heads; for ReLU heads, refined from zero).
-  """
-  if nu is None:
-    nu = relu_dual.loss_gradient(W, X, D, targets, loss=loss, eps=eps, q=q)
-  if W.shape[0] == 2:
-    W = relu_dual.restore_feasibility(W, X, D, directions, relu.counted(targets), eps, q)
-    lam = jnp.zeros(W.shape[:2] + D.shape[:1] + W.shape[3:], W.dtype) if lam is None else lam
-  bound = relu_dual.lower_bound(nu, lam, X, D, targets, loss=loss, eps=eps, q=q, beta=beta,
-                                num_blocks=W.shape[0],
-                                refine_steps=0 if lam is None else _REFINE_STEPS)
-  return W, relu.objective(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta), bound
-
-
-def _relative_gap(objective, bound) -> float:
-  return float(objective - bound) / max(abs(float(objective)), float(np.finfo(np.float64).tiny))
 
 
 @functools.partial(jax.jit, static_argnames=("num_blocks",))
@@ -239,34 +173,37 @@ class _Streamed:
                key=float)
 
 
-def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
-                  key, optimizer, penalty_rho: float, checkpoint_dir: Optional[str],
-                  checkpoint_every: int, progress: bool, chunk_size: int) -> ReluSolution:
+def _fit_streamed(problem: relu.Problem, *, solver: base.Solver, max_steps: int, key,
+                  checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool,
+                  chunk_size: int, start) -> ReluSolution:
   """APG or the penalty method with the features on the host, streamed in chunks of
-  `chunk_size` examples."""
+  `chunk_size` examples: each step a full pass, run by `loop.run_chunks` as `loop.run` runs
+  in-memory solvers."""
   streamed = _Streamed(problem, chunk_size)
   P, C = problem.D.shape[1], problem.targets.onehot.shape[1]
   dtype = jnp.result_type(float)
-  chunk = dict(max_steps=_DEFAULT_STEPS[solver] if max_steps is None else int(max_steps),
-               chunk=checkpoint_every, checkpoint_dir=checkpoint_dir, progress=progress,
-               steps_of=lambda st: int(st.step))
+  tol = solver.tol
+  chunk = dict(max_steps=max_steps, chunk=checkpoint_every, checkpoint_dir=checkpoint_dir,
+               progress=progress)
   objective = lambda st: {"objective": f"{float(streamed.objective(st.W)):.8g}"}
-  with blas_limited():
-    if solver == "apg":
+  with loop.blas_limited():
+    if solver.name == "apg":
       L = streamed.lipschitz(key, 1, C)
       shapes = jnp.zeros((1, problem.X.shape[1]), dtype), jnp.zeros((1, P), dtype)
       state = proximal.init(*shapes, relu.Targets(*(jnp.zeros((1, C)),) * 3), num_blocks=1,
-                            augmented=False)
-      state = run_chunks(state, lambda st, k: streamed.run(st, L, k, tol=tol),
-                         finished=lambda st: bool(st.residual <= tol),
-                         describe=lambda st: {**objective(st),
-                                              "residual": f"{float(st.residual):.2e}"}, **chunk)
+                            augmented=False, start=start)
+      report = lambda st: loop.Progress(int(st.step), bool(st.residual <= tol), {
+          **objective(st), "residual": f"{float(st.residual):.2e}"})
+      state, _ = loop.run_chunks(state, lambda st, k: streamed.run(st, L, k, tol=tol), report,
+                                 **chunk)
     else:
-      optimizer = _penalty_optimizer(optimizer)
-      state = penalty.init(_penalty_start(problem, key, dtype), optimizer)
-      state = run_chunks(
-          state, lambda st, k: streamed.penalty_run(st, k, optimizer=optimizer, rho=penalty_rho),
-          finished=lambda st: False, describe=objective, **chunk)
+      W0 = (penalty.random_start(key, problem.weight_shape, dtype) if start is None
+            else jnp.asarray(start, dtype))
+      state = penalty.init(W0, solver.optimizer)
+      report = lambda st: loop.Progress(int(st.step), False, objective(st))
+      state, _ = loop.run_chunks(
+          state, lambda st, k: streamed.penalty_run(st, k, optimizer=solver.optimizer,
+                                                    rho=solver.rho), report, **chunk)
   W = state.W
   if not problem.gated:
     W = streamed.feasible(W, jnp.asarray(relu_dual.interior_directions(
@@ -275,125 +212,50 @@ def _fit_streamed(problem: relu.Problem, *, solver: str, tol: float, max_steps: 
                    violation=streamed.violation(W))
 
 
-def _penalty_optimizer(optimizer):
-  return optax.adam(1e-2) if optimizer is None else optimizer
+def fit_relu(problem: relu.Problem, *, solver: base.Solver, max_steps: Optional[int], key,
+             checkpoint_dir: Optional[str], checkpoint_every: int, progress: bool, mesh=None,
+             chunk_size: Optional[int] = None, start=None) -> ReluSolution:
+  """Runs a ReLU-head solver on a validated problem; see `cvxjax.relu.fit`.
 
-
-def _penalty_start(problem: relu.Problem, key, dtype):
-  """Small random weights (S, P, d, C): ‖·‖ is not differentiable at 0."""
-  S = 1 if problem.gated else 2
-  shape = (S, problem.D.shape[1], problem.X.shape[1], problem.targets.onehot.shape[1])
-  return 1e-3 * jax.random.normal(key, shape, dtype)
-
-
-def fit_relu(problem: relu.Problem, *, solver: str, tol: float, max_steps: Optional[int],
-             linear_solver: str, nystrom_rank: int, optimizer, penalty_rho: float, key,
-             checkpoint_dir: Optional[str], checkpoint_every: int,
-             progress: bool, mesh=None, chunk_size: Optional[int] = None) -> ReluSolution:
-  """Runs a ReLU-head solver on a validated problem; see `cvxjax.relu.fit`."""
+  Args:
+    problem: the validated problem, on the host.
+    solver: a solver value from `resolve_solver`.
+    max_steps: iteration budget (None: the solver's default).
+    key: a jax.random key for the solvers' random starts and sketches.
+    checkpoint_dir, checkpoint_every, progress: see `loop.run`.
+    mesh: a `cvxjax.sharding` mesh, or None.
+    chunk_size: stream X in chunks of this many examples ("apg", "penalty"), or None.
+    start: (S, P, d, C) weights to warm-start from, or None.
+  """
+  max_steps = _DEFAULT_STEPS[solver.name] if max_steps is None else int(max_steps)
+  settings = dict(max_steps=max_steps, checkpoint_dir=checkpoint_dir, progress=progress)
   if chunk_size is not None:
-    return _fit_streamed(problem, solver=solver, tol=tol, max_steps=max_steps, key=key,
-                         optimizer=optimizer, penalty_rho=penalty_rho,
-                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                         progress=progress, chunk_size=chunk_size)
+    return _fit_streamed(problem, solver=solver, key=key, checkpoint_every=checkpoint_every,
+                         chunk_size=chunk_size, start=start, **settings)
   X, D, targets = _on_device(problem)
   if rows := sharding.padding(X.shape[0], mesh):  # rows that count nowhere: see relu.counted
     X, D, targets = jax.tree.map(lambda a: jnp.asarray(sharding.pad(a, rows)), (X, D, targets))
   # Examples over the mesh's first axis, sign patterns over its second (states follow them).
   put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=D.shape[1])
-  X, targets, D = put(X, model=None), put(targets, model=None), put(D)
   dtype = X.dtype
-  S = 1 if problem.gated else 2
-  P, C = D.shape[1], targets.onehot.shape[1]
-  measures = dict(loss=problem.loss, eps=problem.eps, q=problem.q, beta=problem.beta)
-  objective_of = lambda W: float(_evaluate(W, X, D, targets, **measures)[0])
-  directions = jnp.asarray(relu_dual.interior_directions(problem.X, problem.gates, problem.eps,
-                                                         problem.q), dtype)
-  # (W, ν, λ) of a state → (feasible W, objective, lower bound); the gap's relative size.
-  certify = lambda W, nu=None, lam=None: _certificate(W, nu, lam, X, D, targets, directions,
-                                                      **measures)
-  gap_of = lambda W, nu=None, lam=None: _relative_gap(*certify(W, nu, lam)[1:])
-  max_steps = _DEFAULT_STEPS[solver] if max_steps is None else int(max_steps)
-  chunk = dict(max_steps=max_steps, chunk=checkpoint_every, checkpoint_dir=checkpoint_dir,
-               progress=progress, steps_of=lambda st: int(st.step))
-  with blas_limited():
-    if solver == "admm":
-      robust = problem.eps > 0
-      setup = put(_admm_setup(X, D, targets, key, gated=problem.gated, robust=robust,
-                              linear_solver=linear_solver, nystrom_rank=nystrom_rank))
-      state = put(admm.init(setup, num_blocks=S, num_patterns=P, gated=problem.gated,
-                            robust=robust))
-      settings = dict(gated=problem.gated, loss=problem.loss, eps=problem.eps, q=problem.q,
-                      beta=problem.beta, linear_solver=linear_solver, cg_tol=tol * 1e-2, tol=tol)
-      # The multipliers of F W = M (ρU_M) and of the cone slacks (−ρU_T ≥ 0) are dual points.
-      duals = lambda st: (st.Z, st.rho * st.U_M, None if st.T is None else -st.rho * st.U_T)
-      state = run_chunks(
-          state, lambda st, k: _admm_run(st, setup, k, **settings),
-          finished=lambda st: bool((st.primal <= tol) & (st.dual <= tol))
-          or gap_of(*duals(st)) <= tol,
-          describe=lambda st: {"objective": f"{objective_of(st.Z):.8g}",
-                               "primal": f"{float(st.primal):.2e}",
-                               "dual": f"{float(st.dual):.2e}"}, **chunk)
-      certificate = certify(*duals(state))
-      stopped = f"primal and dual residuals {float(state.primal):.1e}, {float(state.dual):.1e}"
-    elif solver == "barrier":
-      if dtype != jnp.float64:
-        warnings.warn("the barrier solver is built for float64 (jax.config.update("
-                      "'jax_enable_x64', True)); in float32 it stops at loose gaps", stacklevel=3)
-      setup = relu_barrier.build_setup(X, D, jnp.asarray(problem.gates, dtype))
-      Y = relu_barrier.class_targets(targets, problem.loss)
-      state = _barrier_init(setup, Y, loss=problem.loss, beta=problem.beta)
-      settings = dict(loss=problem.loss, beta=problem.beta, tol=tol)
-      state = run_chunks(
-          state, lambda st, k: _barrier_run(st, setup, Y, k, **settings),
-          max_steps=max_steps, chunk=checkpoint_every, checkpoint_dir=checkpoint_dir,
-          progress=progress, steps_of=lambda st: int(jnp.max(st.step)),
-          finished=lambda st: bool(jnp.all(st.done)),
-          describe=lambda st: {"objective": f"{float(jnp.sum(st.upper)):.8g}",
-                               "gap": f"{float(jnp.sum(st.upper - st.lower)):.2e}"})
-      W = relu_barrier.weights(state, P)
-      gap = float(jnp.sum(state.upper - state.lower))
-      if gap > tol * float(jnp.sum(state.upper)):
-        warnings.warn(f"barrier solver stopped after {int(jnp.max(state.step))} steps at "
-                      f"relative gap {gap / float(jnp.sum(state.upper)):.2e} > tol={tol:g}",
-                      stacklevel=3)
-      return _solution(problem, W, jnp.max(state.step), gap=jnp.sum(state.upper - state.lower))
-    elif solver in ("apg", "al"):
-      delta = _AL_DELTA if solver == "al" else 0.0
-      L = _lipschitz(X, D, key, num_blocks=S, C=C, delta=delta)
-      state = put(proximal.init(X, D, targets, num_blocks=S, augmented=solver == "al"))
-      settings = dict(beta=problem.beta, delta=delta, tol=tol, constraint_tol=tol)
-      # The loss's gradient, and AL's multipliers (λ − δ G W)₊ of G W ≥ 0 (`proximal`).
-      duals = lambda st: (st.W, None, None if st.lam is None else jnp.maximum(
-          st.lam - delta * relu.cone_slacks(st.W, X, D), 0.0))
-      state = run_chunks(
-          state, lambda st, k: _prox_run(st, X, D, targets, L, k, **settings),
-          finished=lambda st: bool((st.residual <= tol) & (st.violation <= tol)),
-          describe=lambda st: {"objective": f"{objective_of(st.W):.8g}",
-                               "residual": f"{float(st.residual):.2e}"}, **chunk)
-      certificate = certify(*duals(state))
-      stopped = f"relative prox-gradient {float(state.residual):.1e}"
-    else:
-      optimizer = _penalty_optimizer(optimizer)
-      state = put(penalty.init(_penalty_start(problem, key, dtype), optimizer))
-      settings = dict(optimizer=optimizer, rho=penalty_rho, **measures)
-      state = run_chunks(
-          state, lambda st, k: _penalty_run(st, X, D, targets, k, **settings),
-          finished=lambda st: False,
-          describe=lambda st: {"objective": f"{objective_of(st.W):.8g}"}, **chunk)
-      certificate = certify(state.W)
-      stopped = "a subgradient method's steps"
-  W, _, bound = certificate
-  violation = float(_evaluate(state.Z if solver == "admm" else state.W, X, D, targets,
-                              **measures)[1])
-  solution = _solution(problem, W, state.step)
-  gap = float(jnp.maximum(solution.objective - bound, 0.0))
-  if gap > tol * abs(float(solution.objective)):
-    warnings.warn(f"solver={solver!r} stopped after {int(state.step)} steps ({stopped}) at "
-                  f"relative gap {gap / abs(float(solution.objective)):.2e} > tol={tol:g}"
-                  + ("" if problem.gated else f"; its weights violated the cones by "
-                     f"{violation:.1e} before the feasibility step"), stacklevel=3)
-  return solution._replace(gap=jnp.asarray(gap, W.dtype))
+  directions = relu_dual.interior_directions(problem.X, problem.gates, problem.eps, problem.q)
+  instance = relu.Instance(
+      X=put(X, model=None), D=put(D), targets=put(targets, model=None),
+      gates=jnp.asarray(problem.gates, dtype), directions=jnp.asarray(directions, dtype), key=key,
+      gated=problem.gated, binary=problem.binary, loss=problem.loss, eps=problem.eps,
+      q=problem.q, beta=problem.beta)
+  if solver.name == "barrier" and dtype != jnp.float64:
+    warnings.warn("the barrier solver is built for float64 (jax.config.update("
+                  "'jax_enable_x64', True)); in float32 it stops at loose gaps", stacklevel=3)
+  with loop.blas_limited():
+    result = loop.run(solver, instance, chunk=checkpoint_every, start=start, place=put,
+                      **settings)
+  summary = result.summary
+  detail = ("" if problem.gated or summary.violation is None else
+            f"; its weights violated the cones by {float(summary.violation):.1e} before the "
+            "feasibility step")
+  loop.warn_above_tol(solver.name, summary, solver.tol, detail)
+  return _solution(problem, result.params, summary.steps)._replace(gap=summary.gap)
 
 
 def _on_device(problem: relu.Problem):
