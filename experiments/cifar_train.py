@@ -1,6 +1,6 @@
 """The deep experiment: a backbone's last two layers replaced by a convex head, attacked in pixels.
 
-Stages (ARCHITECTURE.md "How data flows"), each resumable from what it left in the workdir:
+Stages (docs/experiments.md "The deep experiment"), each resumable from what it left in the workdir:
 
   1. backbones   a PreAct ResNet-18 trained with SGD and one with SAM (orbax checkpoints);
   2. features    the SGD backbone's frozen features, cached per checkpoint;
