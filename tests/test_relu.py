@@ -233,6 +233,18 @@ def test_feasibility_restoration_makes_random_weights_feasible():
     assert float(jnp.max(relu.group_norms(fixed))) > 0  # shifted, not all zeroed
 
 
+def test_min_norm_hull_point_by_row_generation_is_cvxpys():
+  cp = pytest.importorskip("cvxpy")
+  rng = np.random.default_rng(2)
+  X = rng.normal(size=(400, 3))  # n ≫ 2d: the working set starts at 6 rows and grows
+  A = np.where((X @ np.array([1.0, -0.5, 0.2]) >= 0)[:, None], X, -X)
+  lam = cp.Variable(400, nonneg=True)
+  best = cp.Problem(cp.Minimize(cp.norm(A.T @ lam)), [cp.sum(lam) == 1]).solve()
+  point = relu_dual.relu.min_norm_hull_point(A)  # core mathematics, not re-exported
+  assert abs(np.linalg.norm(point) - best) <= 1e-7  # CVXPY (Clarabel) is the less exact here
+  assert np.min(A @ point) >= point @ point - 1e-10  # the optimality condition on every row
+
+
 def test_interior_directions_have_the_largest_margin_cvxpy_finds():
   cp = pytest.importorskip("cvxpy")
   X, y = _data()

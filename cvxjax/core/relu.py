@@ -100,13 +100,30 @@ def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
   return float(np.linalg.norm(point))
 
 
-def min_norm_hull_point(A: np.ndarray) -> np.ndarray:
-  """The minimum-norm point Aᵀλ of the hull of A's rows (λ ∈ Δ), as nonnegative least squares:
-  min ‖Aᵀλ‖² + M²(Σλ − 1)² with M large, by Lawson–Hanson's exact active-set method; (d,)."""
-  weight = 1e3 * max(np.abs(A).max(), 1.0)
-  system = np.vstack([A.T, np.full((1, A.shape[0]), weight)])
-  lam, _ = scipy.optimize.nnls(system, np.r_[np.zeros(A.shape[1]), weight], maxiter=50 * A.size)
-  return A.T @ (lam / max(lam.sum(), np.finfo(A.dtype).tiny))
+def min_norm_hull_point(A: np.ndarray, max_rounds: int = 30) -> np.ndarray:
+  """The minimum-norm point p of the hull of A's rows (n, d), by row generation; (d,).
+
+  p is optimal exactly when a_iᵀp ≥ ‖p‖² for every row. Each round solves the problem on a
+  working set of rows as nonnegative least squares, min ‖A_Wᵀλ‖² + M²(Σλ − 1)² with M large
+  (Lawson–Hanson's exact active-set method), then adds the 2d rows that violate the condition
+  most. The optimum needs at most d + 1 rows, so the working set stays small when n ≫ d (at
+  n = 45,000, d = 512 one NNLS over every row took 170 s). Every round's p is a hull point.
+  """
+  n, d = A.shape
+  batch = min(n, 2 * d)
+  working = np.argsort(A @ A.mean(axis=0))[:batch]
+  for _ in range(max_rounds):
+    rows = A[working]
+    weight = 1e3 * max(np.abs(rows).max(), 1.0)
+    system = np.vstack([rows.T, np.full((1, len(working)), weight)])
+    lam, _ = scipy.optimize.nnls(system, np.r_[np.zeros(d), weight], maxiter=50 * rows.size)
+    point = rows.T @ (lam / max(lam.sum(), np.finfo(A.dtype).tiny))
+    scores = A @ point
+    outside = np.setdiff1d(np.argsort(scores)[:batch], working)
+    if not outside.size or scores[outside].min() >= (point @ point) * (1 - 1e-9):
+      break
+    working = np.union1d(working[lam > 0], outside)
+  return point
 
 
 def neuron_signs(gated: bool) -> jnp.ndarray:
