@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cvxjax.core import numerics, poly, psd
+from cvxjax.core import numerics, poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
 from cvxjax.solvers import base
 
@@ -266,8 +266,10 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
   The augmented system instead returns the change of ψ′ along the step, y_i = ψ″_i dm_i,
   accurately; with α⁺ = α − y/t and the cut points moved by the linearised TRS solution
   (dδ_i = −M_i J_i dD), the dual matrix equals L⁻ᵀ(I − dZ̃ − …)L⁻¹/t, PSD near the centre.
-  Whatever the numbers, `poly.dual_bound` stays valid: α⁺ is clipped into [0, 1] and the
-  cut points into the ball.
+  Whatever the numbers, the bound stays valid: α⁺ is clipped into [0, 1] and the cut points
+  into the ball. Far from the centre S is indefinite, and paying its negative eigenvalue at the
+  trace bound 2·upper/β loses everything; α⁺ scaled into the dual's feasible set
+  (`poly_dual.restored_bound`) does not, so the better of the two is taken.
   """
   wc = local.worst
   alpha = jnp.clip(local.alpha - y / t, 0.0, 1.0)
@@ -278,8 +280,10 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
     w = jnp.concatenate([2 * a * U, jnp.full((U.shape[0], 1), b, U.dtype)], axis=1)
     J_dD = s[:, None] * (w @ dD.T)[:, :-1]
     delta = delta - jnp.einsum("ipq,iq->ip", local.M[:, :-1, :-1], J_dD)
-  return poly.dual_bound(poly.cut_points(X, delta, r), s, alpha, beta, local.upper, activation,
-                         mu=mu)
+  alpha = jnp.where(poly.counted(s), alpha, 0.0)
+  M = poly.weighted_lift_sum(poly.cut_points(X, delta, r), alpha * s, activation)
+  return jnp.maximum(poly.lift_dual_bound(M, jnp.sum(alpha), beta, local.upper, mu),
+                     poly_dual.restored_bound(M, jnp.sum(alpha), beta, local.upper))
 
 
 def _barrier_value(Z, Zp, t, X, s, r, beta, activation):
@@ -396,7 +400,7 @@ def _tiny(dtype):
 
 @dataclasses.dataclass(frozen=True)
 class Solver(base.Solver):
-  """The barrier method over a `cvxjax.core.poly.Problem`, every head at once (vmap).
+  """The barrier method over a `cvxjax.core.poly.Problem`, one head after another (`lax.map`).
 
   A head whose certified relative gap reaches `tol` is done and no longer moves; the run stops
   when every head is. It takes no warm start: its iterates follow the central path from its own
@@ -413,8 +417,10 @@ class Solver(base.Solver):
     return jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
 
   def step(self, problem: poly.Problem, state: BarrierState) -> BarrierState:
-    one = lambda st, s: step(st, problem.X, s, tol=self.tol, **problem.settings)
-    return jax.vmap(one)(state, problem.S)
+    one = lambda args: step(*args[:1], problem.X, args[1], tol=self.tol, **problem.settings)
+    # Not vmap: jaxlib 0.10's batched LAPACK kernels wait on the CPU thread pool they run in,
+    # and two of them at once (the heads' slogdets) deadlock a 2-core machine.
+    return jax.lax.map(one, (state, problem.S))
 
   def terminate(self, problem: poly.Problem, state: BarrierState) -> jnp.ndarray:
     return jnp.all(state.done)
