@@ -1,5 +1,6 @@
 """What the experiments' stages share: checking `stop_after`, timing stages, naming outputs by
-what they depend on, writing files whole, and reusing results computed before.
+what they depend on, writing files whole, reusing results computed before, and the backbones'
+`TrainSettings` read from config.train (the library takes settings, not configs).
 
 A stage's output is kept in the workdir under a `fingerprint` of its inputs and written with
 `atomic_write` (to a temporary name, then renamed), so an interrupted run leaves no half-written
