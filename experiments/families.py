@@ -139,12 +139,17 @@ def _settings(label: str, entry) -> Dict[str, Any]:
   if missing:
     raise ValueError(f"config.heads.{label} lacks the settings {missing} of a {kind!r} head")
   settings = dict(OPTIONAL.get(kind, {}), **settings)
-  for name in ("radii", "eps"):
-    if name in settings:
-      settings[name] = _numbers(label, name, settings[name])
-  for name in ("betas", "weight_decays"):
-    if name in settings:
-      settings[name] = _numbers(label, name, settings[name])
+  for name in set(settings) & {"radii", "eps", "betas", "weight_decays"}:
+    settings[name] = _numbers(label, name, settings[name])
+  for name in set(settings) & {"max_steps", "num_patterns", "hidden", "steps"}:
+    value = settings[name]
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+      raise ValueError(f"config.heads.{label}.{name} must be an integer >= 1, got {value!r}")
+  for name in set(settings) & {"tol", "learning_rate"}:
+    value = settings[name]
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and np.isfinite(value) and value > 0):
+      raise ValueError(f"config.heads.{label}.{name} must be a finite number > 0, got {value!r}")
   if kind == "network":
     method = settings["method"]
     if method not in adversarial.METHODS:

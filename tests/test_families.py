@@ -75,6 +75,8 @@ _PGD = dict(type="network", method="pgd", radii=(0.5,), norm=2, pgd_steps=3, hid
     ("poly", {k: v for k, v in _POLY.items() if k != "tol"}, r"config.heads.poly lacks .*'tol'"),
     ("poly", dict(_POLY, radii=(0.0, -0.5)), "config.heads.poly.radii"),
     ("poly", dict(_POLY, betas=()), "config.heads.poly.betas"),
+    ("poly", dict(_POLY, max_steps=0), "config.heads.poly.max_steps"),
+    ("pgd", dict(_PGD, learning_rate=0.0), "config.heads.pgd.learning_rate"),
     ("pgd", dict(_PGD, norm="l1"), "config.heads.pgd.norm"),
     ("pgd", dict(_PGD, pgd_steps=0), "config.heads.pgd.pgd_steps"),
     ("pgd", dict(_PGD, radii=(0.0,)), "config.heads.pgd.radii"),
