@@ -97,6 +97,7 @@ class Family(NamedTuple):
 
 
 def _unchanged(y):
+  """The labels as given: what the convex heads train on (±1, or classes 0..C−1)."""
   return y
 
 
@@ -139,13 +140,13 @@ def _settings(label: str, entry) -> Dict[str, Any]:
   if missing:
     raise ValueError(f"config.heads.{label} lacks the settings {missing} of a {kind!r} head")
   settings = dict(OPTIONAL.get(kind, {}), **settings)
-  for name in set(settings) & {"radii", "eps", "betas", "weight_decays"}:
+  for name in sorted(set(settings) & {"radii", "eps", "betas", "weight_decays"}):
     settings[name] = _numbers(label, name, settings[name])
-  for name in set(settings) & {"max_steps", "num_patterns", "hidden", "steps"}:
+  for name in sorted(set(settings) & {"max_steps", "num_patterns", "hidden", "steps"}):
     value = settings[name]
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
       raise ValueError(f"config.heads.{label}.{name} must be an integer >= 1, got {value!r}")
-  for name in set(settings) & {"tol", "learning_rate"}:
+  for name in sorted(set(settings) & {"tol", "learning_rate"}):
     value = settings[name]
     if not (isinstance(value, (int, float)) and not isinstance(value, bool)
             and np.isfinite(value) and value > 0):
