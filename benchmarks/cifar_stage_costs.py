@@ -29,6 +29,7 @@ from benchmarks import costs  # noqa: E402
 from cvxjax import attacks  # noqa: E402
 from cvxjax.models import PreActResNet18  # noqa: E402
 from cvxjax.train import backbone  # noqa: E402
+from experiments import families  # noqa: E402
 from experiments.configs import cifar as cifar_config  # noqa: E402
 
 flags.DEFINE_integer("width", 64, "Network width (64: the real PreAct ResNet-18).")
@@ -55,9 +56,8 @@ def main(argv):
   key = jax.random.key(0)
   rows = {}
   for optimizer in ("sgd", "sam"):
-    train = backbone.default_config()
-    train.optimizer = optimizer
-    opt = backbone.make_optimizer(train, steps_per_epoch=100)
+    opt = backbone.make_optimizer(backbone.TrainSettings(optimizer=optimizer),
+                                  steps_per_epoch=100)
     variables = model.init(key, images[:1])
     state = backbone.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                 batch_stats=variables["batch_stats"],
@@ -79,8 +79,10 @@ def main(argv):
                 "apgd-dlr": ev.apgd_steps, "apgd-t": ev.apgd_steps * ev.targets}
   # ε = 0 costs nothing: `robust_accuracy` skips the attacks there.
   iterations = sum(per_attack[a] for a in ev.attacks) * sum(k > 0 for k in ev.eps_k)
-  models = len(config.backbones) + len(config.heads.poly.radii) + len(
-      config.heads.relu.families) * len(config.heads.relu.eps) + 1
+  # The networks the evaluation attacks: the backbones with their own heads, each chosen head.
+  models = len(config.backbones) + sum(
+      (family.plain is not None) + (family.robust is not None)
+      for family in families.families(config.heads, key=key))
   work = {"train step (sgd)": config.train.epochs * n_train,
           "train step (sam)": config.train.epochs * n_train,
           "features": 60000,

@@ -29,7 +29,7 @@ import numpy as np
 from cvxjax import certify, data, features, heads
 from cvxjax.models import SOCNet, soc
 from cvxjax.train import backbone
-from experiments import cifar_train, common, report
+from experiments import cifar_train, common, families, report
 
 STAGES = ("backbone", "features", "heads", "evaluation")
 # Test images whose Jacobian norm is estimated by power iteration, and the iterations.
@@ -129,12 +129,14 @@ def evaluate(config, models: List[cifar_train.Model], lipschitz: float,
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
   common.check_stop_after(config.stop_after, STAGES)
-  if not config.heads.get("isotropic", False):
-    raise ValueError("config.heads.isotropic must be True: per-feature scales would change the "
-                     "Lipschitz constant feature by feature")
+  if not config.features.isotropic:
+    raise ValueError("config.features.isotropic must be True: per-feature scales would change "
+                     "the Lipschitz constant feature by feature")
   if not config.eval.radii_k or any(k <= 0 for k in config.eval.radii_k):
     raise ValueError(f"config.eval.radii_k must hold k > 0 (radius k/255), got "
                      f"{config.eval.radii_k}")
+  common.train_settings(config.train)
+  families.check(config.heads)
 
 
 def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -154,7 +156,8 @@ def train_and_certify(config: ml_collections.ConfigDict, workdir: str) -> Dict[s
   with timings.stage("backbone"):
     splits = cifar_train.load_splits(config)
     model = _model(config, splits)
-    state = backbone.train_backbone(model, config.train, (splits.train.X, splits.train.y),
+    state = backbone.train_backbone(model, common.train_settings(config.train),
+                                    (splits.train.X, splits.train.y),
                                     checkpoint_dir=os.path.join(workdir, "backbone_soc"),
                                     key=jax.random.key(config.seed), progress=config.progress)
     variables = state.variables

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cvxjax import data, features, heads, poly, relu, sharding
+from cvxjax import data, features, heads, sharding
 from cvxjax.models import PreActResNet18
-from cvxjax.train import adversarial, backbone
+from cvxjax.train import backbone
 from cvxjax.train import head as network_head
-from experiments import common, report
+from experiments import common, families, report
 
 STAGES = ("backbones", "features", "heads", "evaluation")
 # What `fit_heads` reports of each chosen head (None for the backbones' own heads).
@@ -79,9 +79,11 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   for name in config.backbones:
     if name not in ("sgd", "sam"):
       raise ValueError(f"config.backbones must hold 'sgd' and/or 'sam', got {name!r}")
-  if config.heads.backbone not in config.backbones:
-    raise ValueError(f"config.heads.backbone {config.heads.backbone!r} must be one of "
+  if config.features.backbone not in config.backbones:
+    raise ValueError(f"config.features.backbone {config.features.backbone!r} must be one of "
                      f"config.backbones {tuple(config.backbones)}")
+  common.train_settings(config.train)
+  families.check(config.heads)
   if any(k < 0 for k in config.eval.eps_k):
     raise ValueError(f"config.eval.eps_k must hold k >= 0 (ε = k/255), got {config.eval.eps_k}")
   if not (np.isfinite(config.eval.select_eps) and config.eval.select_eps >= 0):
@@ -91,10 +93,6 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.eval.select_attacks must name at least one attack")
   if int(config.eval.square_queries) < 1:
     raise ValueError(f"config.eval.square_queries must be >= 1, got {config.eval.square_queries}")
-  for name, radii in (("poly.radii", config.heads.poly.radii), ("relu.eps", config.heads.relu.eps),
-                      ("network.radii", config.heads.network.radii)):
-    if any(not r >= 0 for r in radii):
-      raise ValueError(f"config.heads.{name} must hold training radii >= 0, got {radii}")
 
 
 def train_backbones(config, splits: data.ImageSplits, workdir: str) -> Dict[str, Any]:
@@ -104,10 +102,9 @@ def train_backbones(config, splits: data.ImageSplits, workdir: str) -> Dict[str,
                          dtype=jnp.dtype(config.train.dtype))
   states = {}
   for index, name in enumerate(config.backbones):
-    train_config = ml_collections.ConfigDict(config.train.to_dict())
-    train_config.optimizer = name
     states[name] = backbone.train_backbone(
-        model, train_config, (splits.train.X, splits.train.y),
+        model, common.train_settings(config.train, optimizer=name),
+        (splits.train.X, splits.train.y),
         checkpoint_dir=os.path.join(workdir, f"backbone_{name}"),
         key=jax.random.fold_in(jax.random.key(config.seed), index), progress=config.progress)
   return states
@@ -119,73 +116,18 @@ def extract_features(config, model: nn.Module, state, splits: data.ImageSplits,
   feature_fn = lambda variables, x: model.apply(variables, x, method=type(model).features)
   cache = os.path.join(workdir, "features")
   return tuple(
-      data.Split(features.cached(cache, f"{config.heads.backbone}-{name}", feature_fn,
+      data.Split(features.cached(cache, f"{config.features.backbone}-{name}", feature_fn,
                                  state.variables, split.X,
-                                 batch_size=config.features_batch_size,
+                                 batch_size=config.features.batch_size,
                                  progress=config.progress), split.y)
       for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)))
 
 
-class Family(NamedTuple):
-  """A kind of head and the grid its members choose their settings from on validation.
-
-  Attributes:
-    name: the candidates' name (their files are named by it and their settings).
-    fit: (X, y, radius, regularisation) -> a `heads.Head`.
-    radii: the robust member's training radii (its grid with `regularisations`).
-    regularisations: β (or the weight decay) of every member.
-    plain: the label of the member trained at radius 0, or None (no such member).
-    robust: the label of the member whose radius is chosen from `radii`, or None.
-  """
-
-  name: str
-  fit: Callable
-  radii: Tuple[float, ...]
-  regularisations: Tuple[float, ...]
-  plain: Optional[str]
-  robust: Optional[str]
-
-
-def _families(config, classes: int) -> List[Family]:
-  """Every kind of head of config.heads, with its grid of training radii and regularisation.
-
-  The plain members (poly, relu, gated, network head) train at radius 0, the robust ones
-  (poly robust, relu robust, PGD-AT, SSDS) at a radius of their grid; gated heads train plain
-  only (their prediction jumps where a gate flips, docs/math.md §4).
-  """
-  mesh = config.heads.get("mesh", ml_collections.ConfigDict(dict(examples=1, model=1)))
-  mesh = (None if mesh.examples * mesh.model == 1
-          else sharding.make_mesh(examples=mesh.examples, model=mesh.model))
-  polys, relus, network = config.heads.poly, config.heads.relu, config.heads.network
-  families = [Family("poly", lambda X, y, r, beta: poly.fit(
-      X, y, r=float(r), beta=beta, solver=polys.solver, tol=polys.tol, max_steps=polys.max_steps,
-      progress=config.progress, mesh=mesh), tuple(polys.radii), tuple(polys.betas), "poly",
-      "poly robust" if any(r > 0 for r in polys.radii) else None)]
-  key = jax.random.key(config.seed)
-  for family in relus.families:
-    radii = tuple(common.relu_radii(family, relus.eps))
-    families.append(Family(family, lambda X, y, eps, beta, family=family: relu.fit(
-        X, y, eps=float(eps), p=relus.p, beta=beta, num_patterns=relus.num_patterns,
-        gated=family == "gated", bias=relus.bias, key=key, tol=relus.tol,
-        max_steps=relus.max_steps, progress=config.progress, mesh=mesh), radii,
-        tuple(relus.betas), family, f"{family} robust" if any(r > 0 for r in radii) else None))
-  for method in network.methods if network.steps > 0 else ():
-
-    def fit(X, y, eps, weight_decay, method=method):
-      adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
-          method=method, eps=float(eps), norm=network.norm, pgd_steps=network.pgd_steps)))
-      return heads.NetworkHead(**network_head.fit(
-          X, y, hidden=config.model.head_width, steps=network.steps,
-          learning_rate=network.learning_rate, weight_decay=weight_decay,
-          key=jax.random.fold_in(key, classes), adversary=adversary, progress=config.progress))
-
-    label = report.network_label(method, network.norm)
-    if method == "standard":
-      families.append(Family("network", fit, (0.0,), tuple(network.weight_decays), label, None))
-    else:  # PGD-AT and SSDS exist only robust: at radius 0 both are the standard training
-      families.append(Family(method, fit, tuple(network.radii), tuple(network.weight_decays),
-                             None, label))
-  return families
+def _mesh(config) -> Optional[jax.sharding.Mesh]:
+  """The heads' device mesh of config.mesh (None: one device)."""
+  if config.mesh.examples * config.mesh.model == 1:
+    return None
+  return sharding.make_mesh(examples=config.mesh.examples, model=config.mesh.model)
 
 
 def _standardised(mean: np.ndarray, std: np.ndarray, split: data.Split) -> Tuple[Any, Any]:
@@ -199,10 +141,10 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
               robustness_key: str):
   """Stage 3: every head on the standardised features, chosen on validation (resumable).
 
-  Each family (`_families`) fits every candidate of its grid (radius × β, the plain member's
-  radius 0 × β), saving each once fitted, scores it on the validation split by `robustness`
-  and its clean accuracy, and keeps per member the candidate `report.choose` picks. The test
-  split is never looked at.
+  Each family of config.heads (`families.families`) fits every candidate of its grid (radius ×
+  β, the plain member's radius 0 × β), saving each once fitted, scores it on the validation
+  split by `robustness` and its clean accuracy, and keeps per member the candidate
+  `report.choose` picks. The test split is never looked at.
 
   Args:
     config: see experiments/configs/cifar.py.
@@ -222,40 +164,36 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
   train, val, _ = feats
   mean = train.X.mean(axis=0)
   # One scale for every feature keeps the map isotropic: its Lipschitz constant is L / std.
-  std = (train.X.std() if config.heads.get("isotropic", False) else train.X.std(axis=0)) + 1e-6
+  std = (train.X.std() if config.features.isotropic else train.X.std(axis=0)) + 1e-6
   std = np.broadcast_to(std, mean.shape)
   # Saved heads are reused only for the same settings and the same features.
   directory = os.path.join(workdir, "heads", common.fingerprint(
-      config.heads.to_json(), str(config.model.head_width), str(config.seed),
+      config.heads.to_json(), config.features.to_json(), str(config.seed),
       features.identity((train.X, train.y)), features.identity((val.X, val.y))))
   scores = os.path.join(directory, "selection", common.fingerprint(robustness_key))
   os.makedirs(directory, exist_ok=True)
   train_z, val_z = _standardised(mean, std, train), _standardised(mean, std, val)
   fitted = {}
-  for family in _families(config, int(train.y.max()) + 1):
-    grid = []
-    if family.plain is not None:
-      grid += [(0.0, beta) for beta in family.regularisations]
-    if family.robust is not None:
-      grid += [(r, beta) for r in family.radii for beta in family.regularisations
-               if (r, beta) not in grid]
+  for family in families.families(config.heads, key=jax.random.key(config.seed),
+                                  progress=config.progress, mesh=_mesh(config)):
+    X, y = train_z[0], family.labels(train_z[1])
+    val_X, val_y = val_z[0], family.labels(val_z[1])
     candidates = []
-    for radius, beta in grid:
-      label = f"{family.name} r={radius:g} β={beta:g}"
-      path = os.path.join(directory, common.file_name(label))
+    for candidate in family.candidates():
+      path = os.path.join(directory, common.file_name(candidate.label))
       # The head is written last: its file says the fit is complete.
       if not os.path.exists(path + ".head"):
         start = time.perf_counter()
-        head = family.fit(*train_z, float(radius), float(beta))
-        info = {"train_radius": float(radius), "beta": float(beta),
-                "val_accuracy": report.accuracy(head, *val_z),
+        head = candidate.fit(X, y)
+        info = {"train_radius": candidate.radius, "beta": candidate.beta,
+                "val_accuracy": report.accuracy(head, val_X, val_y),
                 "seconds": time.perf_counter() - start}
         common.atomic_write(path + ".json", json.dumps(info))
         heads.save_head(path + ".head", head)
       head = heads.load_head(path + ".head")
       with open(path + ".json") as f:
         info = json.load(f)
-      scored = common.cached_row(scores, label, head, {}, lambda head=head: {
+      scored = common.cached_row(scores, candidate.label, head, {}, lambda head=head: {
           "val_robust_accuracy": robustness(head, (mean, std))})
       info["val_robust_accuracy"] = scored["val_robust_accuracy"]
       candidates.append((head, info))
@@ -286,7 +224,7 @@ def assemble(config, model: PreActResNet18, states, fitted, standardisation) -> 
   models = [Model(names[name], apply,
                   (state.variables, heads.NetworkHead(**network_head.from_model_params(
                       state.params)), identity), {}) for name, state in states.items()]
-  variables = states[config.heads.backbone].variables
+  variables = states[config.features.backbone].variables
   for label, (head, info) in fitted.items():
     models.append(Model(label, apply, network_params(variables, head, standardisation), info))
   return models
@@ -388,12 +326,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model = PreActResNet18(num_classes=splits.num_classes, width=config.model.width,
                          head_width=config.model.head_width)
   with timings.stage("features"):
-    feats = extract_features(config, model, states[config.heads.backbone], splits, workdir)
+    feats = extract_features(config, model, states[config.features.backbone], splits, workdir)
   if config.stop_after == "features":
     return {"timings": dict(timings)}
   with timings.stage("heads"):
     robustness, robustness_key = attacked_robustness(
-        config, assembled(model), states[config.heads.backbone].variables, splits.val)
+        config, assembled(model), states[config.features.backbone].variables, splits.val)
     fitted, standardisation = fit_heads(config, feats, workdir, robustness=robustness,
                                         robustness_key=robustness_key)
   if config.stop_after == "heads":

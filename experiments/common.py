@@ -1,5 +1,6 @@
 """What the experiments' stages share: checking `stop_after`, timing stages, naming outputs by
-what they depend on, writing files whole, and reusing results computed before.
+what they depend on, writing files whole, reusing results computed before, and the backbones'
+`TrainSettings` read from config.train (the library takes settings, not configs).
 
 A stage's output is kept in the workdir under a `fingerprint` of its inputs and written with
 `atomic_write` (to a temporary name, then renamed), so an interrupted run leaves no half-written
@@ -7,6 +8,7 @@ file and a rerun reuses exactly the outputs of the same inputs.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,9 +18,11 @@ import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import jax
+import ml_collections
 import numpy as np
 
 from cvxjax import features
+from cvxjax.train import adversarial, backbone
 
 
 def check_stop_after(stop_after: Optional[str], stages: Sequence[str]) -> None:
@@ -38,13 +42,31 @@ class Timings(dict):
     self[name] = time.perf_counter() - start
 
 
-def relu_radii(family: str, eps: Sequence[float]) -> Sequence[float]:
-  """The training radii of a ReLU-family head: `eps` for convex ReLU, 0 alone for gated heads.
+def train_config(settings: backbone.TrainSettings) -> ml_collections.ConfigDict:
+  """`settings` as config.train: its fields, the adversary's nested in config.train.adversary
+  (not type-safe: its norm is "inf" or 2, its pgd_step_size None or a number)."""
+  fields = dataclasses.asdict(settings)
+  config = ml_collections.ConfigDict({k: v for k, v in fields.items() if k != "adversary"})
+  config.adversary = ml_collections.ConfigDict(fields["adversary"], type_safe=False)
+  return config
 
-  A gated head's prediction jumps where a gate flips inside the ball, so ε‖θ‖ does not bound its
-  worst case and `relu.fit` refuses `gated=True, eps > 0` (docs/math.md §4).
+
+def train_settings(config: ml_collections.ConfigDict, **overrides) -> backbone.TrainSettings:
+  """The `backbone.TrainSettings` that config.train describes, `overrides` replacing fields.
+
+  Raises:
+    ValueError: naming config.train.<field> when a field is unknown or invalid.
   """
-  return tuple(eps) if family == "relu" else (0.0,)
+  values = dict(config.to_dict(), **overrides)
+  adversary = values.pop("adversary", {})
+  for given, known in ((values, backbone.TrainSettings), (adversary, adversarial.Adversary)):
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(known)})
+    if unknown:
+      raise ValueError(f"config.train has unknown settings {unknown}")
+  try:
+    return backbone.TrainSettings(**values, adversary=adversarial.Adversary(**adversary))
+  except ValueError as error:
+    raise ValueError(f"config.train.{error}") from None
 
 
 def fingerprint(*parts: str) -> str:

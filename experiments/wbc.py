@@ -24,53 +24,13 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cvxjax import data, heads, poly, relu  # noqa: E402
-from cvxjax.train import adversarial, head  # noqa: E402
-from experiments import common, report  # noqa: E402
+from cvxjax import data  # noqa: E402
+from experiments import families, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment configuration file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for results.json and the plots.")
-
-
-def _signs(y):
-  """Labels ±1, as the convex heads take them."""
-  return y
-
-
-def _classes(y):
-  """Labels ±1 as classes 0/1, as the nonconvex heads take them (y > 0)."""
-  return (y > 0).astype(int)
-
-
-def _models(config: ml_collections.ConfigDict):
-  """(label, family, training radius, fit(X, y, β), the βs, the labels the head takes) for every
-  head of the experiment."""
-  for r in config.radii:
-    yield (f"poly r={r:g}", "poly", r, lambda X, y, beta, r=r: poly.fit(
-        X, y, r=float(r), beta=beta, tol=config.tol, max_steps=config.max_steps,
-        progress=config.progress), config.betas, _signs)
-  key = jax.random.key(config.seed)
-  for family in config.relu.families:
-    for eps in common.relu_radii(family, config.relu.eps):
-      yield (f"{family} ε={eps:g}", family, eps,
-             lambda X, y, beta, eps=eps, family=family: relu.fit(
-                 X, y, eps=float(eps), p=config.relu.p, beta=beta,
-                 num_patterns=config.relu.num_patterns, gated=family == "gated", key=key,
-                 tol=config.relu.tol, max_steps=config.relu.max_steps,
-                 progress=config.progress), config.relu.betas, _signs)
-  network = config.network
-  for method in network.methods:
-    adversary = adversarial.from_config(ml_collections.ConfigDict(dict(
-        method=method, eps=0.0 if method == "standard" else network.eps, norm=network.norm,
-        pgd_steps=network.pgd_steps)))
-    yield (report.network_label(method, network.norm, adversary.eps), "network", adversary.eps,
-           lambda X, y, weight_decay, adversary=adversary: heads.NetworkHead(**head.fit(
-               X, y, hidden=network.hidden, steps=network.steps,
-               learning_rate=network.learning_rate, weight_decay=weight_decay, key=key,
-               adversary=adversary, progress=config.progress)),
-           network.weight_decays, _classes)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -85,23 +45,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The results dict written to results.json (lists indexed by model, then by radius).
   """
+  heads = families.families(config.heads, key=jax.random.key(config.seed),
+                            progress=config.progress)
   splits = data.breast_cancer_splits(config.seed, config.val_fraction, config.test_fraction,
                                      max_train=config.n_train, num_features=config.num_features)
   key = jax.random.PRNGKey(config.seed)
   rows = []
-  for label, family, radius, fit, betas, labels in _models(config):
-    train, val, test = ((s.X, labels(s.y)) for s in (splits.train, splits.val, splits.test))
+  for family, (label, radius) in ((f, named) for f in heads
+                                  for named in zip(f.names, f.radii, strict=True)):
+    train, val, test = ((s.X, family.labels(s.y)) for s in (splits.train, splits.val,
+                                                            splits.test))
     start = time.perf_counter()
-    fitted, beta, val_accuracy = report.fit_and_select(train, val, fit=fit, betas=betas)
+    fitted, beta, val_accuracy = report.fit_and_select(
+        train, val, fit=lambda X, y, beta, family=family, radius=radius: family.fit(
+            X, y, radius, beta), betas=family.betas)
     seconds = time.perf_counter() - start
     row = report.evaluate_head(fitted, *test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
                                pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
                                restarts=config.restarts, square_queries=config.square_queries,
                                key=key)
-    rows.append(dict(row, model=label, family=family, train_radius=radius, beta=beta,
+    rows.append(dict(row, model=label, family=family.type, train_radius=radius, beta=beta,
                      val_accuracy=val_accuracy, seconds=seconds))
-    # The poly solver stops at a relative gap of tol; a much larger gap means it stalled.
-    stalled = row["gap"] is not None and row["gap"] > 10 * config.tol * abs(row["objective"])
+    # A solver stops at a relative gap of tol; a much larger gap means it stalled.
+    stalled = (row["gap"] is not None and family.tol is not None
+               and row["gap"] > 10 * family.tol * abs(row["objective"]))
     objective = "—" if row["objective"] is None else f"{row['objective']:.6g}"
     print(f"{label}  β={beta:g}  objective={objective}  width={row['width']}  "
           f"test acc={row['clean_accuracy']:.3f}  ({seconds:.1f} s fit)"

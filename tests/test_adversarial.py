@@ -1,8 +1,9 @@
 """Adversarial training (PGD-AT, SSDS) of the nonconvex head and of a whole network."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -250,31 +251,29 @@ def test_head_training_resumes_to_the_uninterrupted_result(cancer, tmp_path, mon
 @pytest.mark.parametrize("field,value", [("method", "fgsm"), ("eps", -0.1), ("norm", "l1"),
                                          ("pgd_steps", 0), ("alpha", 0.0), ("eps", 0.0)])
 def test_bad_adversary_is_refused_naming_the_field(field, value):
-  config = adversarial.default_config()
-  config.method = "pgd"
-  config.eps = 0.1
-  config[field] = value
+  settings = dict(method="pgd", eps=0.1)
+  settings[field] = value
   with pytest.raises(ValueError, match=f"adversary.{field}"):
-    adversarial.from_config(config)
+    adversarial.Adversary(**settings)
 
 
 def _tiny_run(tmp_path, method, name="run"):
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
   labels = np.arange(16) % 2
-  config = backbone.default_config()
-  config.epochs, config.batch_size, config.warmup_epochs = 2, 8, 0
-  config.adversary.method, config.adversary.eps, config.adversary.pgd_steps = method, 4 / 255, 2
+  settings = backbone.TrainSettings(epochs=2, batch_size=8, warmup_epochs=0,
+                                    adversary=adversarial.Adversary(method, eps=4 / 255,
+                                                                    pgd_steps=2))
   model = PreActResNet18(num_classes=2, width=2, head_width=4)
-  state = backbone.train_backbone(model, config, (images, labels),
+  state = backbone.train_backbone(model, settings, (images, labels),
                                   checkpoint_dir=str(tmp_path / name), key=jax.random.key(0),
                                   progress=False)
-  return model, config, state
+  return model, settings, state
 
 
 @pytest.mark.parametrize("method", ["pgd", "ssds"])
 def test_whole_network_trains_adversarially_and_reloads(tmp_path, method):
-  model, config, state = _tiny_run(tmp_path, method)
+  model, settings, state = _tiny_run(tmp_path, method)
   assert int(state.step) == 4 and bool(jax.tree.reduce(
       lambda ok, a: ok and bool(jnp.all(jnp.isfinite(a))), state.params, True))
   if method == "ssds":
@@ -285,8 +284,7 @@ def test_whole_network_trains_adversarially_and_reloads(tmp_path, method):
   loaded = backbone.load_backbone(str(tmp_path / "run"), model)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                state, loaded)
-  other = ml_collections.ConfigDict(config.to_dict())
-  other.adversary.method = "standard"
+  other = dataclasses.replace(settings, adversary=adversarial.STANDARD)
   with pytest.raises(ValueError, match="adversary.method"):
     backbone.train_backbone(model, other, (np.zeros((16, 32, 32, 3), np.float32),
                                            np.arange(16) % 2),

@@ -75,10 +75,10 @@ def test_rerun_resumes_from_every_stage(run, monkeypatch):
 
 def test_bad_settings_are_refused_before_training(tmp_path):
   config = certified_config.get_config("smoke").unlock()
-  config.heads.isotropic = False
+  config.features.isotropic = False
   with pytest.raises(ValueError, match="isotropic"):
     certified_train.train_and_certify(config, str(tmp_path))
-  config.heads.isotropic = True
+  config.features.isotropic = True
   config.eval.radii_k = (0, 36)
   with pytest.raises(ValueError, match="radii_k"):
     certified_train.train_and_certify(config, str(tmp_path))

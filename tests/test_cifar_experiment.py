@@ -30,11 +30,8 @@ def _config(**overrides) -> ml_collections.ConfigDict:
 def _members(config):
   """The heads' labels a run of `config` reports, from the config alone."""
   labels = ["poly"] + ["poly robust"] * any(r > 0 for r in config.heads.poly.radii)
-  for family in config.heads.relu.families:
-    robust = family == "relu" and any(eps > 0 for eps in config.heads.relu.eps)
-    labels += [family] + [f"{family} robust"] * robust
-  return labels + ["network head", "PGD-AT head ℓ₂", "SSDS head ℓ₂"][:len(
-      config.heads.network.methods)]
+  labels += ["relu"] + ["relu robust"] * any(eps > 0 for eps in config.heads.relu.eps)
+  return labels + ["gated", "network head", "PGD-AT head ℓ₂", "SSDS head ℓ₂"]
 
 
 def _check_results(config, results, workdir):
@@ -58,7 +55,7 @@ def _check_results(config, results, workdir):
     np.testing.assert_allclose(broken, clean[:, None] - worst, atol=1e-12)
   # Every head states the settings it chose on validation, from its family's grid.
   grids = {"poly": config.heads.poly.radii, "relu": config.heads.relu.eps, "gated": (0.0,),
-           "PGD-AT": config.heads.network.radii, "SSDS": config.heads.network.radii,
+           "PGD-AT": config.heads.pgd.radii, "SSDS": config.heads.ssds.radii,
            "network": (0.0,)}
   for i, model in enumerate(models[2:], start=2):
     radius, chosen = results["train_radius"][i], results["selection"][i]

@@ -29,13 +29,9 @@ def _data(n=128, seed=0):
   return np.clip(X, 0, 1).astype(np.float32), y
 
 
-def _config(optimizer="sgd"):
-  config = backbone.default_config()
-  config.optimizer = optimizer
-  config.epochs = 2
-  config.batch_size = 32
-  config.warmup_epochs = 0
-  return config
+def _config(optimizer="sgd", **settings):
+  return backbone.TrainSettings(**dict(dict(optimizer=optimizer, epochs=2, batch_size=32,
+                                            warmup_epochs=0), **settings))
 
 
 class Killed(Exception):
@@ -119,8 +115,7 @@ def test_augment_crops_and_flips_within_the_padded_image():
 @pytest.mark.parametrize("every,killed_at", [(0, 4), (3, 3)])
 def test_resumed_run_equals_uninterrupted_run(sgd_run, tmp_path, monkeypatch, every, killed_at):
   directory, uninterrupted = sgd_run
-  config = _config()
-  config.checkpoint_every_steps = every
+  config = _config(checkpoint_every_steps=every)
   save = checkpoint.save
 
   def save_then_die(mgr, step, state):
@@ -169,11 +164,10 @@ def test_load_without_checkpoint_names_the_directory(tmp_path):
 
 @pytest.mark.parametrize("key,value", [("optimizer", "adam"), ("epochs", 0), ("batch_size", -1),
                                        ("batch_size", 129), ("learning_rate", 0.0),
-                                       ("warmup_epochs", 2), ("dtype", "float16")])
-def test_bad_config_is_refused_naming_the_key(tmp_path, key, value):
-  config = _config()
-  config[key] = value
-  with pytest.raises(ValueError, match=f"config.{key}"):
-    backbone.train_backbone(MODEL, config, _data(), checkpoint_dir=str(tmp_path), key=KEY,
-                            progress=False)
+                                       ("momentum", 1.0), ("warmup_epochs", 2),
+                                       ("dtype", "float16"), ("adversary", "pgd")])
+def test_bad_settings_are_refused_naming_the_field(tmp_path, key, value):
+  with pytest.raises(ValueError, match=f"^{key} must be"):
+    backbone.train_backbone(MODEL, _config(**{key: value}), _data(),
+                            checkpoint_dir=str(tmp_path), key=KEY, progress=False)
   assert not os.listdir(tmp_path)  # refused before writing anything

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import common, wbc
+from experiments import wbc
 from experiments.configs import wbc as wbc_config
 
 pytestmark = pytest.mark.slow  # end to end: minutes on 2 cores
@@ -28,13 +28,15 @@ def run(tmp_path_factory):
 def test_results_have_one_entry_per_model_and_radius(run):
   config, _, returned, results = run
   assert set(returned) == set(results)
-  relu_families = [f for f in config.relu.families for _ in common.relu_radii(f, config.relu.eps)]
-  n_models = len(config.radii) + len(relu_families) + len(config.network.methods)
+  heads = config.heads
+  relu_families = ["relu"] * len(heads.relu.eps) + ["gated"]  # gated heads train plain only
+  networks = ["network"] * (1 + len(heads.pgd.radii) + len(heads.ssds.radii))
+  n_models = len(heads.poly.radii) + len(relu_families) + len(networks)
   n_linf, n_l2 = len(config.linf_eps), len(config.l2_radii)
-  assert results["train_radius"][:len(config.radii)] == list(config.radii)
-  assert results["family"] == (["poly"] * len(config.radii)
-                               + relu_families
-                               + ["network"] * len(config.network.methods))
+  assert results["train_radius"][:len(heads.poly.radii)] == list(heads.poly.radii)
+  assert results["family"] == ["poly"] * len(heads.poly.radii) + relu_families + networks
+  assert results["model"] == ["poly r=0", "poly r=0.5", "relu ε=0", "relu ε=0.2", "gated ε=0",
+                              "network head", "PGD-AT head ℓ₂ ε=0.5", "SSDS head ℓ₂ ε=0.5"]
   assert all(s > 0 for s in results["seconds"])  # every method's fit is timed
   assert len(set(results["model"])) == n_models
   assert results["n_train"] == config.n_train

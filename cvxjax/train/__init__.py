@@ -7,10 +7,10 @@ features; both train normally, by PGD adversarial training or by SSDS (`adversar
 from cvxjax.train import adversarial, head
 from cvxjax.train.adversarial import Adversary
 from cvxjax.train.backbone import (
+    TrainSettings,
     TrainState,
     accuracy,
     augment,
-    default_config,
     load_backbone,
     make_optimizer,
     train_backbone,
@@ -19,11 +19,11 @@ from cvxjax.train.backbone import (
 
 __all__ = [
     "Adversary",
+    "TrainSettings",
     "TrainState",
     "accuracy",
     "adversarial",
     "augment",
-    "default_config",
     "head",
     "load_backbone",
     "make_optimizer",

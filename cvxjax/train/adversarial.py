@@ -55,12 +55,12 @@ progress) as in normal training. docs/math.md §6.
   perturbation applied stays in the ball).
 """
 
+import dataclasses
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from cvxjax import attacks
@@ -70,19 +70,29 @@ LAMBDA_SCHEMES = ("implicit", "explicit")
 NORMS = ("inf", 2)  # "2" is accepted too: a command-line override of a string field gives it
 
 
-class Adversary(NamedTuple):
-  """How the training examples are perturbed (hashable, so jitted steps take it as static).
+def _finite(value) -> bool:
+  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and bool(np.isfinite(value)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+  """How the training examples are perturbed, validated on construction (hashable, so jitted
+  steps take it as static).
 
   Attributes:
     method: "standard" (no perturbation), "pgd" or "ssds".
-    eps: radius of the ball.
-    norm: "inf" or 2.
+    eps: radius of the ball (> 0 unless method is "standard").
+    norm: "inf" or 2 ("2", as a command-line override of a string field gives it, becomes 2).
     pgd_steps: PGD's steps k.
     pgd_step_size: PGD's step (None: 2.5 ε / k).
     alpha, c1, c2: SSDS's step and the scales of its δ and λ updates.
     v0, lambda0, t0: SSDS's initial multipliers vᵢ, λ and t.
     lambda_scheme: SSDS's (λ, t) step: "implicit" (t stepped with the new λ; converges) or
       "explicit" (the public code's; marginally stable, see the module docstring).
+
+  Raises:
+    ValueError: naming the first invalid field (as "adversary.<field>").
   """
 
   method: str = "standard"
@@ -98,58 +108,33 @@ class Adversary(NamedTuple):
   t0: float = 1.0
   lambda_scheme: str = "implicit"
 
+  def __post_init__(self):
+    if self.norm == "2":
+      object.__setattr__(self, "norm", 2)
+    rules = [("method", self.method in METHODS, f"one of {METHODS}"),
+             ("norm", self.norm in NORMS, f"one of {NORMS}"),
+             ("lambda_scheme", self.lambda_scheme in LAMBDA_SCHEMES, f"one of {LAMBDA_SCHEMES}"),
+             ("eps", _finite(self.eps) and self.eps >= 0, "a finite number >= 0"),
+             ("pgd_steps", isinstance(self.pgd_steps, (int, np.integer))
+              and not isinstance(self.pgd_steps, bool) and self.pgd_steps >= 1,
+              "an integer >= 1"),
+             ("pgd_step_size", self.pgd_step_size is None
+              or (_finite(self.pgd_step_size) and self.pgd_step_size > 0),
+              "None or a finite number > 0")]
+    rules += [(name, _finite(getattr(self, name)) and getattr(self, name) > 0,
+               "a finite number > 0") for name in ("alpha", "c1", "c2")]
+    rules += [(name, _finite(getattr(self, name)) and getattr(self, name) >= 0,
+               "a finite number >= 0") for name in ("v0", "lambda0")]
+    rules += [("t0", _finite(self.t0), "a finite number")]
+    for name, valid, expected in rules:
+      if not valid:
+        raise ValueError(f"adversary.{name} must be {expected}, got {getattr(self, name)!r}")
+    if self.method != "standard" and self.eps == 0:
+      raise ValueError(f"adversary.eps must be > 0 for method {self.method!r}")
+    object.__setattr__(self, "eps", float(self.eps))
+
 
 STANDARD = Adversary()  # normal training
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The adversary's settings as a config (see `Adversary`); method "standard" trains normally."""
-  # Not type-safe: norm is "inf" or 2, pgd_step_size None or a number.
-  return ml_collections.ConfigDict(Adversary()._asdict(), type_safe=False)
-
-
-def from_config(config: Optional[ml_collections.ConfigDict]) -> Adversary:
-  """The validated `Adversary` of a config (None: standard training).
-
-  Raises:
-    ValueError: naming the first invalid field.
-  """
-  if config is None:
-    return Adversary()
-  values = dict(config)
-  unknown = sorted(set(values) - set(Adversary._fields))
-  if unknown:
-    raise ValueError(f"unknown adversary settings {unknown}; expected {Adversary._fields}")
-  adversary = Adversary(**values)
-  if adversary.norm == "2":
-    adversary = adversary._replace(norm=2)
-  positive = ("alpha", "c1", "c2")
-  rules = [("method", adversary.method in METHODS, f"one of {METHODS}"),
-           ("norm", adversary.norm in NORMS, f"one of {NORMS}"),
-           ("lambda_scheme", adversary.lambda_scheme in LAMBDA_SCHEMES,
-            f"one of {LAMBDA_SCHEMES}"),
-           ("eps", _finite(adversary.eps) and adversary.eps >= 0, "a finite number >= 0"),
-           ("pgd_steps", isinstance(adversary.pgd_steps, (int, np.integer))
-            and adversary.pgd_steps >= 1, "an integer >= 1"),
-           ("pgd_step_size", adversary.pgd_step_size is None
-            or (_finite(adversary.pgd_step_size) and adversary.pgd_step_size > 0),
-            "None or a finite number > 0")]
-  rules += [(name, _finite(getattr(adversary, name)) and getattr(adversary, name) > 0,
-             "a finite number > 0") for name in positive]
-  rules += [(name, _finite(getattr(adversary, name)) and getattr(adversary, name) >= 0,
-             "a finite number >= 0") for name in ("v0", "lambda0")]
-  rules += [("t0", _finite(adversary.t0), "a finite number")]
-  for name, valid, expected in rules:
-    if not valid:
-      raise ValueError(f"adversary.{name} must be {expected}, got {getattr(adversary, name)!r}")
-  if adversary.method != "standard" and adversary.eps == 0:
-    raise ValueError(f"adversary.eps must be > 0 for method {adversary.method!r}")
-  return adversary._replace(eps=float(adversary.eps))
-
-
-def _finite(value) -> bool:
-  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and bool(np.isfinite(value)))
 
 
 @flax.struct.dataclass

@@ -1,7 +1,8 @@
 """Training a backbone on CIFAR-sized images with SGD or SAM, normally or adversarially, resumably.
 
 Any Flax module `model(x, train=...) -> logits` with batch norm (PreActResNet18) or without
-(SOCNet) trains here. `config.adversary` (`cvxjax.train.adversarial`) makes the run PGD
+(SOCNet) trains here, with the settings of a `TrainSettings`. `settings.adversary`
+(`cvxjax.train.adversarial`) makes the run PGD
 adversarial training or SSDS; the pixels are then perturbed within the ball and [0, 1] (PGD
 attacks the augmented image; SSDS's persistent δᵢ perturbs the image before its augmentation,
 so it stays on the same pixels every epoch), and SSDS's per-example perturbations and
@@ -16,7 +17,8 @@ the parameters that are kept, and a step stays one call of `train_step` with one
 
 `train_backbone` saves the whole `TrainState` with orbax (cvxjax.checkpoint) in its
 checkpoint directory, beside `architecture.json` (the model's shape, checked on resume and
-load) and `config.json` (the last run's settings; its optimizer fixes the state's layout).
+load) and `config.json` (the last run's `TrainSettings`; its optimizer and its adversary's
+method fix the state's layout).
 """
 
 import dataclasses
@@ -30,7 +32,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import tqdm
@@ -72,23 +73,6 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The usual CIFAR-10 recipe for a PreAct ResNet-18: 200 epochs of Nesterov SGD, cosine decay."""
-  config = ml_collections.ConfigDict()
-  config.optimizer = "sgd"  # "sgd" or "sam"
-  config.learning_rate = 0.1  # peak of the warmup-cosine schedule
-  config.momentum = 0.9  # Nesterov
-  config.weight_decay = 5e-4  # on convolution and dense kernels only
-  config.epochs = 200
-  config.batch_size = 128
-  config.sam_rho = 0.05  # radius of SAM's ascent step
-  config.warmup_epochs = 5
-  config.dtype = "float32"  # computation dtype in training: "float32" or "bfloat16"
-  config.checkpoint_every_steps = 0  # 0: checkpoint at the end of every epoch only
-  config.adversary = adversarial.default_config()  # method "pgd" or "ssds": adversarial training
-  return config
-
-
 def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -97,33 +81,68 @@ def _is_real(value) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first key of `config` that holds an invalid value."""
-  rules = (
-      ("optimizer", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
-      ("dtype", lambda v: v in DTYPES, f"one of {DTYPES}"),
-      ("epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-      ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-      ("learning_rate", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
-      ("momentum", lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
-      ("weight_decay", lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
-      ("sam_rho", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
-      ("warmup_epochs", lambda v: _is_real(v) and 0 <= v < config.epochs,
-       "a number in [0, config.epochs)"),
-      ("checkpoint_every_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-  )
-  for key, valid, expected in rules:
-    if not valid(config[key]):
-      raise ValueError(f"config.{key} must be {expected}, got {config[key]!r}")
-  _adversary(config)
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """How `train_backbone` trains, validated on construction. The defaults are the usual CIFAR-10
+  recipe for a PreAct ResNet-18: 200 epochs of Nesterov SGD with a warmup-cosine schedule.
+
+  Attributes:
+    optimizer: "sgd" or "sam" (SAM around the same SGD).
+    learning_rate: peak of the warmup-cosine schedule, > 0.
+    momentum: Nesterov momentum in [0, 1).
+    weight_decay: on convolution and dense kernels only, >= 0.
+    epochs: passes over the training set, >= 1 (the schedule spans them).
+    batch_size: images per step, >= 1 (at most the training set).
+    sam_rho: radius of SAM's ascent step, > 0.
+    warmup_epochs: epochs of linear warmup, in [0, epochs).
+    dtype: computation dtype in training, "float32" or "bfloat16" (parameters stay float32).
+    checkpoint_every_steps: steps between saves, >= 0 (0: at the end of every epoch only).
+    adversary: the perturbation trained on (`adversarial.STANDARD`: normal training; method
+      "pgd" or "ssds": adversarial training).
+
+  Raises:
+    ValueError: naming the first invalid field.
+  """
+
+  optimizer: str = "sgd"
+  learning_rate: float = 0.1
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  epochs: int = 200
+  batch_size: int = 128
+  sam_rho: float = 0.05
+  warmup_epochs: float = 5
+  dtype: str = "float32"
+  checkpoint_every_steps: int = 0
+  adversary: adversarial.Adversary = adversarial.STANDARD
+
+  def __post_init__(self):
+    rules = (
+        ("optimizer", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        ("dtype", lambda v: v in DTYPES, f"one of {DTYPES}"),
+        ("epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("learning_rate", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+        ("momentum", lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
+        ("weight_decay", lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+        ("sam_rho", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+        ("warmup_epochs", lambda v: _is_real(v) and 0 <= v < self.epochs,
+         "a number in [0, epochs)"),
+        ("checkpoint_every_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("adversary", lambda v: isinstance(v, adversarial.Adversary),
+         "an adversarial.Adversary"),
+    )
+    for name, valid, expected in rules:
+      if not valid(getattr(self, name)):
+        raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
 
-def _adversary(config: ml_collections.ConfigDict) -> adversarial.Adversary:
-  """config.adversary validated (configs saved before adversarial training: standard)."""
-  try:
-    return adversarial.from_config(config.get("adversary"))
-  except ValueError as error:
-    raise ValueError(f"config.{error}") from None
+def _saved_settings(saved: Dict[str, Any]) -> TrainSettings:
+  """The settings `train_backbone` wrote to config.json (other keys, such as "num_examples",
+  ignored; settings saved before adversarial training: standard)."""
+  fields = {f.name for f in dataclasses.fields(TrainSettings)} - {"adversary"}
+  return TrainSettings(**{k: v for k, v in saved.items() if k in fields},
+                       adversary=adversarial.Adversary(**saved.get("adversary", {})))
 
 
 def _is_kernel(params: Any) -> Any:
@@ -131,26 +150,27 @@ def _is_kernel(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
+def make_optimizer(settings: TrainSettings,
                    steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
   """Nesterov SGD with weight decay on kernels and a warmup-cosine schedule, wrapped in SAM.
 
   Args:
-    config: see `default_config` (optimizer, learning_rate, momentum, weight_decay, epochs,
-      warmup_epochs, sam_rho).
-    steps_per_epoch: optimizer steps per epoch (the schedule spans config.epochs of them).
+    settings: its optimizer, learning_rate, momentum, weight_decay, epochs, warmup_epochs and
+      sam_rho are used.
+    steps_per_epoch: optimizer steps per epoch (the schedule spans settings.epochs of them).
 
   Returns:
-    The SGD optimizer, or with config.optimizer == "sam" SAM around it, whose `update` needs
+    The SGD optimizer, or with settings.optimizer == "sam" SAM around it, whose `update` needs
     `grad_fn` (see `train_step`).
   """
-  _check_config(config)
+  if not isinstance(settings, TrainSettings):
+    raise ValueError(f"settings must be a TrainSettings, got {type(settings).__name__}")
   if not (_is_int(steps_per_epoch) and steps_per_epoch >= 1):
     raise ValueError(f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
-  return _optimizer(config.optimizer, float(config.learning_rate), float(config.momentum),
-                    float(config.weight_decay), float(config.sam_rho),
-                    int(round(config.warmup_epochs * steps_per_epoch)),
-                    config.epochs * steps_per_epoch)
+  return _optimizer(settings.optimizer, float(settings.learning_rate), float(settings.momentum),
+                    float(settings.weight_decay), float(settings.sam_rho),
+                    int(round(settings.warmup_epochs * steps_per_epoch)),
+                    settings.epochs * steps_per_epoch)
 
 
 # Cached because jit keys `train_step` on the optimizer's identity: equal settings then share
@@ -226,7 +246,7 @@ def train_step(model: nn.Module, optimizer: optax.GradientTransformationExtraArg
     labels: (b,) integer classes.
     key: PRNG key of the augmentation and PGD's random start.
     index: (b,) the images' indices in the training set (SSDS's state is per example).
-    adversary: the perturbation trained on (static; `adversarial.from_config`).
+    adversary: the perturbation trained on (static; an `adversarial.Adversary`).
 
   Returns:
     The next state (batch statistics updated) and {"loss", "accuracy"} of the (perturbed)
@@ -304,8 +324,7 @@ def _read_json(directory: str, name: str) -> Optional[Dict[str, Any]]:
     return json.load(f)
 
 
-def _check_saved(directory: str, model: nn.Module,
-                 config: Optional[ml_collections.ConfigDict]) -> None:
+def _check_saved(directory: str, model: nn.Module, settings: Optional[TrainSettings]) -> None:
   """Raises ValueError if `directory` holds a different architecture or state layout."""
   saved = _read_json(directory, ARCHITECTURE_FILE)
   if saved is not None:
@@ -317,16 +336,16 @@ def _check_saved(directory: str, model: nn.Module,
       raise ValueError(f"the checkpoint in {directory!r} is of a different architecture "
                        f"({details})")
   saved = _read_json(directory, CONFIG_FILE)
-  if config is None or saved is None:
+  if settings is None or saved is None:
     return
   # Both fix the saved state's layout: SAM's extra state, SSDS's per-example variables.
-  layouts = (("optimizer", saved["optimizer"], config.optimizer),
-             ("adversary.method", _adversary(ml_collections.ConfigDict(saved)).method,
-              _adversary(config).method))
+  layouts = (("optimizer", saved["optimizer"], settings.optimizer),
+             ("adversary.method", saved.get("adversary", {}).get("method", "standard"),
+              settings.adversary.method))
   for key, there, here in layouts:
     if there != here:
-      raise ValueError(f"the checkpoint in {directory!r} was trained with config.{key} "
-                       f"{there!r}, not {here!r}; use another directory")
+      raise ValueError(f"the checkpoint in {directory!r} was trained with {key} {there!r}, "
+                       f"not {here!r}; use another directory")
 
 
 def _write_json(directory: str, name: str, content: Dict[str, Any]) -> None:
@@ -360,21 +379,21 @@ def _epoch_plan(data_key: jax.Array, epoch: int, n: int, steps: int,
   return order.reshape(steps, batch_size), augment_key
 
 
-def train_backbone(model: nn.Module, config: ml_collections.ConfigDict,
+def train_backbone(model: nn.Module, settings: TrainSettings,
                    train: Tuple[Any, Any], *, checkpoint_dir: str, key: jax.Array,
                    progress: bool = True) -> TrainState:
   """Trains `model` on `train`, resuming from (and checkpointing to) `checkpoint_dir`.
 
-  Each epoch visits a fresh permutation of the data in minibatches of config.batch_size (the
+  Each epoch visits a fresh permutation of the data in minibatches of settings.batch_size (the
   last incomplete one dropped), augmented by `augment`. The state is saved at the end of every
-  epoch and every config.checkpoint_every_steps steps; a rerun resumes from the latest save and
+  epoch and every settings.checkpoint_every_steps steps; a rerun resumes from the latest save and
   ends exactly where an uninterrupted run does, or returns at once if training has finished.
-  The learning-rate schedule spans config.epochs, so resuming with other epochs changes it.
+  The learning-rate schedule spans settings.epochs, so resuming with other epochs changes it.
 
   Args:
     model: the network (`model(x, train=...) -> logits`, e.g. PreActResNet18 or SOCNet); it
-      trains in config.dtype whatever its own dtype.
-    config: see `default_config`.
+      trains in settings.dtype whatever its own dtype.
+    settings: how it trains (`TrainSettings`).
     train: (images (n, 32, 32, 3) float pixels in [0, 1], labels (n,) integers).
     checkpoint_dir: where checkpoints, architecture.json and config.json live.
     key: PRNG key of the initialisation, the data order and the augmentation.
@@ -384,27 +403,28 @@ def train_backbone(model: nn.Module, config: ml_collections.ConfigDict,
     The final `TrainState` (float32 parameters).
 
   Raises:
-    ValueError: on an invalid config or data, or if `checkpoint_dir` holds another
+    ValueError: on invalid settings or data, or if `checkpoint_dir` holds another
       architecture, optimizer or adversary (checked before any computation).
   """
-  _check_config(config)
-  _check_saved(checkpoint_dir, model, config)
+  if not isinstance(settings, TrainSettings):
+    raise ValueError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+  _check_saved(checkpoint_dir, model, settings)
   images, labels = _check_data(train, model.num_classes)
   n = len(images)
-  if config.batch_size > n:
-    raise ValueError(f"config.batch_size must be at most the {n} training images, got "
-                     f"{config.batch_size}")
+  if settings.batch_size > n:
+    raise ValueError(f"batch_size must be at most the {n} training images, got "
+                     f"{settings.batch_size}")
   os.makedirs(checkpoint_dir, exist_ok=True)
   _write_json(checkpoint_dir, ARCHITECTURE_FILE, _architecture(model))
   # The number of examples fixes the size of SSDS's per-example state.
-  _write_json(checkpoint_dir, CONFIG_FILE, dict(config.to_dict(), num_examples=n))
+  _write_json(checkpoint_dir, CONFIG_FILE, dict(dataclasses.asdict(settings), num_examples=n))
 
-  model = model.clone(dtype=jnp.dtype(config.dtype))
-  steps_per_epoch = n // config.batch_size
-  total = config.epochs * steps_per_epoch
-  optimizer = make_optimizer(config, steps_per_epoch)
+  model = model.clone(dtype=jnp.dtype(settings.dtype))
+  steps_per_epoch = n // settings.batch_size
+  total = settings.epochs * steps_per_epoch
+  optimizer = make_optimizer(settings, steps_per_epoch)
   init_key, data_key = jax.random.split(key)
-  adversary = _adversary(config)
+  adversary = settings.adversary
   init = functools.partial(_init_state, model, optimizer, adversary, n, init_key)
   mgr = checkpoint.manager(checkpoint_dir)
   state = checkpoint.restore_latest(mgr, jax.eval_shape(init))
@@ -417,10 +437,10 @@ def train_backbone(model: nn.Module, config: ml_collections.ConfigDict,
 
   method = "" if adversary.method == "standard" else f", {adversary.method}"
   bar = tqdm.tqdm(total=total, initial=start, disable=not progress, unit="step",
-                  desc=f"backbone ({config.optimizer}{method})", dynamic_ncols=True)
+                  desc=f"backbone ({settings.optimizer}{method})", dynamic_ncols=True)
   with bar:
-    for epoch in range(start // steps_per_epoch, config.epochs):
-      order, augment_key = _epoch_plan(data_key, epoch, n, steps_per_epoch, config.batch_size)
+    for epoch in range(start // steps_per_epoch, settings.epochs):
+      order, augment_key = _epoch_plan(data_key, epoch, n, steps_per_epoch, settings.batch_size)
       sums, count = {"loss": 0.0, "accuracy": 0.0}, 0
       for index in range(int(state.step) - epoch * steps_per_epoch, steps_per_epoch):
         batch = order[index]
@@ -428,8 +448,8 @@ def train_backbone(model: nn.Module, config: ml_collections.ConfigDict,
                                     jax.random.fold_in(augment_key, index), index=batch,
                                     adversary=adversary)
         step = epoch * steps_per_epoch + index + 1
-        if index + 1 == steps_per_epoch or (config.checkpoint_every_steps > 0
-                                            and step % config.checkpoint_every_steps == 0):
+        if index + 1 == steps_per_epoch or (settings.checkpoint_every_steps > 0
+                                            and step % settings.checkpoint_every_steps == 0):
           checkpoint.save(mgr, step, state)
         sums, count = {k: sums[k] + metrics[k] for k in sums}, count + 1
         bar.update()
@@ -445,16 +465,16 @@ def load_backbone(checkpoint_dir: str, model: nn.Module) -> TrainState:
   Raises:
     ValueError: if `checkpoint_dir` holds no checkpoint or one of another architecture.
   """
-  config = _read_json(checkpoint_dir, CONFIG_FILE)
-  if config is None or _read_json(checkpoint_dir, ARCHITECTURE_FILE) is None:
+  saved = _read_json(checkpoint_dir, CONFIG_FILE)
+  if saved is None or _read_json(checkpoint_dir, ARCHITECTURE_FILE) is None:
     raise ValueError(f"no backbone checkpoint in {checkpoint_dir!r} (no {ARCHITECTURE_FILE} or "
                      f"{CONFIG_FILE})")
   _check_saved(checkpoint_dir, model, None)
   # Only the optimizer's and the adversary's kinds shape the state; the schedule's length does not.
-  config = ml_collections.ConfigDict(config)
-  optimizer = make_optimizer(config, steps_per_epoch=1)
-  like = jax.eval_shape(functools.partial(_init_state, model, optimizer, _adversary(config),
-                                          config.get("num_examples", 0), jax.random.key(0)))
+  settings = _saved_settings(saved)
+  optimizer = make_optimizer(settings, steps_per_epoch=1)
+  like = jax.eval_shape(functools.partial(_init_state, model, optimizer, settings.adversary,
+                                          saved.get("num_examples", 0), jax.random.key(0)))
   state = checkpoint.restore_latest(checkpoint.manager(checkpoint_dir), like)
   if state is None:
     raise ValueError(f"no backbone checkpoint in {checkpoint_dir!r}")

@@ -124,7 +124,7 @@ def fit(features, labels, *, hidden: int, steps: int, learning_rate: float,
     weight_decay: AdamW's decoupled weight decay.
     key: PRNG key of the initialisation, the minibatches and PGD's random starts.
     batch_size: examples per step (all of them if fewer).
-    adversary: the perturbation of the features each step trains on (`adversarial.from_config`):
+    adversary: the perturbation of the features each step trains on (`adversarial.Adversary`):
       none, PGD-k, or SSDS (whose λ scales AdamW's update).
     checkpoint_dir: where the state is saved every `checkpoint_every` steps and at the end; a
       rerun resumes from the latest save and ends exactly where an uninterrupted run does.

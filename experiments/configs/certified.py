@@ -31,7 +31,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """The experiment's settings; `variant` is "" (CIFAR-10), "digits" or "smoke"."""
   if variant not in ("", "digits", "smoke"):
     raise ValueError(f"unknown variant {variant!r}; expected '', 'digits' or 'smoke'")
-  # Data, training and heads as in the deep experiment of the same variant, then changed below.
+  # Data, training and heads as in the deep experiment of the same variant (the nonconvex
+  # heads' hidden width too: 256, 32 for digits, 8 for smoke), then changed below.
   config = cifar.get_config(variant).unlock()
   del config.backbones
   del config.eval
@@ -42,14 +43,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.depth = 5  # SOC + MaxMin blocks per stage
   config.model.train_terms = 6  # Taylor terms of exp(A) in training
   config.model.eval_terms = 15  # and for features, attacks and the Lipschitz bound
-  config.model.head_width = 256  # hidden width of the nonconvex heads
 
   config.train.dtype = "float32"  # the certificate's bound is computed for float32 features
   config.train.weight_decay = 0.0  # SOC's filters are rescaled: decay only fights the scale
   # The pooled features are norms of whole images (about ‖x − mean‖): larger steps diverge.
   config.train.learning_rate = 0.01
-  config.heads.backbone = "soc"  # the feature cache's name
-  config.heads.isotropic = True  # one scale for all features keeps the bound L / scale
+  config.features.backbone = "soc"  # the feature cache's name
+  config.features.isotropic = True  # one scale for all features keeps the bound L / scale
 
   config.eval = ml_collections.ConfigDict()
   config.eval.radii_k = (36, 72, 108)  # ℓ₂ radii k/255 in pixel space
@@ -67,7 +67,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant in ("digits", "smoke"):
     config.model.widths = (4, 16, 64)  # channels grow 4× with space-to-channel: nothing dropped
     config.model.depth = 2
-    config.model.head_width = 32
     config.train.epochs = 15
     # Attack steps run the 15-term SOC network inside lax loops, slow on XLA's CPU backend:
     # about a minute per network here for 100 images and PGD-5 at three radii.
@@ -78,11 +77,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant == "smoke":
     config.model.widths = (4, 8)
     config.model.depth = 1
-    config.model.head_width = 8
     config.train.epochs = 2
     # One head of each certificate: exact (poly), gate-aware (gated), Lipschitz (network).
-    config.heads.relu.families = ("gated",)
-    config.heads.network.methods = ("standard",)
+    for label in ("relu", "pgd", "ssds"):
+      del config.heads[label]
     config.eval.attacks = ("pgd",)
     config.eval.pgd_steps = 3
     config.eval.batch_size = 32

@@ -30,15 +30,27 @@ Several GPUs (the convex heads data-parallel over 8 devices; on several hosts al
 --config.distributed=True, which calls jax.distributed.initialize()):
 
   python -m experiments.cifar --config=experiments/configs/cifar.py --workdir=runs/cifar \
-      --config.heads.mesh.examples=8
+      --config.mesh.examples=8
 
-Every stage resumes from the workdir: rerun the same command after an interruption.
+The heads are the entries of config.heads (experiments/families.py), e.g. fewer training radii
+for the robust polynomial head: --config.heads.poly.radii='(0.0, 1.0)'; the nonconvex heads
+are three entries (network, pgd, ssds), each with its own settings. Every stage resumes from
+the workdir: rerun the same command after an interruption.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
 from cvxjax.train import backbone
+from experiments import common
+
+NETWORK_HEADS = ("network", "pgd", "ssds")  # the nonconvex heads: normal, PGD-AT, SSDS training
+
+
+def set_heads(config: ml_collections.ConfigDict, labels, **settings) -> None:
+  """The same settings on the entries `labels` of config.heads."""
+  for label in labels:
+    config.heads[label].update(settings)
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -62,45 +74,44 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.head_width = 256  # the two-layer head 512 → 256 → 10
 
   config.backbones = ("sgd", "sam")  # the standard network and the SAM network
-  config.train = backbone.default_config()
+  # The backbones' `TrainSettings` (CIFAR-10's usual recipe) with its adversary nested.
+  config.train = common.train_config(backbone.TrainSettings())
   config.train.dtype = "bfloat16"  # mixed precision: GPUs compute it natively (parameters f32)
-  config.features_batch_size = 500
 
-  config.heads = ml_collections.ConfigDict()
-  config.heads.backbone = "sgd"  # whose frozen features the heads are trained on
+  config.features = ml_collections.ConfigDict()
+  config.features.backbone = "sgd"  # whose frozen features the heads are trained on
+  config.features.batch_size = 500
+  config.features.isotropic = False  # True: one scale for all features; False: one per feature
   # Devices of the heads' mesh (cvxjax.sharding): examples data-parallel (must divide the
   # training set), heads or patterns model-parallel; 1 × 1 is one device.
-  config.heads.mesh = ml_collections.ConfigDict(dict(examples=1, model=1))
-  config.heads.poly = ml_collections.ConfigDict()
+  config.mesh = ml_collections.ConfigDict(dict(examples=1, model=1))
+
+  # The heads on the standardised features, one entry per family (experiments/families.py).
+  # Each member chooses its training radius and β on validation; the plain ones train at 0.
+  config.heads = ml_collections.ConfigDict()
   # ℓ₂ training radii r on standardised features: the robust head's r is chosen among them (×
   # betas) on validation; the plain head trains at r = 0. They reach where clean accuracy fails.
-  config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0, 4.0)
-  config.heads.poly.betas = (1e-3, 1e-2)
-  config.heads.poly.solver = "auto"  # "barrier" (exact, certified; d ≤ 49) or "projected"
-  config.heads.poly.tol = 1e-4
-  config.heads.poly.max_steps = 300
-  config.heads.relu = ml_collections.ConfigDict()
-  config.heads.relu.families = ("relu", "gated")
+  config.heads.poly = ml_collections.ConfigDict(dict(
+      type="poly", radii=(0.0, 0.5, 1.0, 2.0, 4.0), betas=(1e-3, 1e-2),
+      solver="auto",  # "barrier" (exact, certified; d ≤ 49) or "projected"
+      tol=1e-4, max_steps=300))
+  # Affine neurons (bias): through the origin, no robust cone has an interior on standardised
+  # digits features at ε = 0.1 (docs/math.md §4).
+  relu = dict(p=2, bias=True, betas=(1e-3, 1e-2), num_patterns=256, tol=1e-5, max_steps=2000)
   # ℓ₂ training radii on standardised features: ℓ∞ balls of 0.1 leave no sign pattern whose
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
   # Convex ReLU, chosen on validation as poly's r; gated heads train plain (docs/math.md §4).
-  config.heads.relu.eps = (0.0, 0.05, 0.1, 0.2)
-  config.heads.relu.p = 2
-  # Affine neurons: through the origin, no robust cone has an interior on standardised digits
-  # features at ε = 0.1 (docs/math.md §4).
-  config.heads.relu.bias = True
-  config.heads.relu.betas = (1e-3, 1e-2)
-  config.heads.relu.num_patterns = 256
-  config.heads.relu.tol = 1e-5
-  config.heads.relu.max_steps = 2000
-  config.heads.network = ml_collections.ConfigDict()  # the nonconvex heads on the same features
-  config.heads.network.methods = ("standard", "pgd", "ssds")  # normal, PGD-AT, SSDS training
-  config.heads.network.radii = (0.5, 1.0, 2.0, 4.0)  # ℓ₂ radii of PGD-AT and SSDS, as poly's r
-  config.heads.network.norm = 2
-  config.heads.network.pgd_steps = 7
-  config.heads.network.steps = 3000  # 0: skip them
-  config.heads.network.learning_rate = 1e-3
-  config.heads.network.weight_decays = (1e-4, 1e-2)  # chosen on validation with the radius
+  config.heads.relu = ml_collections.ConfigDict(dict(type="relu", eps=(0.0, 0.05, 0.1, 0.2),
+                                                     **relu))
+  config.heads.gated = ml_collections.ConfigDict(dict(type="gated", **relu))
+  # The nonconvex head 8·width → head_width → 10 retrained on the same features, normally, by
+  # PGD-AT and by SSDS; the weight decay chosen on validation with the radius.
+  network = dict(type="network", hidden=config.model.head_width, steps=3000, learning_rate=1e-3,
+                 weight_decays=(1e-4, 1e-2))
+  config.heads.network = ml_collections.ConfigDict(dict(network, method="standard"))
+  for method in NETWORK_HEADS[1:]:  # ℓ₂ radii of PGD-AT and SSDS, as poly's r
+    config.heads[method] = ml_collections.ConfigDict(dict(
+        network, method=method, radii=(0.5, 1.0, 2.0, 4.0), norm=2, pgd_steps=7))
 
   config.eval = ml_collections.ConfigDict()
   config.eval.eps_k = tuple(range(9))  # ℓ∞ radii ε = k/255 in pixel space
@@ -134,12 +145,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.heads.poly.solver = "projected"  # ten 33×33 barrier heads take minutes a step here
     config.heads.poly.max_steps = 150
     config.heads.relu.eps = (0.0, 0.05, 0.1)
-    config.heads.relu.betas = (1e-3,)
-    config.heads.relu.num_patterns = 32
-    config.heads.relu.max_steps = 300
-    config.heads.network.steps = 1000
-    config.heads.network.radii = (0.5, 1.0, 2.0)
-    config.heads.network.weight_decays = (1e-4,)
+    set_heads(config, ("relu", "gated"), betas=(1e-3,), num_patterns=32, max_steps=300)
+    set_heads(config, NETWORK_HEADS, hidden=32, steps=1000, weight_decays=(1e-4,))
+    set_heads(config, NETWORK_HEADS[1:], radii=(0.5, 1.0, 2.0))
     config.eval.eps_k = (0, 2, 4, 8)
     # The full run adds APGD-DLR and APGD-T; Square on the survivors of the gradient attacks.
     config.eval.attacks = ("fgsm", "pgd", "apgd-ce", "square")
@@ -159,14 +167,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.heads.poly.radii = (0.0, 0.5)  # a grid of two: plain and robust heads, both chosen
     config.heads.poly.betas = (1e-2,)
     config.heads.poly.solver = "barrier"
-    config.heads.relu.families = ("relu", "gated")
     config.heads.relu.eps = (0.05,)
-    config.heads.relu.betas = (1e-2,)
-    config.heads.relu.num_patterns = 8
-    config.heads.relu.max_steps = 200
-    config.heads.network.steps = 50
-    config.heads.network.radii = (0.5,)
-    config.heads.network.weight_decays = (1e-4,)
+    set_heads(config, ("relu", "gated"), betas=(1e-2,), num_patterns=8, max_steps=200)
+    set_heads(config, NETWORK_HEADS, hidden=8, steps=50, weight_decays=(1e-4,))
+    set_heads(config, NETWORK_HEADS[1:], radii=(0.5,))
     config.eval.eps_k = (0, 4)
     config.eval.attacks = ("pgd", "apgd-ce")  # every gradient attack runs the same wiring
     config.eval.pgd_steps = 3

@@ -20,11 +20,15 @@ Smoke run (tiny: 60 training points, two r, three radii; well under a minute):
 
   python -m experiments.wbc --config=experiments/configs/wbc.py:smoke --workdir=/tmp/wbc_smoke
 
-Override any field from the command line, e.g. `--config.radii='(0.0, 0.5)'`.
+The heads are the entries of config.heads, as in the other experiments
+(experiments/families.py). Override any field from the command line, e.g.
+`--config.heads.poly.radii='(0.0, 0.5)'`.
 """
 
 import ml_collections
 from ml_collections import config_dict
+
+from experiments.configs.cifar import NETWORK_HEADS, set_heads
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -36,35 +40,35 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.n_train = config_dict.placeholder(int)  # cap on training rows; None: all (~341)
   config.num_features = config_dict.placeholder(int)  # first k of 30 features; None: all
 
-  config.radii = (0.0, 0.1, 0.25, 0.5)  # adversarial training radii r (ℓ₂)
-  config.betas = (1e-3,)  # several: chosen per r by validation accuracy
-  config.tol = 1e-6  # relative certified gap at which the solver stops
-  config.max_steps = 300
-  config.progress = False  # the solver's progress bar
+  config.progress = False  # the solvers' progress bars
 
-  config.relu = ml_collections.ConfigDict()
-  config.relu.families = ("relu", "gated")  # convex ReLU (cone constraints) and gated ReLU
+  # Every radius of a head is reported as its own model; β (a nonconvex head's weight decay)
+  # is chosen per radius by validation accuracy where several are listed.
+  config.heads = ml_collections.ConfigDict()
+  config.heads.poly = ml_collections.ConfigDict(dict(
+      type="poly", radii=(0.0, 0.1, 0.25, 0.5),  # adversarial training radii r (ℓ₂)
+      betas=(1e-3,), solver="auto",
+      tol=1e-6,  # relative certified gap at which the solver stops
+      max_steps=300))
+  # Convex ReLU (cone constraints) and gated ReLU, their ball ℓ₂ (p = "inf": the weights then
+  # pay ℓ₁), 100 sampled gates before duplicate patterns are dropped; ADMM stops at relative
+  # residuals of tol (robust steps cost ~16 ms here).
+  relu = dict(p=2, bias=False, betas=(0.1, 1.0), num_patterns=100, tol=1e-6, max_steps=4000)
   # Robust-training radii of the ReLU heads, in ℓ₂ like r. Their cone constraints fix every
   # neuron's pattern on each training ball: on this data ℓ∞ balls of ε ≥ 0.05 leave no pattern
-  # with a nonzero neuron, ℓ₂ balls of ε = 0.1 leave 13 of 100.
-  config.relu.eps = (0.0, 0.05, 0.1)  # convex ReLU; gated heads train plain (docs/math.md §4)
-  config.relu.p = 2  # their ball: 2 or "inf" (the weights then pay ℓ₁)
-  config.relu.betas = (0.1, 1.0)
-  config.relu.num_patterns = 100  # sampled gates, before duplicate patterns are dropped
-  config.relu.tol = 1e-6  # ADMM's relative residuals at which it stops
-  config.relu.max_steps = 4000  # ADMM steps (robust ones cost ~16 ms here)
-
+  # with a nonzero neuron, ℓ₂ balls of ε = 0.1 leave 13 of 100. Gated heads train plain
+  # (docs/math.md §4).
+  config.heads.relu = ml_collections.ConfigDict(dict(type="relu", eps=(0.0, 0.05, 0.1), **relu))
+  config.heads.gated = ml_collections.ConfigDict(dict(type="gated", **relu))
   # The nonconvex two-layer ReLU network on the same features, trained normally, by PGD
-  # adversarial training and by SSDS (cvxjax.train.adversarial), at the convex heads' ℓ₂ radii.
-  config.network = ml_collections.ConfigDict()
-  config.network.methods = ("standard", "pgd", "ssds")
-  config.network.eps = 0.5  # ℓ₂ training radius of PGD-AT and SSDS, as poly's largest r
-  config.network.norm = 2
-  config.network.pgd_steps = 7
-  config.network.hidden = 32
-  config.network.steps = 2000
-  config.network.learning_rate = 1e-2
-  config.network.weight_decays = (1e-4, 1e-2)  # chosen on validation, like β
+  # adversarial training and by SSDS (cvxjax.train.adversarial), at ℓ₂ radius 0.5 (poly's
+  # largest r); the weight decay chosen on validation, like β.
+  network = dict(type="network", hidden=32, steps=2000, learning_rate=1e-2,
+                 weight_decays=(1e-4, 1e-2))
+  config.heads.network = ml_collections.ConfigDict(dict(network, method="standard"))
+  for method in NETWORK_HEADS[1:]:
+    config.heads[method] = ml_collections.ConfigDict(dict(network, method=method, radii=(0.5,),
+                                                          norm=2, pgd_steps=7))
 
   config.linf_eps = (0.0, 0.05, 0.1, 0.2, 0.3)  # attack radii in ℓ∞ (standardised features)
   config.l2_radii = (0.0, 0.25, 0.5, 1.0, 1.5)  # attack and certified radii in ℓ₂
@@ -75,20 +79,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   if variant == "smoke":
     config.n_train = 60
-    config.radii = (0.0, 0.5)
-    config.tol = 1e-4
+    config.heads.poly.radii = (0.0, 0.5)
+    config.heads.poly.tol = 1e-4
     config.linf_eps = (0.0, 0.1, 0.3)
     config.l2_radii = (0.0, 0.5, 1.5)
     config.pgd_steps = 10
     config.apgd_steps = 20
     config.restarts = 1
     config.square_queries = 50
-    config.relu.eps = (0.0, 0.2)
-    config.relu.betas = (1.0,)
-    config.relu.num_patterns = 12
-    config.relu.max_steps = 2000
-    config.network.steps = 200
-    config.network.weight_decays = (1e-4,)
+    config.heads.relu.eps = (0.0, 0.2)
+    set_heads(config, ("relu", "gated"), betas=(1.0,), num_patterns=12, max_steps=2000)
+    set_heads(config, NETWORK_HEADS, steps=200, weight_decays=(1e-4,))
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; expected '' or 'smoke'")
   return config.lock()
