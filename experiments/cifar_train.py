@@ -37,7 +37,8 @@ from experiments import common, families, report
 
 STAGES = ("backbones", "features", "heads", "evaluation")
 # What `fit_heads` reports of each chosen head (None for the backbones' own heads).
-CHOSEN = ("train_radius", "beta", "val_accuracy", "val_robust_accuracy", "seconds", "selection")
+CHOSEN = ("train_radius", "beta", "objective", "gap", "violation", "steps", "val_accuracy",
+          "val_robust_accuracy", "seconds", "selection")
 
 
 class Model(NamedTuple):
@@ -158,7 +159,8 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
   Returns:
     ({label: (head, info)}, (mean, std) of the training features); each head as saved (numpy
     arrays), info holds the chosen "train_radius" and "beta" (or the weight decay), its
-    "val_accuracy", "val_robust_accuracy" and fit "seconds", and every candidate's numbers
+    "val_accuracy", "val_robust_accuracy", fit "seconds" and its summary ("objective", "gap",
+    "violation", "steps": None where the head has none), and every candidate's numbers
     ("selection").
   """
   train, val, _ = feats
@@ -196,6 +198,8 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
       scored = common.cached_row(scores, candidate.label, head, {}, lambda head=head: {
           "val_robust_accuracy": robustness(head, (mean, std))})
       info["val_robust_accuracy"] = scored["val_robust_accuracy"]
+      # Each fit's objective and certified gap, so a head that is not at its optimum says so.
+      info.update({k: v for k, v in head.summary().items() if k != "width"})
       candidates.append((head, info))
     for member, rows in ((family.plain, [c for c in candidates if c[1]["train_radius"] == 0]),
                          (family.robust, candidates)):
@@ -204,7 +208,10 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
       head, info = rows[report.choose([info for _, info in rows])]
       fitted[member] = (head, dict(info, selection=[info for _, info in rows]))
       print(f"{member}: r={info['train_radius']:g} β={info['beta']:g} val acc "
-            f"{info['val_accuracy']:.3f}, val robust {info['val_robust_accuracy']:.3f}", flush=True)
+            f"{info['val_accuracy']:.3f}, val robust {info['val_robust_accuracy']:.3f}"
+            + ("" if info["gap"] is None else
+               f", objective {info['objective']:.6g}, certified gap {info['gap']:.2g}"),
+            flush=True)
   return fitted, (mean, std)
 
 
