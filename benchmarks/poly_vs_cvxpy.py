@@ -196,8 +196,9 @@ def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
 
 def time_to(solver, problem, events: list) -> list:
   """Seconds from `init` to each of the traced `events` (dicts with steps and upper, in
-  increasing steps) in one `loop.run` whose chunks end at their steps: the solver runs as `fit`
-  runs it, a jitted loop of steps per call, with no look at the state in between.
+  increasing steps) in one `loop.run`, in chunks of the first event's steps up to the last
+  event: the solver runs as `fit` runs it, a jitted loop of steps per call, with no look at
+  the state in between (a chunk ends at each of at most two events).
 
   Raises:
     RuntimeError: if the run does not retrace the traced objectives at those steps.
