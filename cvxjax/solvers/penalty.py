@@ -140,7 +140,7 @@ class Streamed(Solver):
     return _apply_gradient(state, grad, self.optimizer)
 
   def summary(self, problem: relu.Instance, state: State) -> base.Summary:
-    return relu_streaming.progress(state.W, problem, self.chunk_size, state.step)
+    return relu_streaming.iterate_summary(state.W, problem, self.chunk_size, state.step)
 
   def solution(self, problem: relu.Instance, state: State):
     return relu_streaming.solution(state.W, problem, self.chunk_size, state.step)

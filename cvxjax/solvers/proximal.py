@@ -255,7 +255,7 @@ class Streamed(Solver):
     return _apply_gradient(state, grad, L, beta=problem.beta, tol=self.tol)
 
   def summary(self, prepared: tuple, state: State) -> base.Summary:
-    return relu_streaming.progress(state.W, prepared[0], self.chunk_size, state.step)
+    return relu_streaming.iterate_summary(state.W, prepared[0], self.chunk_size, state.step)
 
   def solution(self, prepared: tuple, state: State):
     return relu_streaming.solution(state.W, prepared[0], self.chunk_size, state.step)

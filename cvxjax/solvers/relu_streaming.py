@@ -80,7 +80,7 @@ def feasible(W, problem: relu.Instance, chunk_size: int) -> jnp.ndarray:
   return relu_dual.shifted(W, t, blocked, directions)
 
 
-def progress(W, problem: relu.Instance, chunk_size: int, steps) -> base.Summary:
+def iterate_summary(W, problem: relu.Instance, chunk_size: int, steps) -> base.Summary:
   """The summary between chunks: the objective of the iterate W (one pass), no gap."""
   return base.Summary(objective(W, problem, chunk_size), None, None, steps)
 
