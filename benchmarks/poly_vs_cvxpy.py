@@ -6,11 +6,13 @@ data (d = 30, r = 0.5, β = 1e-3, the default activation) three ways:
   1. CVXPY + SCS on the S-lemma SDP (`cvxjax.exact.solve_poly_sdp`). Its solution is projected
      onto K and its objective evaluated exactly (trust-region margins); SCS's own reported value
      is only as accurate as its tolerance.
-  2. The barrier solver (`cvxjax.solvers.barrier`), one jitted step at a time. Compilation is
-     timed separately; the timed runs measure the wall clock from `init` to the first iterate
-     whose exact objective is ≤ SCS's exact objective, and to a certified relative gap.
-  3. The projected optax-Adam baseline (`cvxjax.solvers.projected`), given SCS's wall clock (or a
-     fixed number of steps), to show where a first-order method stalls.
+  2. The barrier solver (`cvxjax.solvers.barrier`), run by `loop.run`. A traced run, one step
+     per chunk with a callback that reads each step's summary, finds the first iterate whose
+     exact objective is ≤ SCS's exact objective and the first certified relative gap; the timed
+     runs measure the wall clock from `init` to each of them, in chunks that end there.
+     Compilation is off the clock (an untimed warm-up run).
+  3. The projected optax-Adam baseline (`cvxjax.solvers.projected`), run by `loop.run` for SCS's
+     wall clock (or a fixed number of steps), to show where a first-order method stalls.
 
 Run from the repository root:
 
@@ -45,9 +47,10 @@ import optax  # noqa: E402
 from sklearn import datasets  # noqa: E402
 
 from cvxjax import exact, poly  # noqa: E402
+from cvxjax.core import poly as poly_core  # noqa: E402
 from cvxjax.core import psd  # noqa: E402
 from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic  # noqa: E402
-from cvxjax.solvers import barrier, projected  # noqa: E402
+from cvxjax.solvers import barrier, loop, projected  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "poly_vs_cvxpy.json")
 
@@ -147,132 +150,168 @@ def bench_scs(X, y, *, r, beta, activation, eps, repeats, evaluate) -> dict:
   return result
 
 
+def _warm_up(solver, problem) -> float:
+  """Seconds of one untimed `loop.run` of one step: it compiles every call the timed runs make."""
+  start = time.perf_counter()
+  jax.block_until_ready(loop.run(solver, problem, max_steps=1, chunk=1).summary)
+  return time.perf_counter() - start
+
+
+def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
+  """One `loop.run` of `solver` from `init`, one step per chunk, until it has reached the
+  objective `target` (None: not sought) and a certified relative gap ≤ `gap_tol` (None: not
+  sought), or it stops by itself or at `max_steps`.
+
+  The callback reads the summary after every step: the barrier's objective after a step is the
+  exact objective of the iterate that the step started from (`state.upper`), so each event is
+  seen when the step that saw it ends, and its iterate is the state before that step.
+
+  Returns:
+    A dict with the events `target` (steps, upper, iterate) and `gap` (steps, upper, lower),
+    each None if not reached; `trajectory`, (seconds, upper, lower) after every step; `steps`,
+    `upper`, `lower` where the run stopped, and `iterate`, the state whose objective `upper` is.
+  """
+  out = dict(target=None, gap=None, trajectory=[])
+  states = []  # the last two states seen
+
+  def record(state, summary):
+    states[:] = [*states[-1:], state]
+    steps, upper, gap = int(summary.steps), float(summary.objective), float(summary.gap)
+    out.update(steps=steps, upper=upper, lower=upper - gap)
+    if steps == 0:  # the initial state
+      return False
+    out["trajectory"].append((time.perf_counter() - start, upper, upper - gap))
+    if out["target"] is None and target is not None and upper <= target:
+      out["target"] = dict(steps=steps, upper=upper, iterate=states[0])
+    if out["gap"] is None and gap_tol is not None and gap <= gap_tol * abs(upper):
+      out["gap"] = dict(steps=steps, upper=upper, lower=upper - gap)
+    return ((target is None or out["target"] is not None)
+            and (gap_tol is None or out["gap"] is not None))
+
+  start = time.perf_counter()
+  loop.run(solver, problem, max_steps=max_steps, chunk=1, callback=record)
+  out["iterate"] = states[0]
+  return out
+
+
+def time_to(solver, problem, events: list) -> list:
+  """Seconds from `init` to each of the traced `events` (dicts with steps and upper, in
+  increasing steps) in one `loop.run`, in chunks of the first event's steps up to the last
+  event: the solver runs as `fit` runs it, a jitted loop of steps per call, with no look at
+  the state in between (a chunk ends at each of at most two events).
+
+  Raises:
+    RuntimeError: if the run does not retrace the traced objectives at those steps.
+  """
+  seen = {}
+
+  def stamp(state, summary):
+    seen[int(summary.steps)] = (time.perf_counter() - start, float(summary.objective))
+    return False
+
+  steps = [event["steps"] for event in events]
+  start = time.perf_counter()
+  loop.run(solver, problem, max_steps=steps[-1], chunk=steps[0], callback=stamp)
+  for event in events:
+    if seen.get(event["steps"], (None, None))[1] != event["upper"]:
+      raise RuntimeError(f"the timed run did not reach the traced objective {event['upper']!r} "
+                         f"at step {event['steps']}: {seen}")
+  return [seen[k][0] for k in steps]
+
+
 def bench_barrier(X, y, *, r, beta, activation, target, gap_tol, continue_tol, max_steps,
                   repeats, evaluate) -> dict:
   """Times the barrier solver to SCS's exact objective and to a certified relative gap.
 
-  Each repeat starts at `init` and runs the jitted `barrier.step` in a Python loop, blocking on
-  each step, until both events have happened. `state.upper` after a step is the exact objective
-  of the iterate that the step started from, so the event is seen when that step ends. If the
-  solver certifies `gap_tol` (and stops) before reaching `target`, it goes on with the
-  tolerance `continue_tol`.
+  A `trace` of `barrier.Solver(tol=gap_tol)` finds the steps of both events. If it certifies
+  `gap_tol` (and stops) before reaching `target`, a trace with the tolerance `continue_tol`
+  finds the step of `target`. Each of the `repeats` then times the runs to those steps
+  (`time_to`). Compilation is off the clock (`_warm_up`).
 
   Returns:
-    A dict with the compile times, the median times and step counts of both events, the final
-    gap and objective, an exact re-evaluation of both iterates, and the first run's trajectory.
+    A dict with the warm-up (compile) times, the median times and step counts of both events,
+    the final gap and objective, an exact re-evaluation of both iterates, and the trace's
+    trajectory.
   """
   X, s = jnp.asarray(X), jnp.asarray(y)
-  problem = dict(r=r, beta=beta, activation=activation)
-  init = jax.jit(functools.partial(barrier.init, **problem))
-  start = time.perf_counter()
-  init = init.lower(X, s).compile()
-  step = jax.jit(functools.partial(barrier.step, tol=gap_tol, **problem))
-  step = step.lower(init(X, s), X, s).compile()
-  compile_s = time.perf_counter() - start
-  step_more, compile_more_s = None, None  # compiled only if needed, off the clock
-
-  runs = []
-  for repeat in range(repeats):
-    trajectory = []
-    hit_target = hit_gap = None
-    start = time.perf_counter()
-    state = init(X, s)
-    previous = state
-    advance = step
-    while int(state.step) < max_steps:
-      previous, state = state, advance(state, X, s)
-      upper, lower, done, steps = jax.device_get(
-          (state.upper, state.lower, state.done, state.step))
-      now = time.perf_counter() - start
-      if repeat == 0:
-        trajectory.append((now, float(upper), float(lower)))
-      if hit_target is None and target is not None and upper <= target:
-        hit_target = dict(time_s=now, steps=int(steps), upper=float(upper), iterate=previous)
-      if hit_gap is None and upper - lower <= gap_tol * abs(upper):
-        hit_gap = dict(time_s=now, steps=int(steps), upper=float(upper), lower=float(lower))
-      if hit_gap is not None and (target is None or hit_target is not None):
-        break
-      if done:
-        if advance is not step or target is None:
-          break  # stuck: no further progress is possible
-        if step_more is None:
-          paused = time.perf_counter()
-          step_more = jax.jit(functools.partial(barrier.step, tol=continue_tol, **problem))
-          step_more = step_more.lower(state, X, s).compile()
-          compile_more_s = time.perf_counter() - paused
-          start += compile_more_s  # compilation is not solver time
-        advance = step_more
-        state = state._replace(done=jnp.asarray(False))
-    # `state.upper` is the objective of `previous` (the same iterate once the solver is done).
-    runs.append(dict(hit_target=hit_target, hit_gap=hit_gap, state=state, iterate=previous,
-                     trajectory=trajectory))
+  settings = dict(r=r, beta=beta, activation=activation)
+  problem = poly_core.Problem(X, s[None, :], **settings)
+  solver = barrier.Solver(tol=gap_tol)
+  compile_s = _warm_up(solver, problem)
+  traced = trace(solver, problem, max_steps=max_steps, target=target, gap_tol=gap_tol)
+  final, timed = traced, [(solver, [e for e in (traced["target"], traced["gap"]) if e is not None])]
+  compile_more_s = None
+  if target is not None and traced["target"] is None and traced["steps"] < max_steps:
+    more_solver = barrier.Solver(tol=continue_tol)
+    compile_more_s = _warm_up(more_solver, problem)
+    final = trace(more_solver, problem, max_steps=max_steps, target=target, gap_tol=None)
+    traced["target"] = final["target"]
+    timed.append((more_solver, [final["target"]] if final["target"] else []))
+  times = {id(event): [] for _, events in timed for event in events}
+  for _ in range(repeats):
+    for timed_solver, events in timed:
+      if events:
+        for event, seconds in zip(events, time_to(timed_solver, problem, events), strict=True):
+          times[id(event)].append(seconds)
 
   result = {"compile_s": compile_s, "compile_continue_s": compile_more_s, "repeats": repeats,
             "gap_tol": gap_tol, "max_steps": max_steps}
-  final, iterate = runs[-1]["state"], runs[-1]["iterate"]
-  upper, lower = float(final.upper), float(final.lower)
-  recheck, _, _ = evaluate(iterate.Z, iterate.Zp, X, s)
-  result.update(final_steps=int(final.step), final_upper=upper, final_lower=lower,
+  upper, lower = final["upper"], final["lower"]
+  Z, Zp = final["iterate"].Z[0], final["iterate"].Zp[0]
+  recheck, _, _ = evaluate(Z, Zp, X, s)
+  result.update(final_steps=final["steps"], final_upper=upper, final_lower=lower,
                 final_gap=upper - lower, final_rel_gap=(upper - lower) / abs(upper),
                 final_objective_recheck=float(recheck),
-                final_raw_objective=float(poly.objective(iterate.Z, iterate.Zp, X, s, **problem)),
-                trajectory=runs[0]["trajectory"])
-  if all(run["hit_target"] is not None for run in runs):
-    hits = [run["hit_target"] for run in runs]
-    iterate = hits[-1]["iterate"]
-    recheck, _, _ = evaluate(iterate.Z, iterate.Zp, X, s)
+                final_raw_objective=float(poly.objective(Z, Zp, X, s, **settings)),
+                trajectory=traced["trajectory"])
+  result["target"] = result["gap"] = None
+  if (hit := traced["target"]) is not None:
+    Z, Zp = hit["iterate"].Z[0], hit["iterate"].Zp[0]
+    recheck, _, _ = evaluate(Z, Zp, X, s)
     result["target"] = dict(
-        time_s=statistics.median(h["time_s"] for h in hits), time_all_s=[h["time_s"] for h in hits],
-        steps=hits[-1]["steps"], upper=hits[-1]["upper"],
-        raw_objective=float(poly.objective(iterate.Z, iterate.Zp, X, s, **problem)),
+        time_s=statistics.median(times[id(hit)]), time_all_s=times[id(hit)], steps=hit["steps"],
+        upper=hit["upper"], raw_objective=float(poly.objective(Z, Zp, X, s, **settings)),
         projected_objective=float(recheck))
-  else:
-    result["target"] = None
-  if all(run["hit_gap"] is not None for run in runs):
-    hits = [run["hit_gap"] for run in runs]
-    result["gap"] = dict(time_s=statistics.median(h["time_s"] for h in hits),
-                         time_all_s=[h["time_s"] for h in hits], steps=hits[-1]["steps"],
-                         upper=hits[-1]["upper"], lower=hits[-1]["lower"])
-  else:
-    result["gap"] = None
+  if (hit := traced["gap"]) is not None:
+    result["gap"] = dict(time_s=statistics.median(times[id(hit)]), time_all_s=times[id(hit)],
+                         steps=hit["steps"], upper=hit["upper"], lower=hit["lower"])
   return result
 
 
 def bench_adam(X, y, *, r, beta, activation, lr, budget_s, steps, chunk, evaluate) -> dict:
   """Runs projected Adam for `budget_s` seconds of wall clock (or exactly `steps` steps).
 
-  Compilation is excluded; the exact objective is evaluated after every chunk of steps.
+  One `loop.run` of `projected.Solver(optimizer=optax.adam(lr))` with `chunk` steps per chunk;
+  its callback logs the exact objective after every chunk and ends the run at the budget.
+  Compilation is off the clock (`_warm_up`).
 
   Returns:
     A dict with the steps taken, the time used, the final and best exact objectives, the
     certified lower bound at the final iterate, and the objective after each chunk.
   """
   X, s = jnp.asarray(X), jnp.asarray(y)
-  problem = dict(r=r, beta=beta, activation=activation)
-  optimizer = optax.adam(lr)
-  one = functools.partial(projected.step, optimizer=optimizer, **problem)
-  advance = jax.jit(lambda st, X, s: jax.lax.fori_loop(0, chunk, lambda _, c: one(c, X, s), st))
-  state = projected.init(X, optimizer)
-  advance = advance.lower(state, X, s).compile()
-  objective = jax.jit(functools.partial(poly.objective, **problem))
-  objective = objective.lower(state.Z, state.Zp, X, s).compile()
+  problem = poly_core.Problem(X, s[None, :], r=r, beta=beta, activation=activation)
+  # Runs its whole budget: a certified gap of `tol` (its certificate is loose) never stops it.
+  solver = projected.Solver(optimizer=optax.adam(lr), tol=float(np.finfo(np.float64).tiny))
+  _warm_up(solver, problem)
   history = []
+
+  def log(state, summary):
+    now = time.perf_counter() - start
+    if int(summary.steps) > 0:
+      history.append((now, int(summary.steps), float(summary.objective)))
+    return steps is None and now >= budget_s
+
   start = time.perf_counter()
-  while True:
-    taken = int(state.step)
-    if (steps is not None and taken >= steps) or (
-        steps is None and time.perf_counter() - start >= budget_s):
-      break
-    state = advance(state, X, s)
-    value = float(objective(state.Z, state.Zp, X, s))
-    history.append((time.perf_counter() - start, int(state.step), value))
+  result = loop.run(solver, problem, max_steps=sys.maxsize if steps is None else steps,
+                    chunk=chunk, callback=log)
   elapsed = time.perf_counter() - start
-  upper, lower = jax.jit(functools.partial(projected.certificate, **problem))(
-      state.Z, state.Zp, X, s)
-  final, _, _ = evaluate(state.Z, state.Zp, X, s)
-  return dict(lr=lr, chunk=chunk, budget_s=budget_s, steps=int(state.step), time_s=elapsed,
-              final_objective=float(final), best_objective=min(h[2] for h in history),
-              certified_lower=float(lower), certificate_upper=float(upper), history=history)
+  upper, gap = float(result.summary.objective), float(result.summary.gap)
+  final, _, _ = evaluate(result.params[0][0], result.params[1][0], X, s)
+  return dict(lr=lr, chunk=chunk, budget_s=budget_s, steps=int(result.summary.steps),
+              time_s=elapsed, final_objective=float(final),
+              best_objective=min(h[2] for h in history), certified_lower=upper - gap,
+              certificate_upper=upper, history=history)
 
 
 def _fmt(value, spec: str, width: int) -> str:

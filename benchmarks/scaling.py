@@ -10,9 +10,10 @@ in float32 (the GPU default):
   trs          the exact worst-case margin of every example of a polynomial head
                (`poly.worst_case`: one eigh of D₁, one n×d×d product XQ, a vectorised
                secular-equation solve);
-  poly_step    one projected step of an adversarial polynomial head (the worst case, the
-               Danskin gradient, two projections onto K, warm-started); its FLOPs count three
-               eighs, though each projection runs 2 or 3: its fraction of peak is a lower bound;
+  poly_step    one projected step of an adversarial polynomial head (`projected.Solver.step`:
+               the worst case, the Danskin gradient, two projections onto K, after ten steps
+               of `loop.run`); its FLOPs count three eighs, though each projection runs 2 or
+               3: its fraction of peak is a lower bound;
   eigh         one (d+1)² `eigh`, the LAPACK call that XLA counts as 0 FLOPs;
   relu_grad    the APG gradient of a gated head, F W and Fᵀ R over P patterns and C classes;
   pgd_step     one PGD iteration against a polynomial head on a batch (forward and backward).
@@ -42,8 +43,9 @@ import optax  # noqa: E402
 from benchmarks import costs  # noqa: E402
 from benchmarks.provenance import git_state  # noqa: E402
 from cvxjax import DEFAULT_ACTIVATION, attacks, poly, relu  # noqa: E402
+from cvxjax.core import poly as poly_core  # noqa: E402
 from cvxjax.core import psd  # noqa: E402
-from cvxjax.solvers import projected, proximal  # noqa: E402
+from cvxjax.solvers import loop, projected, proximal  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/scaling.json"
 _R = 0.5
@@ -71,10 +73,11 @@ def matmul_peak(repeats: int) -> float:
 
 
 def _in_one_batch(fn):
-  """fn traced with the worst case in one batch (`poly.default_block_rows` → None): the same
+  """fn traced with the worst case in one batch (`default_block_rows` → None): the same
   arithmetic as the row-blocked call, whose loop body XLA would count once."""
   def traced(*args):
-    with mock.patch.object(poly, "default_block_rows", lambda X: None):
+    # `cvxjax.core.poly.worst_case` reads its own module's name (`cvxjax.poly` re-exports it).
+    with mock.patch.object(poly_core, "default_block_rows", lambda X: None):
       return fn(*args)
   return traced
 
@@ -88,13 +91,13 @@ def trs(n: int, d: int, repeats: int) -> dict:
 
 def poly_step(n: int, d: int, repeats: int) -> dict:
   X, s, Z, Zp = _poly_problem(n, d, jax.random.key(0))
-  optimizer = optax.adam(1e-2)
-  step = lambda st, X, s: projected.step(st, X, s, r=_R, beta=1e-3,
-                                         activation=DEFAULT_ACTIVATION, optimizer=optimizer)
-  # Ten steps first: the timed projections start from their last multipliers, as in a run.
-  state = projected.init(X, optimizer)._replace(Z=Z, Zp=Zp)
-  state = jax.jit(lambda st: jax.lax.fori_loop(0, 10, lambda _, c: step(c, X, s), st))(state)
-  cost = costs.measure(step, state, X, s, repeats=repeats, counted=_in_one_batch(step))
+  problem = poly_core.Problem(X, s[None, :], r=_R, beta=1e-3, activation=DEFAULT_ACTIVATION)
+  solver = projected.Solver(optimizer=optax.adam(1e-2))
+  # Ten steps of `loop.run` first: the timed projections start from their last multipliers, as
+  # in a run. The timed call is the solver's `step`, the body of the loop's jitted chunks.
+  state = loop.run(solver, problem, max_steps=10, start=(Z[None], Zp[None])).state
+  cost = costs.measure(solver.step, problem, state, repeats=repeats,
+                       counted=_in_one_batch(solver.step))
   return _row(cost, _eigh_gflops(d, 1) + _eigh_gflops(d + 1, 2))
 
 

@@ -1,24 +1,25 @@
 """Full passes over feature sets larger than device memory, one chunk of examples at a time.
 
 The streaming solvers (`poly.fit(..., chunk_size=)` with the projected solver,
-`relu.fit(..., chunk_size=)` with APG) keep the features on the host, as a NumPy array or a
-memory map (`np.load(path, mmap_mode="r")`). Each step is a full pass: a chunk at a time is put
-on the device and its gradient is added. The objectives are sums over examples, so the
-streamed gradient equals the in-memory one up to the order of the additions, and the
-iterates match.
+`relu.fit(..., chunk_size=)` with APG or the penalty method) keep the features on the host, as a
+NumPy array or a memory map (`np.load(path, mmap_mode="r")`). Each step is a full pass: a chunk
+at a time is put on the device and its gradient is added. The objectives are sums over
+examples, so the streamed gradient equals the in-memory one up to the order of the additions,
+and the iterates match.
 """
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def check_chunk_size(chunk_size, n: int) -> None:
-  """Raises ValueError unless chunk_size is None or an integer ≥ 1."""
+def check_chunk_size(chunk_size, n: Optional[int] = None) -> None:
+  """Raises ValueError unless chunk_size is None or an integer ≥ 1 (n, if given, is named)."""
   if chunk_size is not None and not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
-    raise ValueError(f"chunk_size must be None or an integer >= 1 (examples per chunk; n = {n}), "
+    examples = "" if n is None else f"; n = {n}"
+    raise ValueError(f"chunk_size must be None or an integer >= 1 (examples per chunk{examples}), "
                      f"got {chunk_size!r}")
 
 

@@ -11,7 +11,7 @@ import pytest
 from cvxjax import poly, relu
 from cvxjax.core import activations
 from cvxjax.core import poly as poly_core
-from cvxjax.solvers import admm, barrier, base, loop, penalty, primal_dual, projected
+from cvxjax.solvers import admm, barrier, base, loop, penalty, primal_dual, projected, proximal
 
 pytest.importorskip("cvxpy")
 
@@ -103,12 +103,33 @@ def test_the_certified_gap_stops_a_solver_without_its_own_test_at_the_first_chun
   assert int(warm.summary.steps) == 0  # a start that is already certified takes no step
 
 
+def test_a_callback_sees_every_state_and_stops_the_run_at_the_first_that_it_accepts():
+  problem, target = _Quadratic(jnp.asarray(1.0)), 1.0 + 1e-2
+  seen = []
+
+  def reached(state, summary):
+    seen.append((int(summary.steps), float(summary.objective)))
+    return float(summary.objective) <= target
+
+  result = loop.run(_GradientDescent(), problem, max_steps=1000, tol=1e-12, chunk=1,
+                    callback=reached)
+  # Brute force: the objective after k steps is 1 + 0.64^k; the first within the target ends it.
+  k = next(k for k in range(1000) if 1.0 + 0.64 ** k <= target)
+  assert [steps for steps, _ in seen] == list(range(k + 1))
+  np.testing.assert_allclose([value for _, value in seen], 1.0 + 0.64 ** np.arange(k + 1),
+                             rtol=1e-6)
+  assert int(result.summary.steps) == k
+
+
 BAD_SETTINGS = [
     (lambda: projected.Solver(head_batch_size=0), "head_batch_size"),
     (lambda: primal_dual.Solver(check_every=0), "check_every"),
     (lambda: admm.Solver(linear_solver="lu"), "linear_solver"),
     (lambda: admm.Solver(nystrom_rank=-1), "nystrom_rank"),
     (lambda: penalty.Solver(rho=0.0), "rho"),
+    (lambda: penalty.Streamed(chunk_size=0), "chunk_size"),
+    (lambda: proximal.Streamed(chunk_size=2.5), "chunk_size"),
+    (lambda: proximal.Streamed(augmented=True), "augmented"),
 ]
 
 
@@ -123,6 +144,7 @@ def test_a_bad_solver_setting_raises_a_value_error_naming_it(make, name):
     (dict(max_steps=-1), "max_steps"),
     (dict(chunk=0), "chunk"),
     (dict(tol=0.0), "tol"),
+    (dict(callback="stop"), "callback"),
     (dict(start=(jnp.zeros((1, 3, 3)),) * 2), "start"),
 ])
 def test_a_bad_run_argument_raises_a_value_error_naming_it(kwargs, name):
@@ -167,6 +189,6 @@ def test_a_warm_started_beta_path_reaches_the_cvxpy_optimum_in_fewer_steps():
 
 def test_every_solver_is_a_hashable_protocol_value():
   solvers = [barrier.Solver(), projected.Solver(), primal_dual.Solver(), admm.Solver(),
-             penalty.Solver()]
+             penalty.Solver(), projected.Streamed(), proximal.Streamed(), penalty.Streamed()]
   for solver in solvers:
     assert isinstance(solver, base.Solver) and hash(solver) == hash(type(solver)())

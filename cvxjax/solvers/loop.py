@@ -5,7 +5,9 @@
 time in a `lax.while_loop` that stops at `terminate`, saves an orbax checkpoint after every chunk
 (and resumes from the latest one: chunks are deterministic, so a resumed run ends exactly where
 an uninterrupted one does), shows a progress bar, and stops once the summary's certified gap is
-at most `tol` times the objective.
+at most `tol` times the objective, or when an optional callback, shown each state it checks,
+says so. A solver whose steps are host loops (`jittable = False`: the streamed solvers) runs
+through the same loop, unjitted.
 """
 
 import contextlib
@@ -37,14 +39,6 @@ class Result(NamedTuple):
   summary: base.Summary
 
 
-class Progress(NamedTuple):
-  """One look at a state between chunks: steps taken, whether to stop, the progress line."""
-
-  steps: int
-  finished: bool
-  postfix: dict
-
-
 def blas_limited():
   """One BLAS thread on CPU: XLA's own thread pool and OpenBLAS's threads otherwise contend
   (measured on 2 cores: a 1000² Cholesky took 1.3 s instead of 15 ms)."""
@@ -52,44 +46,6 @@ def blas_limited():
     import threadpoolctl  # sets KMP_DUPLICATE_LIB_OK when imported: a fit may, `import cvxjax` not
     return threadpoolctl.threadpool_limits(1, user_api="blas")
   return contextlib.nullcontext()
-
-
-def run_chunks(state, advance: Callable, report: Callable, *, max_steps: int, chunk: int,
-               checkpoint_dir: Optional[str], progress: bool):
-  """The host side of `run`: advances `state` a chunk at a time until `report` says finished or
-  `max_steps` iterations are taken; also drives the streamed ReLU solvers.
-
-  With `checkpoint_dir`, resumes from the latest checkpoint there and saves after each chunk.
-
-  Args:
-    state: the initial solver state (a pytree).
-    advance: (state, iterations) -> state, at most that many iterations.
-    report: state -> `Progress`.
-    max_steps: iteration budget.
-    chunk: iterations per call of `advance` (and between checkpoints).
-    checkpoint_dir: directory for orbax checkpoints, or None.
-    progress: show a progress bar.
-
-  Returns:
-    (final state, its `Progress`).
-  """
-  mgr = checkpoint.manager(checkpoint_dir) if checkpoint_dir else None
-  if mgr is not None:
-    restored = checkpoint.restore_latest(mgr, state)
-    state = state if restored is None else restored
-  seen = report(state)
-  bar = tqdm.tqdm(total=max_steps, initial=seen.steps, disable=not progress, unit="step",
-                  dynamic_ncols=True)
-  with bar:
-    while seen.steps < max_steps and not seen.finished:
-      before = seen.steps
-      state = advance(state, min(chunk, max_steps - before))
-      seen = report(state)
-      if mgr is not None:
-        checkpoint.save(mgr, seen.steps, state)
-      bar.update(seen.steps - before)
-      bar.set_postfix(seen.postfix)
-  return state, seen
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -167,7 +123,8 @@ def _check_count(value, name: str, low: int) -> None:
 
 def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = None,
         chunk: Optional[int] = None, checkpoint_dir: Optional[str] = None,
-        progress: bool = False, start=None, place: Optional[Callable] = None) -> Result:
+        progress: bool = False, start=None, place: Optional[Callable] = None,
+        callback: Optional[Callable[[Any, base.Summary], bool]] = None) -> Result:
   """Runs `solver` on `problem` until it terminates, certifies `tol`, or takes `max_steps`.
 
   Args:
@@ -181,6 +138,9 @@ def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = 
     progress: show a progress bar with the summary's numbers.
     start: a warm start for `solver.init` (the `params` of an earlier `Result`), or None.
     place: applied to the initial state before the first step (mesh placement), or None.
+    callback: called as callback(state, summary) with the initial (or resumed) state and after
+      every chunk, before that chunk's checkpoint; a true return stops the run (e.g. at a
+      target objective or a time budget, or to record a trace with chunk=1). None: no call.
 
   Returns:
     A `Result`: the final state, its solution and that solution's summary.
@@ -195,6 +155,9 @@ def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = 
   _check_count(max_steps, "max_steps", 0)
   if chunk is not None:
     _check_count(chunk, "chunk", 1)
+  if callback is not None and not callable(callback):
+    raise ValueError(f"callback must be None or callable as callback(state, summary), got "
+                     f"{callback!r}")
   if tol is not None:
     if not (np.isscalar(tol) and tol > 0):
       raise ValueError(f"tol must be a number > 0, got {tol!r}")
@@ -206,15 +169,30 @@ def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = 
   state = jitted.init(solver, problem, start)
   state = state if place is None else place(state)
 
-  def report(st) -> Progress:
+  def look(st) -> tuple[int, bool, dict]:
+    """(steps, whether to stop, the progress line) of a state."""
     summary, terminated = jitted.status(solver, problem, st)
-    return Progress(int(summary.steps), bool(terminated) or certified(summary, solver.tol),
-                    describe(summary))
+    stop = bool(terminated) or certified(summary, solver.tol)
+    if callback is not None:
+      stop = bool(callback(st, summary)) or stop
+    return int(summary.steps), stop, describe(summary)
 
-  advance = lambda st, iterations: jitted.advance(solver, problem, st,
-                                                  math.ceil(iterations / per))
-  state, _ = run_chunks(state, advance, report, max_steps=max_steps, chunk=chunk * per,
-                        checkpoint_dir=checkpoint_dir, progress=progress)
+  mgr = checkpoint.manager(checkpoint_dir) if checkpoint_dir else None
+  if mgr is not None:
+    restored = checkpoint.restore_latest(mgr, state)
+    state = state if restored is None else restored
+  steps, stop, line = look(state)
+  with tqdm.tqdm(total=max_steps, initial=steps, disable=not progress, unit="step",
+                 dynamic_ncols=True) as bar:
+    while steps < max_steps and not stop:
+      # `chunk` steps, fewer at the budget's end (a step may take several iterations).
+      state = jitted.advance(solver, problem, state, math.ceil(min(chunk * per,
+                                                                   max_steps - steps) / per))
+      before, (steps, stop, line) = steps, look(state)
+      if mgr is not None:
+        checkpoint.save(mgr, steps, state)
+      bar.update(steps - before)
+      bar.set_postfix(line)
   params, summary = jitted.solution(solver, problem, state)
   return Result(state, params, summary)
 

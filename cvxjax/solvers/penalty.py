@@ -8,14 +8,16 @@ only approaches the optimum (and feasibility) slowly; the ADMM solver is the exa
 """
 
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from cvxjax import streaming
 from cvxjax.core import relu
-from cvxjax.solvers import base, relu_certificate
+from cvxjax.solvers import base, relu_certificate, relu_streaming
 
 
 class State(NamedTuple):
@@ -89,3 +91,56 @@ class Solver(base.Solver):
 
   def solution(self, problem: relu.Instance, state: State):
     return relu_certificate.solution(state.W, None, None, problem, state.step)
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "eps", "q", "rho"))
+def _chunk_gradient(W, X, D, labels, onehot, pairs, beta, *, loss, eps, q, rho):
+  targets = relu.Targets(labels, onehot, pairs)
+  return jax.grad(penalised_objective)(W, X, D, targets, loss=loss, eps=eps, q=q, beta=beta,
+                                       rho=rho)
+
+
+_apply_gradient = jax.jit(apply_gradient, static_argnames=("optimizer",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed(Solver):
+  """The penalty method with the problem's examples on the host (X, D and the targets NumPy
+  arrays or memory maps), streamed in chunks of `chunk_size` examples
+  (`cvxjax.solvers.relu_streaming`): each step is a full pass that adds the chunks' gradients,
+  so the iterates equal the in-memory ones up to the order of the additions. Its steps are host
+  loops, so `loop.run` calls it without jit; its summary has the objective but no gap (the
+  certificate needs the problem in memory), so it runs its `max_steps`.
+
+  Attributes:
+    chunk_size: examples per chunk on the device.
+    optimizer, rho, tol: as for `Solver`.
+  """
+
+  chunk_size: int = 1024
+
+  jittable: ClassVar[bool] = False
+
+  def __post_init__(self):
+    super().__post_init__()
+    streaming.check_chunk_size(self.chunk_size)
+
+  def init(self, problem: relu.Instance, start=None) -> State:
+    dtype = jnp.result_type(float)
+    W = (random_start(problem.key, problem.weight_shape, dtype) if start is None
+         else jnp.asarray(start, dtype))
+    return init(W, self.optimizer)
+
+  def step(self, problem: relu.Instance, state: State) -> State:
+    measures = dict(loss=problem.loss, eps=problem.eps, q=problem.q, rho=self.rho)
+    W = state.W
+    grad = relu_streaming.pass_sum(lambda first, *chunk: _chunk_gradient(
+        W, *chunk, jnp.asarray(problem.beta if first else 0.0, W.dtype), **measures),  # β once
+        problem, self.chunk_size)
+    return _apply_gradient(state, grad, self.optimizer)
+
+  def summary(self, problem: relu.Instance, state: State) -> base.Summary:
+    return relu_streaming.iterate_summary(state.W, problem, self.chunk_size, state.step)
+
+  def solution(self, problem: relu.Instance, state: State):
+    return relu_streaming.solution(state.W, problem, self.chunk_size, state.step)

@@ -10,13 +10,15 @@ Candès 2015): the prox is the group soft-threshold, the step 1/L comes from a p
 """
 
 import dataclasses
-from typing import NamedTuple, Optional
+import functools
+from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from cvxjax import streaming
 from cvxjax.core import numerics, relu
-from cvxjax.solvers import base, relu_certificate
+from cvxjax.solvers import base, relu_certificate, relu_streaming
 
 POWER_ITERS = 50
 LIPSCHITZ_MARGIN = 1.05  # power iteration underestimates ‖·‖²; the step stays below 1/L
@@ -190,3 +192,70 @@ class Solver(base.Solver):
     lam = None if state.lam is None else jnp.maximum(
         state.lam - self._delta * relu.cone_slacks(state.W, problem.X, problem.D), 0.0)
     return relu_certificate.solution(state.W, None, lam, problem, state.step)
+
+
+@functools.partial(jax.jit, static_argnames=("num_blocks",))
+def _gram(V, X, D, *, num_blocks):
+  return relu.scores_adjoint(relu.scores(V, X, D), X, D, num_blocks)
+
+
+_loss_gradient = jax.jit(loss_gradient)
+
+
+@functools.partial(jax.jit, static_argnames=("beta", "tol"))
+def _apply_gradient(state, grad, L, *, beta, tol):
+  return apply_gradient(state, grad, beta=beta, L=L, delta=0.0, tol=tol)
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed(Solver):
+  """APG with the problem's examples on the host (X, D and the targets NumPy arrays or memory
+  maps), streamed in chunks of `chunk_size` examples (`cvxjax.solvers.relu_streaming`): each
+  step is a full pass that adds the chunks' gradients, so the iterates equal the in-memory ones
+  up to the order of the additions. Its steps are host loops, so `loop.run` calls it without
+  jit; its summary has the objective but no gap (the certificate needs the problem in memory).
+
+  Attributes:
+    chunk_size: examples per chunk on the device.
+    tol: the relative prox-gradient at which it stops.
+  """
+
+  chunk_size: int = 1024
+
+  jittable: ClassVar[bool] = False
+
+  def __post_init__(self):
+    if self.augmented:
+      raise ValueError("augmented: the streamed solver runs APG (augmented=False) only, got True")
+    streaming.check_chunk_size(self.chunk_size)
+
+  def _sum(self, fn, problem: relu.Instance):
+    return relu_streaming.pass_sum(fn, problem, self.chunk_size)
+
+  def prepare(self, problem: relu.Instance) -> tuple:
+    """(problem, L): `lipschitz` (δ = 0), every product a chunked pass."""
+    gram = lambda V: self._sum(lambda _, X, D, *__: _gram(V, X, D, num_blocks=1), problem)
+    V = power_start(problem.key, problem.X.shape[1], problem.D.shape[1], 1,
+                    problem.targets.onehot.shape[1], jnp.result_type(float))
+    for _ in range(POWER_ITERS):
+      V = normalized(gram(V))
+    return problem, LIPSCHITZ_MARGIN * jnp.vdot(V, gram(V))
+
+  def init(self, prepared: tuple, start=None) -> State:
+    problem, _ = prepared
+    dtype, C = jnp.result_type(float), problem.targets.onehot.shape[1]
+    shapes = jnp.zeros((1, problem.X.shape[1]), dtype), jnp.zeros((1, problem.D.shape[1]), dtype)
+    return init(*shapes, relu.Targets(*(jnp.zeros((1, C), dtype),) * 3), num_blocks=1,
+                augmented=False, start=start)  # eagerly: only the shapes count
+
+  def step(self, prepared: tuple, state: State) -> State:
+    problem, L = prepared
+    grad = self._sum(lambda _, X, D, labels, onehot, pairs: _loss_gradient(state.Y, X, D, onehot),
+                     problem)
+    return _apply_gradient(state, grad, L, beta=problem.beta, tol=self.tol)
+
+  def summary(self, prepared: tuple, state: State) -> base.Summary:
+    return relu_streaming.iterate_summary(state.W, prepared[0], self.chunk_size, state.step)
+
+  def solution(self, prepared: tuple, state: State):
+    return relu_streaming.solution(state.W, prepared[0], self.chunk_size, state.step)
