@@ -1,6 +1,6 @@
 """Test configuration: float64 (oracle comparisons at 1e-4 and feasibility at 1e-6 need it),
 8 CPU devices for the sharding tests, and XLA's CPU scheduler without the concurrency
-optimisation (both set before jax starts its backend).
+optimisation (both set before jax starts its backend), and a persistent compilation cache.
 
 Each module's compiled executables are dropped when it ends: every XLA CPU executable holds a
 few memory mappings, and a whole suite's worth of them passed the kernel's limit
@@ -9,6 +9,8 @@ few memory mappings, and a whole suite's worth of them passed the kernel's limit
 
 import gc
 import os
+import shutil
+import tempfile
 
 # XLA's thread pool and OpenBLAS's threads contend on small machines (see solvers/loop.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -21,6 +23,12 @@ if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_F
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
+# Each module drops its executables (below), and the notebook kernels and worker processes start
+# cold: identical programs compiled again are read back from disk instead (one folder a run).
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="cvxjax-test-compilations-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -32,3 +40,7 @@ def _release_compiled_executables():
   yield
   jax.clear_caches()
   gc.collect()
+
+
+def pytest_sessionfinish(session, exitstatus):
+  shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)

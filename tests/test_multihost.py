@@ -25,7 +25,9 @@ def _free_port() -> int:
 def two_process_results(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("multihost") / "results.npz")
   port = str(_free_port())
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  # The two workers compile the same programs at once: neither reads the other's half-written
+  # cache entries (the conftest's compilation cache).
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
   worker = os.path.join(_ROOT, "tests", "multihost_worker.py")
   procs = [subprocess.Popen([sys.executable, worker, str(i), port, out], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
