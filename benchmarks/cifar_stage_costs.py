@@ -4,14 +4,14 @@ r"""Per-example cost of each stage of the CIFAR-10 experiment, for planning the 
   python benchmarks/cifar_stage_costs.py --width=8      # the digits variant's network
 
 For the PreAct ResNet-18 of `cvxjax.models` it compiles one SGD step, one SAM step, one
-feature extraction and one attack iteration (forward and backward through the whole network,
-as every PGD / APGD iteration does), and reports for each: XLA's own count of floating-point
-operations per example (`compiled.cost_analysis()`), the memory XLA plans for one batch
-(`compiled.memory_analysis()`), and the measured wall-clock seconds per example on this
-machine (median of --repeats). It then multiplies the FLOPs by the work of the full run
-(config `experiments/configs/cifar.py`) and divides by an assumed sustained throughput
-(--tflops) to give the expected time per stage on one GPU. Results go to
-benchmarks/results/cifar_stage_costs.json.
+feature extraction, one attack iteration (forward and backward through the whole network,
+as every PGD / APGD iteration does) and one Square query (a forward pass), and reports for
+each: XLA's own count of floating-point operations per example (`compiled.cost_analysis()`),
+the memory XLA plans for one batch (`compiled.memory_analysis()`), and the measured
+wall-clock seconds per example on this machine (median of --repeats). It then multiplies the
+FLOPs by the work of the full run (config `experiments/configs/cifar.py`) and divides by an
+assumed sustained throughput (--tflops) to give the expected time per stage on one GPU.
+Results go to benchmarks/results/cifar_stage_costs.json.
 """
 
 import os
@@ -71,14 +71,19 @@ def main(argv):
   attack_step = lambda v, x: jax.grad(
       lambda x: jnp.sum(attacks.log_likelihood(logits(v, x), labels)))(x)
   rows["attack iteration"] = _measure(attack_step, variables, images)
+  # A Square query is one forward pass through the whole network, no gradient.
+  rows["square query"] = _measure(logits, variables, images)
 
   # The full run's work, in examples through each computation (experiments/configs/cifar.py).
   n_train = int(50000 * (1 - config.data.val_fraction))
   ev = config.eval
-  per_attack = {"fgsm": 1, "pgd": ev.pgd_steps, "apgd-ce": ev.apgd_steps,
-                "apgd-dlr": ev.apgd_steps, "apgd-t": ev.apgd_steps * ev.targets}
-  # ε = 0 costs nothing: `robust_accuracy` skips the attacks there.
-  iterations = sum(per_attack[a] for a in ev.attacks) * sum(k > 0 for k in ev.eps_k)
+  gradient_steps = {"fgsm": 1, "pgd": ev.pgd_steps, "apgd-ce": ev.apgd_steps,
+                    "apgd-dlr": ev.apgd_steps, "apgd-t": ev.apgd_steps * ev.targets}
+  # ε = 0 costs nothing: `robust_accuracy` skips the attacks there. Every attack on every test
+  # image: an upper bound, since survivor mode attacks only what earlier attacks left standing.
+  radii = sum(k > 0 for k in ev.eps_k)
+  iterations = sum(gradient_steps[a] for a in ev.attacks if a in gradient_steps) * radii
+  queries = (ev.square_queries if "square" in ev.attacks else 0) * radii
   # The networks the evaluation attacks: the backbones with their own heads, each chosen head.
   models = len(config.backbones) + sum(
       (family.plain is not None) + (family.robust is not None)
@@ -86,7 +91,8 @@ def main(argv):
   work = {"train step (sgd)": config.train.epochs * n_train,
           "train step (sam)": config.train.epochs * n_train,
           "features": 60000,
-          "attack iteration": 10000 * iterations * models}
+          "attack iteration": 10000 * iterations * models,
+          "square query": 10000 * queries * models}
   report = {"width": FLAGS.width, "batch": n, "assumed_tflops": FLAGS.tflops,
             "device": str(jax.devices()[0]), "stages": {}}
   print(f"PreAct ResNet-18, width {FLAGS.width}, batch {n}, on {jax.devices()[0]}")
