@@ -161,7 +161,7 @@ def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -
   (βE − M − μG)L = 0 and (βE + M − μ′G)L′ = 0 with Z = LLᵀ, Z′ = L′L′ᵀ. Those equations are
   linear in (α_margin, μ, μ′) and solved by least squares; the result is clipped into [0, 1]
   (pass it to `certificate`, which restores feasibility). Forms the margin examples' (d+1)²
-  lifts: for d up to a few dozen.
+  lifts, gathered (so it runs eagerly, not under jit): for d up to a few dozen.
 
   Args:
     Z, Zp: (d+1, d+1) matrices of K.
@@ -182,7 +182,11 @@ def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -
   G = jnp.diag(jnp.ones(m, Z.dtype).at[-1].set(-1.0))
   E = jnp.zeros_like(Z).at[-1, -1].set(beta)
   M_fixed = poly.weighted_lift_sum(U, fixed * s, activation)
-  lifts = jax.vmap(poly.lift, in_axes=(0, None))(U, activation) * (s * free)[:, None, None]
+  # Only the margin examples' columns: jaxlib's SVD returns NaN on the full system, whose other
+  # columns are zero (seen at n = 1259, d = 32 with 15 margin examples).
+  on_margin = jnp.flatnonzero(free)
+  lifts = jax.vmap(poly.lift, in_axes=(0, None))(U[on_margin], activation)
+  lifts = lifts * s[on_margin, None, None]
 
   def factor(W):
     w, V = jnp.linalg.eigh(W)
@@ -191,11 +195,11 @@ def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -
   L, Lp = factor(Z), factor(Zp)
   # Unknowns (α_free, μ, μ′): columns vec(s_iΦ_i L), vec(G L) for the first system, and their
   # counterparts with −M for the second.
-  top = jnp.concatenate([jnp.einsum("ipq,qk->ipk", lifts, L).reshape(len(U), -1).T,
+  top = jnp.concatenate([jnp.einsum("ipq,qk->ipk", lifts, L).reshape(len(on_margin), -1).T,
                          (G @ L).reshape(-1, 1), jnp.zeros((m * m, 1), Z.dtype)], axis=1)
-  bottom = jnp.concatenate([-jnp.einsum("ipq,qk->ipk", lifts, Lp).reshape(len(U), -1).T,
+  bottom = jnp.concatenate([-jnp.einsum("ipq,qk->ipk", lifts, Lp).reshape(len(on_margin), -1).T,
                             jnp.zeros((m * m, 1), Z.dtype), (G @ Lp).reshape(-1, 1)], axis=1)
   A = jnp.concatenate([top, bottom])
   b = jnp.concatenate([((E - M_fixed) @ L).reshape(-1), ((E + M_fixed) @ Lp).reshape(-1)])
   solution = jnp.linalg.lstsq(A, b)[0]
-  return jnp.where(free, jnp.clip(solution[:-2], 0.0, 1.0), fixed)
+  return fixed.at[on_margin].set(jnp.clip(solution[:-2], 0.0, 1.0))
