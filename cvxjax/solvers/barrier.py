@@ -417,7 +417,7 @@ class Solver(base.Solver):
     return jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
 
   def step(self, problem: poly.Problem, state: BarrierState) -> BarrierState:
-    one = lambda args: step(*args[:1], problem.X, args[1], tol=self.tol, **problem.settings)
+    one = lambda args: step(args[0], problem.X, args[1], tol=self.tol, **problem.settings)
     # Not vmap: jaxlib 0.10's batched LAPACK kernels wait on the CPU thread pool they run in,
     # and two of them at once (the heads' slogdets) deadlock a 2-core machine.
     return jax.lax.map(one, (state, problem.S))
