@@ -92,6 +92,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                      f"{config.eval.select_eps}")
   if not config.eval.select_attacks:
     raise ValueError("config.eval.select_attacks must name at least one attack")
+  if int(config.num_seeds) < 1:
+    raise ValueError(f"config.num_seeds must be >= 1, got {config.num_seeds}")
   if int(config.eval.square_queries) < 1:
     raise ValueError(f"config.eval.square_queries must be >= 1, got {config.eval.square_queries}")
 
@@ -313,6 +315,10 @@ def load_splits(config) -> data.ImageSplits:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Runs (or resumes) every stage; writes results.json, accuracy_vs_eps.png into workdir.
 
+  With `config.num_seeds` > 1 the whole run repeats for the seeds seed, seed + 1, … (split,
+  backbones, heads and attacks all follow the seed), each in workdir/seed_<seed>, and workdir
+  gets their mean ± standard deviation (`report.over_seeds`).
+
   Args:
     config: see experiments/configs/cifar.py.
     workdir: the run's directory: checkpoints, feature cache, heads, evaluations, results.
@@ -322,6 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     timings only when `config.stop_after` ends the run early.
   """
   _check_config(config)
+  if config.num_seeds > 1:
+    return _train_seeds(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   timings = common.Timings()
   with timings.stage("data"):
@@ -353,4 +361,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                  n_val=len(splits.val.y), n_test=len(splits.test.y))
   report.write_run(workdir, results, config)
   print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+  return results
+
+
+def _train_seeds(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """`train_and_evaluate` once per seed, then the runs' mean and spread in workdir."""
+  seeds = list(range(config.seed, config.seed + config.num_seeds))
+  runs = []
+  for seed in seeds:
+    single = config.copy_and_resolve_references()
+    single.seed, single.num_seeds = seed, 1
+    runs.append(train_and_evaluate(single, os.path.join(workdir, f"seed_{seed}")))
+  if config.stop_after is not None:
+    return {"timings": [run["timings"] for run in runs]}
+  results = report.over_seeds(runs, seeds)
+  report.write_run(workdir, results, config)
   return results

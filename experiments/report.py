@@ -139,28 +139,31 @@ def accuracy(head: heads.Head, X, y) -> float:
 
 
 def fit_and_select(train: Tuple[Any, Any], val: Tuple[Any, Any], *,
-                   fit: Callable[[Any, Any, float], Any],
-                   betas: Sequence[float]) -> Tuple[Any, float, float]:
-  """Fits a head for each β and keeps the most accurate on the validation split.
+                   fit: Callable[[Any, Any, float], Any], betas: Sequence[float],
+                   robustness: Callable[[Any], float]) -> Tuple[Any, float, Dict[str, float]]:
+  """Fits a head for each β and keeps the most robust on the validation split (`choose`).
 
-  Never looks at a test split. Ties go to the first β listed.
+  Never looks at a test split. With one β nothing is chosen and nothing attacked
+  ("val_robust_accuracy" None).
 
   Args:
     train: (X, y) training split.
     val: (X, y) validation split.
     fit: (X, y, β) -> a head with `predict`.
     betas: the candidate regularisation weights.
+    robustness: head -> its attacked accuracy on the validation split.
 
   Returns:
-    (head, β, validation accuracy) of the chosen fit.
+    (head, β, {"val_accuracy", "val_robust_accuracy"}) of the chosen fit.
   """
-  best = None
+  fits, candidates = [], []
   for beta in betas:
     head = fit(*train, float(beta))
-    acc = accuracy(head, *val)
-    if best is None or acc > best[2]:
-      best = (head, float(beta), acc)
-  return best
+    fits.append((head, float(beta)))
+    candidates.append(dict(val_accuracy=accuracy(head, *val),
+                           val_robust_accuracy=robustness(head) if len(betas) > 1 else None))
+  chosen = choose(candidates) if len(betas) > 1 else 0
+  return (*fits[chosen], candidates[chosen])
 
 
 def choose(candidates: Sequence[Mapping[str, float]]) -> int:
@@ -182,6 +185,51 @@ def choose(candidates: Sequence[Mapping[str, float]]) -> int:
 def collect(rows: Sequence[Mapping[str, Any]]) -> Dict[str, list]:
   """Stacks per-run dicts with the same keys into a dict of lists (one entry per run)."""
   return {k: [row[k] for row in rows] for k in rows[0]}
+
+
+# The per-model accuracies that `over_seeds` averages: clean, and the curves of `CURVES`.
+_SEED_AVERAGED = ("clean_accuracy", *CURVES)
+
+
+def over_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> Dict[str, Any]:
+  """One run's results per seed, summarised: the mean and the spread of every accuracy.
+
+  Args:
+    runs: the `collect`ed results of each seed's run, with the same models in the same order.
+    seeds: the seed of each run.
+
+  Returns:
+    The first run's radii and model labels; for each accuracy key k of the runs (clean and the
+    curves), k the mean over seeds and k_std the standard deviation (ddof = 1; (models,) or
+    (models, radii), None where a model has no value), k_per_seed the runs' values; every
+    chosen setting of `CHOSEN`-like keys the runs carry, per seed under k_per_seed; "seeds";
+    and "runs", each seed's full results.
+
+  Raises:
+    ValueError: if the runs' models differ or fewer than two runs are given.
+  """
+  if len(runs) < 2 or len(runs) != len(seeds):
+    raise ValueError(f"over_seeds needs one run per seed and at least two, got {len(runs)} runs "
+                     f"for seeds {list(seeds)}")
+  models = runs[0]["model"]
+  for seed, run in zip(seeds, runs, strict=True):
+    if run["model"] != models:
+      raise ValueError(f"the run of seed {seed} has models {run['model']}, expected {models}")
+  results: Dict[str, Any] = {k: runs[0][k] for k in runs[0] if k.endswith(("_eps", "_eps_k",
+                                                                            "_radii", "_radii_k"))}
+  results.update(model=models, seeds=list(seeds), runs=list(runs))
+  for k in runs[0]:
+    if k in _SEED_AVERAGED:
+      per_model = [[run[k][i] for run in runs] for i in range(len(models))]
+      mean, std = [], []
+      for values in per_model:
+        missing = any(v is None for v in values)
+        mean.append(None if missing else np.mean(values, axis=0).tolist())
+        std.append(None if missing else np.std(values, axis=0, ddof=1).tolist())
+      results.update({k: mean, f"{k}_std": std, f"{k}_per_seed": per_model})
+    elif isinstance(runs[0][k], list) and len(runs[0][k]) == len(models) and k != "model":
+      results[f"{k}_per_seed"] = [[run[k][i] for run in runs] for i in range(len(models))]
+  return results
 
 
 def write_results(workdir: str, results: Mapping[str, Any],
@@ -300,6 +348,8 @@ def format_table(results: Mapping[str, Any]) -> str:
   """
   models = results["model"]
   cell = lambda fmt, v: "—" if v is None else fmt.format(v)
+  if "seeds" in results:
+    return _seeds_table(results)
   summary = [("train_radius", "train r", "{:g}"), ("beta", "β", "{:.0e}"),
              ("objective", "objective", "{:.6g}"), ("gap", "gap", "{:.1e}"),
              ("violation", "violation", "{:.1e}"), ("width", "width", "{:d}"),
@@ -323,4 +373,29 @@ def format_table(results: Mapping[str, Any]) -> str:
     rows = [[m] + ([cell("{:.3f}", a) for a in results[k][i]] if results[k][i] is not None
                    else ["—"] * len(x)) for i, m in enumerate(models)]
     blocks.append(f"{title}\n" + _table(header, rows))
+  return "\n\n".join(blocks)
+
+
+def _seeds_table(results: Mapping[str, Any]) -> str:
+  """`format_table` of `over_seeds` results: mean ± std over the seeds, the chosen settings
+  of each seed."""
+  models = results["model"]
+  spread = lambda mean, std: "—" if mean is None else f"{mean:.3f} ± {std:.3f}"
+  chosen = [(k, title) for k, title in (("train_radius_per_seed", "train r per seed"),
+                                        ("beta_per_seed", "β per seed")) if k in results]
+  show = lambda v: "—" if v is None else f"{v:g}"
+  blocks = [f"{len(results['seeds'])} seeds {results['seeds']}: mean ± standard deviation",
+            _table(["model", "clean acc"] + [t for _, t in chosen],
+                   [[m, spread(results["clean_accuracy"][i], results["clean_accuracy_std"][i])]
+                    + [", ".join(show(v) for v in results[k][i]) for k, _ in chosen]
+                    for i, m in enumerate(models)])]
+  for k in (k for k in CURVES if k in results):
+    title, radius_key, _ = CURVES[k]
+    x, ticks = radius_axis(results, radius_key)
+    header = ["model"] + [f"ε={t}" for t in (ticks or [f"{rho:g}" for rho in x])]
+    rows = [[m] + ([spread(a, sd) for a, sd in zip(results[k][i], results[f"{k}_std"][i],
+                                                      strict=True)]
+                   if results[k][i] is not None else ["—"] * len(x))
+            for i, m in enumerate(models)]
+    blocks.append(f"{title} test accuracy\n" + _table(header, rows))
   return "\n\n".join(blocks)

@@ -49,23 +49,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             progress=config.progress)
   splits = data.breast_cancer_splits(config.seed, config.val_fraction, config.test_fraction,
                                      max_train=config.n_train, num_features=config.num_features)
-  key = jax.random.PRNGKey(config.seed)
+  attack_settings = dict(pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
+                         restarts=config.restarts, square_queries=config.square_queries,
+                         key=jax.random.PRNGKey(config.seed))
   rows = []
   for family, (label, radius) in ((f, named) for f in heads
                                   for named in zip(f.names, f.radii, strict=True)):
     train, val, test = ((s.X, family.labels(s.y)) for s in (splits.train, splits.val,
                                                             splits.test))
     start = time.perf_counter()
-    fitted, beta, val_accuracy = report.fit_and_select(
+    fitted, beta, validation = report.fit_and_select(
         train, val, fit=lambda X, y, beta, family=family, radius=radius: family.fit(
-            X, y, radius, beta), betas=family.betas)
+            X, y, radius, beta), betas=family.betas,
+        robustness=lambda head, val=val: report.evaluate_attacks(
+            report.head_scores, head, *val, linf_eps=(), l2_radii=[config.select_radius],
+            names=tuple(config.select_attacks), per_attack=False, **attack_settings)[
+                "worst_l2_accuracy"][0])
     seconds = time.perf_counter() - start
     row = report.evaluate_head(fitted, *test, linf_eps=config.linf_eps, l2_radii=config.l2_radii,
-                               pgd_steps=config.pgd_steps, apgd_steps=config.apgd_steps,
-                               restarts=config.restarts, square_queries=config.square_queries,
-                               key=key)
-    rows.append(dict(row, model=label, family=family.type, train_radius=radius, beta=beta,
-                     val_accuracy=val_accuracy, seconds=seconds))
+                               **attack_settings)
+    rows.append(dict(row, **validation, model=label, family=family.type, train_radius=radius,
+                     beta=beta, seconds=seconds))
     # A solver stops at a relative gap of tol; a much larger gap means it stalled.
     stalled = (row["gap"] is not None and family.tol is not None
                and row["gap"] > 10 * family.tol * abs(row["objective"]))

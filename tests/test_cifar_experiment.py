@@ -172,6 +172,8 @@ def test_errors_name_the_problem_before_any_compute(tmp_path):
     cifar_config.get_config("smoke").no_such_key = 1  # locked: a misspelt override fails
   with pytest.raises(ValueError, match="stop_after"):
     cifar_train.train_and_evaluate(_config(stop_after="everything"), str(tmp_path / "run"))
+  with pytest.raises(ValueError, match="num_seeds"):
+    cifar_train.train_and_evaluate(_config(num_seeds=0), str(tmp_path / "run"))
   # A checkpoint of another width in the workdir is refused before training resumes.
   workdir = str(tmp_path / "arch")
   cifar_train.train_and_evaluate(_config(stop_after="backbones"), workdir)

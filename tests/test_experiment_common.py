@@ -100,6 +100,27 @@ def test_choose_takes_the_most_robust_then_the_most_accurate_then_the_first():
     report.choose([])
 
 
+def test_beta_is_chosen_on_validation_robustness_and_one_beta_is_not_attacked():
+  class Constant:  # a head that predicts one label: clean accuracy is that label's share
+    def __init__(self, label):
+      self.label = label
+
+    def predict(self, X):
+      return jnp.full(X.shape[0], self.label)
+
+  X, y = np.zeros((4, 2)), np.array([0, 0, 0, 1])
+  robust = {0: 0.1, 1: 0.6}  # the less accurate head is the more robust one
+  fit = lambda X, y, beta: Constant(int(beta))
+  head, beta, numbers = report.fit_and_select((X, y), (X, y), fit=fit, betas=(0.0, 1.0),
+                                              robustness=lambda head: robust[head.label])
+  assert (head.label, beta, numbers) == (1, 1.0, dict(val_accuracy=0.25,
+                                                       val_robust_accuracy=0.6))
+  attacked = []
+  _, beta, numbers = report.fit_and_select((X, y), (X, y), fit=fit, betas=(0.0,),
+                                           robustness=attacked.append)
+  assert (beta, numbers["val_robust_accuracy"], attacked) == (0.0, None, [])
+
+
 def test_pixel_radii_print_and_plot_as_k_over_255_and_certificates_get_their_figure(tmp_path):
   results = {"model": ["poly", "relu"], "clean_accuracy": [0.9, 0.8],
              "l2_radii": [36 / 255, 72 / 255], "l2_radii_k": [36, 72],
@@ -138,3 +159,29 @@ def test_survivor_mode_reports_are_drawn_by_their_worst_of_all(tmp_path):
     path = plotting.plot_robust_accuracy(str(tmp_path / f"{len(reports)}.png"), reports)
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_are_summarised_by_the_mean_and_the_sample_spread(tmp_path):
+  def run(seed, worst):
+    return {"model": ["sam", "poly robust"], "train_radius": [None, float(seed)],
+            "beta": [None, 1e-3], "clean_accuracy": [0.9 + seed / 100, 0.8],
+            "linf_eps": [0.0, 8 / 255], "linf_eps_k": [0, 8],
+            "worst_linf_accuracy": [worst, [0.8, 0.5]], "timings": {"heads": 1.0}}
+
+  runs = [run(0, [0.9, 0.4]), run(1, [0.91, 0.5]), run(2, [0.92, 0.45])]
+  results = report.over_seeds(runs, [0, 1, 2])
+  assert results["linf_eps_k"] == [0, 8] and results["seeds"] == [0, 1, 2]
+  np.testing.assert_allclose(results["worst_linf_accuracy"][0], [0.91, 0.45])
+  np.testing.assert_allclose(results["worst_linf_accuracy_std"][0],
+                             [np.std([0.9, 0.91, 0.92], ddof=1), 0.05])
+  np.testing.assert_allclose(results["clean_accuracy_std"], [0.01, 0.0], atol=1e-15)
+  assert results["worst_linf_accuracy_per_seed"][1] == [[0.8, 0.5]] * 3
+  assert results["train_radius_per_seed"] == [[None] * 3, [0.0, 1.0, 2.0]]
+  table = report.format_table(results)
+  assert "0.450 ± 0.050" in table and "0, 1, 2" in table and "ε=8/255" in table
+  assert report.plot_models(str(tmp_path), results).endswith("accuracy_vs_eps.png")
+  report.write_results(str(tmp_path), results)  # per-seed runs and spreads are plain JSON
+  with pytest.raises(ValueError, match="models"):
+    report.over_seeds([runs[0], dict(runs[1], model=["sam", "poly"])], [0, 1])
+  with pytest.raises(ValueError, match="at least two"):
+    report.over_seeds(runs[:1], [0])
