@@ -24,6 +24,8 @@ _SCRIPTS = {
     # name: (command after `python`, its quick flags, the peer modules it needs)
     "poly_vs_cvxpy": (["benchmarks/poly_vs_cvxpy.py"], ["--quick"], ["cvxpy", "scs"]),
     "relu_vs_scnn": (["benchmarks/relu_vs_scnn.py"], ["--quick"], ["scnn"]),
+    "robust_relu_vs_cvxpy": (["benchmarks/robust_relu_vs_cvxpy.py"], ["--quick"],
+                             ["cvxpy", "clarabel"]),
     "attacks_vs_torchattacks": (["benchmarks/attacks_vs_torchattacks.py"], ["--quick"],
                                 ["torch", "torchattacks"]),
     "scaling": (["-m", "benchmarks.scaling"], ["--quick"], []),
@@ -81,6 +83,16 @@ def _relu_rows(data: dict) -> list:
   return rows
 
 
+def _robust_relu_rows(data: dict) -> list:
+  args = data["meta"]["args"]
+  return [dict(comparison=f"robust convex ReLU ({r['ball']}, ε={r['eps']:g}), n={args['n']}, "
+               f"P={args['patterns']}: default fit against the exact optimum",
+               cvxjax_s=r["cvxjax_s"], peer="CVXPY+Clarabel", peer_s=r["clarabel_s"],
+               note=f"cvxjax ends {r['above']:.1e} above the optimum, certified gap "
+               f"{r['gap']:.1e}, violation {r['violation']:.1e}, {r['steps']} steps")
+          for r in data["results"]]
+
+
 def _attack_rows(data: dict) -> list:
   rows = []
   eps = data["eps"]
@@ -119,6 +131,7 @@ def _stage_rows(data: dict) -> list:
 
 
 _SUMMARIES = dict(poly_vs_cvxpy=_poly_rows, relu_vs_scnn=_relu_rows,
+                  robust_relu_vs_cvxpy=_robust_relu_rows,
                   attacks_vs_torchattacks=_attack_rows, scaling=_scaling_rows,
                   cifar_stage_costs=_stage_rows)
 
