@@ -86,7 +86,8 @@ def _relu_rows(data: dict) -> list:
 def _robust_relu_rows(data: dict) -> list:
   args = data["meta"]["args"]
   return [dict(comparison=f"robust convex ReLU ({r['ball']}, ε={r['eps']:g}), n={args['n']}, "
-               f"P={args['patterns']}: default fit against the exact optimum",
+               f"P={args['patterns']}: solver={r.get('solver', 'auto')!r} against the exact "
+               "optimum",
                cvxjax_s=r["cvxjax_s"], peer="CVXPY+Clarabel", peer_s=r["clarabel_s"],
                note=f"cvxjax ends {r['above']:.1e} above the optimum, certified gap "
                f"{r['gap']:.1e}, violation {r['violation']:.1e}, {r['steps']} steps")

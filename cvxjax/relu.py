@@ -240,7 +240,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   warns with the gap and the cone violation it reached.
 
   Solvers (a name for the default settings, or a solver value with its own settings):
-    "admm" (= "auto"), `admm.Solver(linear_solver=, nystrom_rank=)`: the exact ADMM of
+    "auto": "barrier" for a robust binary convex ReLU head in float64 with N·d ≤ 2048 (N = 2P
+      neurons) fitted from scratch on one device, else "admm".
+    "admm", `admm.Solver(linear_solver=, nystrom_rank=)`: the exact ADMM of
       `cvxjax.solvers.admm`, for every loss, ball and head; stops when both relative residuals
       are below `tol` or the relative gap is (checked every `checkpoint_every` steps). Its
       linear solves without eps: "cholesky" (an n×n factor, cached) or "cg" (matrix-free, for n
@@ -249,7 +251,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     "al", `proximal.Solver(augmented=True)`: augmented Lagrangian with an inner FISTA (convex
       ReLU, plain, squared loss).
     "barrier", `relu_barrier.Solver()`: the interior-point method of
-      `cvxjax.solvers.relu_barrier` (convex ReLU, plain, squared loss or binary hinge; float64):
+      `cvxjax.solvers.relu_barrier` (convex ReLU, plain with the squared loss or binary hinge,
+      or robust with the binary hinge: `relu_robust_barrier`; float64):
       strictly feasible weights and a certified gap, stopping when the gap is below `tol`
       relative to the objective.
     "penalty", `penalty.Solver(optimizer=, rho=)`: an optax optimiser (default
@@ -306,7 +309,8 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
                           gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
                           bias=bias)
-  solver = relu_driver.resolve_solver(solver, problem)
+  solver = relu_driver.resolve_solver(
+      solver, problem, plain_fit=start is None and mesh is None and chunk_size is None)
   if tol is not None:
     if not (np.isscalar(tol) and tol > 0):
       raise ValueError(f"tol must be a number > 0, got {tol!r}")

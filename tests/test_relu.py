@@ -10,7 +10,7 @@ import pytest
 
 from cvxjax import attacks, relu
 from cvxjax.core import relu_dual
-from cvxjax.solvers import admm, penalty, relu_barrier
+from cvxjax.solvers import admm, penalty, relu_barrier, relu_driver, relu_robust_barrier
 
 pytest.importorskip("cvxpy")
 
@@ -172,6 +172,78 @@ def test_the_barrier_newton_step_solves_the_dense_newton_system(loss):
   np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
 
 
+@pytest.mark.parametrize("p,eps", [("inf", 0.05), (2, 0.1)])
+def test_the_robust_barrier_reaches_the_cvxpy_optimum_strictly_feasibly_and_certifies_it(p, eps):
+  X, y = _data(n=40)
+  kw = dict(eps=eps, p=p, beta=0.05, num_patterns=8, key=KEY)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, solver="barrier", tol=1e-5, **kw)
+  assert _rel(head.objective, oracle.objective) < 1e-5
+  # The robust cones hold exactly: ε‖w‖_q ≤ a_iᵀw with no tolerance.
+  q = 1 if p == "inf" else 2
+  D = relu.sign_patterns(jnp.asarray(X), head.gates)
+  need = eps * relu.dual_norm(head.weights, q)[:, :, None, :]
+  assert float(jnp.min(relu.cone_slacks(head.weights, jnp.asarray(X), D) - need)) > 0.0
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  assert 0.0 <= float(head.gap) <= 1e-5 * float(head.objective)
+  # Asked for more than float64 allows, it runs into round-off, and its bound stays a bound.
+  with pytest.warns(UserWarning, match="stopped after"):
+    tight = relu.fit(X, y, solver="barrier", tol=1e-14, **kw)
+  assert float(tight.objective) - float(tight.gap) <= float(oracle.objective) * (1 + 1e-7)
+
+
+@pytest.mark.parametrize("p,eps", [("inf", 0.05), (2, 0.1)])
+def test_the_robust_barrier_newton_step_solves_the_dense_newton_system(p, eps):
+  X, y = _data(n=25, d=3)
+  q = 1 if p == "inf" else 2
+  problem = relu.check_problem(X, y, eps=eps, p=p, beta=0.3, num_patterns=4, gates=None,
+                               gated=False, loss="hinge", key=KEY)
+  D = jnp.asarray(problem.D, jnp.float64)
+  targets = relu.Targets(*(jnp.asarray(a) for a in problem.targets))
+  directions = relu_dual.interior_directions(problem.X, problem.gates, eps, q)
+  setup = relu_robust_barrier.build_setup(jnp.asarray(problem.X), targets.labels, D,
+                                          jnp.asarray(directions))
+  settings = dict(eps=eps, q=q, beta=0.3)
+  step = jax.jit(lambda s: relu_robust_barrier.step(s, setup, D, targets, tol=1e-12, **settings))
+  state = relu_robust_barrier.init(setup, **settings)
+  for _ in range(4):  # a strictly feasible point off the start's symmetries
+    state = step(state)
+  # The oracle: autodiff's dense Hessian and gradient of Φ_τ in every variable, solved directly.
+  shapes = [a.shape for a in (state.W, state.U, state.E)]
+  splits = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
+  unflatten = lambda z: state._replace(**{k: a.reshape(s) for k, a, s in zip(
+      ("W", "U", "E"), jnp.split(z, splits), shapes, strict=True)})
+  phi = lambda z: relu_robust_barrier.barrier_value(unflatten(z), setup, state.tau, **settings)
+  z = jnp.concatenate([state.W.ravel(), state.U.ravel(), state.E.ravel()])
+  grad, hessian = jax.jit(lambda z: (jax.grad(phi)(z), jax.hessian(phi)(z)))(z)
+  expected = -jnp.linalg.solve(hessian, grad)
+  newton = jax.jit(lambda s: relu_robust_barrier._newton(s, setup, s.tau, **settings))
+  (dW, dU, dE), decrement, _, _ = newton(state)
+  direction = jnp.concatenate([dW[..., 0].ravel(), dU[..., 0].ravel(), dE[..., 0].ravel()])
+  np.testing.assert_allclose(np.asarray(direction), np.asarray(expected), rtol=1e-7,
+                             atol=1e-10 * float(jnp.max(jnp.abs(expected))))
+  np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
+
+
+def test_auto_takes_the_robust_barrier_only_for_small_robust_binary_heads_fitted_afresh():
+  X, y = _data(n=40)
+  kw = dict(eps=0.05, p=2, beta=0.05, num_patterns=8, key=KEY)
+  auto, barrier = relu.fit(X, y, **kw), relu.fit(X, y, solver="barrier", **kw)
+  np.testing.assert_array_equal(np.asarray(auto.weights), np.asarray(barrier.weights))
+  problem = lambda **changes: relu.check_problem(X, changes.pop("y", y), **{
+      **dict(eps=0.05, p=2, beta=0.05, num_patterns=8, gates=None, gated=False, loss="hinge",
+             key=KEY), **changes})
+  assert relu_driver.robust_barrier_fits(problem())
+  assert not relu_driver.robust_barrier_fits(problem(eps=0.0))  # plain: ADMM
+  assert not relu_driver.robust_barrier_fits(problem(y=np.arange(40) % 3))  # multi-class
+  P = problem().D.shape[1]  # the patterns kept
+  wide = problem()._replace(X=np.ones((40, 2048 // (2 * P) + 1)))  # 2P·d > 2048
+  assert not relu_driver.robust_barrier_fits(wide)
+  # A warm start is ADMM's (the barrier follows its own central path and refuses one).
+  with pytest.warns(UserWarning, match="admm solver stopped after 50 steps"):
+    relu.fit(X, y, start=auto, max_steps=50, **kw)
+
+
 GAP_CASES = [  # (classes, gated, loss, eps, p): every family with a certificate
     (2, True, "hinge", 0.0, "inf"),
     (3, True, "squared", 0.0, "inf"),
@@ -202,6 +274,24 @@ def test_the_gap_brackets_the_cvxpy_optimum_at_every_iterate_on_feasible_weights
   for solver in ("penalty",) if eps > 0 else ("apg",) if gated and loss == "squared" else ():
     head = relu.fit(X, y, solver=solver, max_steps=200, **kw)  # multipliers from the gradient
     assert float(head.objective) - float(head.gap) <= optimum * (1 + 1e-9), solver
+
+
+@pytest.mark.parametrize("eps,p", [(0.0, "inf"), (0.05, "inf"), (0.05, 2)])
+def test_non_finite_multipliers_bound_nothing(eps, p):
+  X, y = _data()
+  problem = relu.check_problem(X, y, eps=eps, p=p, beta=0.1, num_patterns=8, gates=None,
+                               gated=False, loss="hinge", key=KEY)
+  targets = relu.Targets(*(jnp.asarray(a) for a in problem.targets))
+  Xj, D = jnp.asarray(problem.X), jnp.asarray(problem.D, jnp.float64)
+  n, d = Xj.shape
+  nu = jnp.zeros((n, d, 1) if eps > 0 else (n, 1))
+  lam = jnp.zeros((2, D.shape[1], n, 1))
+  bound = lambda nu, lam: float(relu_dual.lower_bound(
+      nu, lam, Xj, D, targets, loss="hinge", eps=eps, q=relu.NORMS[p], beta=0.1, num_blocks=2))
+  assert bound(nu, lam) == pytest.approx(0.0, abs=1e-12)  # (0, 0): dual feasible, value 0
+  # NaN reads as a zero residual in the norms: without the guard this bound was n = 30.
+  assert bound(nu.at[0].set(jnp.nan), lam) == -np.inf
+  assert bound(nu, lam.at[0, 0, 0, 0].set(jnp.inf)) == -np.inf
 
 
 def test_admm_stopped_above_its_tolerance_warns_with_the_gap_and_the_violation():
@@ -404,7 +494,7 @@ def test_proximal_maps_are_exact():
     (dict(solver="apg"), "solver='apg'"),
     (dict(solver="newton"), "solver must be"),
     (dict(solver="barrier", gated=True), "solver='barrier'"),
-    (dict(solver="barrier", eps=0.1), "solver='barrier'"),
+    (dict(solver="barrier", eps=0.1, y=np.arange(30) % 3), "multi-class robust hinge"),
     (dict(solver="barrier", y=np.arange(30) % 3), "solver='barrier'"),
     (dict(solver="barrier", gates=np.array([[1.0], [0.0], [0.0]]),
           X=np.array([[0.0, 1.0, 0.0]] * 15 + [[1.0, 0.0, 0.0]] * 15)), "orthogonal"),

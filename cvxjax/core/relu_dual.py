@@ -182,6 +182,9 @@ def lower_bound(nu, lam, X, D, targets: relu.Targets, *, loss: str, eps, q: int,
     loss, eps, q, beta: the problem. num_blocks: S (1 gated, 2 ReLU).
     refine_steps: projected-gradient steps on λ before the bound (`refine_cone_multipliers`).
   """
+  # Non-finite multipliers (a Newton system that round-off broke) bound nothing: the residual's
+  # norm reads NaN as 0, which would pass any α.
+  finite = jnp.all(jnp.isfinite(nu)) & (True if lam is None else jnp.all(jnp.isfinite(lam)))
   robust = eps > 0
   nu, lin, quad = dual_loss_point(nu, X, targets, loss=loss, eps=eps, q=q)
   shape = (num_blocks, D.shape[1], X.shape[1], targets.onehot.shape[1])
@@ -195,7 +198,7 @@ def lower_bound(nu, lam, X, D, targets: relu.Targets, *, loss: str, eps, q: int,
   theta_max = jnp.minimum(1.0, beta / jnp.maximum(worst, jnp.finfo(X.dtype).tiny))
   theta = jnp.where(quad > 0, jnp.clip(lin / jnp.where(quad > 0, quad, 1.0), 0.0, theta_max),
                     theta_max)
-  return lin * theta - 0.5 * quad * theta ** 2
+  return jnp.where(finite, lin * theta - 0.5 * quad * theta ** 2, -jnp.inf)
 
 
 # ----------------------------------------------------------------------------- the primal side

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvxjax.core import numerics, relu
-from cvxjax.solvers import base
+from cvxjax.solvers import base, relu_robust_barrier
 
 _T_FACTOR = 5.0  # τ grows by this factor once the iterate is centred (`_centring_tolerance`)
 _CENTERED = 0.5  # centred: the Newton decrement λ²/2 is below this
@@ -336,8 +336,10 @@ def weights(state: State, num_patterns: int) -> jnp.ndarray:
 
 def unsupported_reason(problem: relu.Problem) -> str:
   """Why the barrier cannot solve `problem` ('' if it can)."""
-  if problem.gated or problem.eps > 0:
-    return "solves plain convex ReLU (gated=False, eps=0)"
+  if problem.gated:
+    return "solves convex ReLU (gated=False)"
+  if problem.eps > 0:
+    return relu_robust_barrier.unsupported_reason(problem)
   if problem.loss == "hinge" and not problem.binary:
     return "solves the squared loss or the binary hinge (the multi-class hinge couples classes)"
   scores = problem.X @ problem.gates
@@ -351,8 +353,9 @@ def unsupported_reason(problem: relu.Problem) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Solver(base.Solver):
-  """The barrier method over a plain convex ReLU `cvxjax.core.relu.Instance` (squared loss or
-  binary hinge; float64), one class after another (`lax.map`).
+  """The barrier method over a convex ReLU `cvxjax.core.relu.Instance` (float64): plain heads with
+  the squared loss or the binary hinge, one class after another (`lax.map`), and robust binary
+  hinge heads (`relu_robust_barrier`).
 
   A class whose certified relative gap reaches `tol` is done and no longer moves; the run stops
   when every class is. Its iterates stay strictly feasible (no violation). It takes no warm
@@ -366,16 +369,25 @@ class Solver(base.Solver):
   warm_start: ClassVar[bool] = False
 
   def prepare(self, problem: relu.Instance) -> tuple:
-    """(problem, the per-neuron `Setup`, the (C, n) targets per class)."""
+    """(problem, the per-neuron setup, the (C, n) targets per class; None when robust)."""
+    if problem.eps > 0:
+      setup = relu_robust_barrier.build_setup(problem.X, problem.targets.labels, problem.D,
+                                              problem.directions)
+      return problem, setup, None
     return (problem, build_setup(problem.X, problem.D, problem.gates),
             class_targets(problem.targets, problem.loss))
 
   def init(self, prepared: tuple, start=None) -> State:
     problem, setup, Y = prepared
+    if problem.eps > 0:
+      return relu_robust_barrier.init(setup, eps=problem.eps, q=problem.q, beta=problem.beta)
     return jax.vmap(lambda y: init(setup, y, loss=problem.loss, beta=problem.beta))(Y)
 
   def step(self, prepared: tuple, state: State) -> State:
     problem, setup, Y = prepared
+    if problem.eps > 0:
+      return relu_robust_barrier.step(state, setup, problem.D, problem.targets, eps=problem.eps,
+                                      q=problem.q, beta=problem.beta, tol=self.tol)
     one = lambda a: step(a[0], setup, a[1], loss=problem.loss, beta=problem.beta, tol=self.tol)
     return jax.lax.map(one, (state, Y))
 
@@ -384,5 +396,5 @@ class Solver(base.Solver):
 
   def solution(self, prepared: tuple, state: State):
     problem = prepared[0]
-    return (weights(state, problem.D.shape[1]),
-            base.summed(state.upper, state.lower, state.step))
+    layout = relu_robust_barrier.weights if problem.eps > 0 else weights
+    return (layout(state, problem.D.shape[1]), base.summed(state.upper, state.lower, state.step))
