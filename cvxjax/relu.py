@@ -165,8 +165,8 @@ class ReluHead:
     return certified_radius(self, X, y, backbone_lipschitz=backbone_lipschitz)
 
   def summary(self) -> dict:
-    """{"objective", "gap" (None unless solver "barrier" computed one), "violation", "steps",
-    "width" (neurons of `recover`)}."""
+    """{"objective", "gap" (None when streamed or not finite), "violation", "steps", "width"
+    (neurons of `recover`)}."""
     gap = None if self.gap is None else float(self.gap)
     return dict(objective=float(self.objective),
                 gap=gap if gap is not None and np.isfinite(gap) else None,

@@ -236,6 +236,8 @@ def test_auto_takes_the_robust_barrier_only_for_small_robust_binary_heads_fitted
   assert relu_driver.robust_barrier_fits(problem())
   assert not relu_driver.robust_barrier_fits(problem(eps=0.0))  # plain: ADMM
   assert not relu_driver.robust_barrier_fits(problem(y=np.arange(40) % 3))  # multi-class
+  # A kept pattern whose largest-margin direction is 0 (no interior by the LP): ADMM.
+  assert not relu_driver.robust_barrier_fits(problem(eps=0.1, p="inf", num_patterns=12))
   P = problem().D.shape[1]  # the patterns kept
   wide = problem()._replace(X=np.ones((40, 2048 // (2 * P) + 1)))  # 2P·d > 2048
   assert not relu_driver.robust_barrier_fits(wide)
@@ -299,7 +301,8 @@ def test_admm_stopped_above_its_tolerance_warns_with_the_gap_and_the_violation()
   for p in ("inf", 2):
     with pytest.warns(UserWarning, match=r"stopped after 300 steps .* relative gap .* > tol=1e-06"
                       r"; its weights violated the cones by"):
-      head = relu.fit(X, y, eps=0.05, p=p, beta=1e-2, num_patterns=8, key=KEY, max_steps=300)
+      head = relu.fit(X, y, eps=0.05, p=p, beta=1e-2, num_patterns=8, key=KEY, max_steps=300,
+                      solver="admm")
     assert float(head.gap) > 1e-6 * float(head.objective)
 
 

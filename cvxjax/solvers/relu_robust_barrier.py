@@ -389,12 +389,13 @@ def unsupported_reason(problem: relu.Problem) -> str:
   if not problem.binary:
     return "solves the robust binary hinge (the multi-class robust hinge couples classes)"
   directions = relu_dual.interior_directions(problem.X, problem.gates, problem.eps, problem.q)
-  W = np.tile(directions / np.linalg.norm(directions, axis=1, keepdims=True), (2, 1))
-  D = np.asarray(problem.D, W.dtype)
-  slack = (np.tile(2.0 * D.T - 1.0, (2, 1)) * (W @ np.asarray(problem.X).T)
-           - problem.eps * np.asarray(relu.dual_norm(W, problem.q, axis=1))[:, None])
-  if np.any(np.min(slack, axis=1) <= 0):
-    k = int(np.argmin(np.min(slack, axis=1))) % D.shape[1]
+  D = np.asarray(problem.D, directions.dtype)
+  slack = (np.tile(2.0 * D.T - 1.0, (2, 1)) * (np.tile(directions, (2, 1)) @ problem.X.T)
+           - problem.eps * np.asarray(relu.dual_norm(np.tile(directions, (2, 1)), problem.q,
+                                                     axis=1))[:, None])
+  inside = np.min(slack, axis=1) > 0  # the LP's direction is 0 where it finds no interior
+  if not np.all(inside):
+    k = int(np.argmin(inside)) % D.shape[1]
     return (f"needs every pattern's robust cone to have an interior; pattern {k}'s has none "
             "(fit with drop_empty_cones=True)")
   return ""
