@@ -205,7 +205,7 @@ def test_the_robust_barrier_newton_step_solves_the_dense_newton_system(p, eps):
                                           jnp.asarray(directions))
   settings = dict(eps=eps, q=q, beta=0.3)
   step = jax.jit(lambda s: relu_robust_barrier.step(s, setup, D, targets, tol=1e-12, **settings))
-  state = relu_robust_barrier.init(setup, **settings)
+  state = relu_robust_barrier.init(setup, D, targets, **settings)
   for _ in range(4):  # a strictly feasible point off the start's symmetries
     state = step(state)
   # The oracle: autodiff's dense Hessian and gradient of Φ_τ in every variable, solved directly.

@@ -380,7 +380,8 @@ class Solver(base.Solver):
   def init(self, prepared: tuple, start=None) -> State:
     problem, setup, Y = prepared
     if problem.eps > 0:
-      return relu_robust_barrier.init(setup, eps=problem.eps, q=problem.q, beta=problem.beta)
+      return relu_robust_barrier.init(setup, problem.D, problem.targets, eps=problem.eps,
+                                      q=problem.q, beta=problem.beta)
     return jax.vmap(lambda y: init(setup, y, loss=problem.loss, beta=problem.beta))(Y)
 
   def step(self, prepared: tuple, state: State) -> State:

@@ -51,8 +51,8 @@ def resolve_solver(solver, problem: relu.Problem, *, plain_fit: bool = True) -> 
     plain_fit: False when the fit is warm-started, sharded or streamed (no barrier for "auto").
   """
   if solver == "auto" and plain_fit and robust_barrier_fits(problem):
-    solver = relu_barrier.Solver()
-  elif isinstance(solver, str) and solver in SOLVERS:
+    return relu_barrier.Solver()  # its domain checked (`unsupported_reason`): no second LP pass
+  if isinstance(solver, str) and solver in SOLVERS:
     solver = SOLVERS[solver]()
   elif not isinstance(solver, _VALUES):
     raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a Solver value of "

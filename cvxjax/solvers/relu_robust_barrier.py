@@ -100,13 +100,6 @@ def margins(W, setup: Setup, eps, q: int) -> jnp.ndarray:
   return setup.signs * (W @ setup.X.T) - eps * relu.dual_norm(W, q, axis=1)[:, None]
 
 
-def objective(W, setup: Setup, eps, q: int, beta) -> jnp.ndarray:
-  """Σ_i (1 − x_iᵀξ_i + ε‖ξ_i‖_q)₊ + β Σ_j ‖w_j‖₂ at W (N, d)."""
-  xi = setup.pairs.T @ W
-  hinge = jax.nn.relu(1.0 - jnp.sum(setup.X * xi, axis=1) + eps * relu.dual_norm(xi, q, axis=1))
-  return jnp.sum(hinge) + beta * jnp.sum(jnp.linalg.norm(W, axis=1))
-
-
 def _neuron_barrier(wu, signs, X, tau, *, eps, q: int, beta):
   """One neuron's block of Φ_τ: its norm term and cone barriers (+ |w| ≤ u for ℓ∞); (w, u) flat.
   The norm term is `relu_barrier._norm_terms`' q − log(1 + q), here differentiated by JAX."""
@@ -293,7 +286,7 @@ def lower_bound(nu, lam, setup: Setup, D, targets: relu.Targets, *, eps, q: int,
                                targets, loss="hinge", eps=eps, q=q, beta=beta, num_blocks=2)
 
 
-def init(setup: Setup, *, eps, q: int, beta) -> State:
+def init(setup: Setup, D, targets: relu.Targets, *, eps, q: int, beta) -> State:
   """The start: w_j = c·(the neuron's interior direction), the same for the two neurons of a
   pattern (so ξ = 0), c setting β Σ‖w_j‖ to a tenth of the loss n at ξ = 0; u_j halfway between
   |w_j| and the cone's limit; ζ_i = 2 and v_i = 1/(2εd); τ the weight whose centre's gap m/τ is
@@ -310,7 +303,7 @@ def init(setup: Setup, *, eps, q: int, beta) -> State:
     E = jnp.concatenate([zeta, jnp.full((n, d), 0.5 / (eps * d), dtype)], axis=1)
   else:
     U, E = jnp.zeros((N, 0), dtype), zeta
-  upper = objective(W, setup, eps, q, beta)
+  upper = _objective(W, D, setup, targets, eps, q, beta)
   return State(W=W, U=U, E=E, tau=parameter(setup, q) / upper, step=jnp.asarray(0), upper=upper,
                lower=jnp.asarray(-jnp.inf, dtype), done=jnp.asarray(False))
 
@@ -332,7 +325,7 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
     The next `State`; once done it no longer moves.
   """
   (dW, dU, dE), decrement, nu, lam = _newton(state, setup, state.tau, eps=eps, q=q, beta=beta)
-  upper = objective(state.W, setup, eps, q, beta)
+  upper = _objective(state.W, D, setup, targets, eps, q, beta)
   centred = decrement < 2 * _CENTERED
   # Certified near the centre only: elsewhere the multipliers bound little (a quarter of a step).
   bound = jax.lax.cond(
@@ -377,6 +370,12 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
                       step=state.step + jnp.where(state.done, 0, 1),
                       upper=jnp.where(state.done, state.upper, upper),
                       lower=jnp.where(state.done, state.lower, lower), done=keep)
+
+
+def _objective(W, D, setup: Setup, targets: relu.Targets, eps, q: int, beta) -> jnp.ndarray:
+  """`relu.objective` at the weights W (N, d): the robust hinge plus β Σ_j ‖w_j‖₂."""
+  return relu.objective(W.reshape(2, D.shape[1], -1)[..., None], setup.X, D, targets,
+                        loss="hinge", eps=eps, q=q, beta=beta)
 
 
 def weights(state: State, num_patterns: int) -> jnp.ndarray:
