@@ -240,8 +240,9 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   warns with the gap and the cone violation it reached.
 
   Solvers (a name for the default settings, or a solver value with its own settings):
-    "auto": "barrier" for a robust binary convex ReLU head in float64 with N·d ≤ 2048 (N = 2P
-      neurons) fitted from scratch on one device, else "admm".
+    "auto": "barrier" for a convex ReLU head in float64 fitted from scratch on one device that
+      it solves at a small size: robust binary hinge with N·d ≤ 2048 (N = 2P neurons), or plain
+      squared loss or binary hinge with n ≤ 2048; else "admm".
     "admm", `admm.Solver(linear_solver=, nystrom_rank=)`: the exact ADMM of
       `cvxjax.solvers.admm`, for every loss, ball and head; stops when both relative residuals
       are below `tol` or the relative gap is (checked every `checkpoint_every` steps). Its

@@ -225,22 +225,28 @@ def test_the_robust_barrier_newton_step_solves_the_dense_newton_system(p, eps):
   np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
 
 
-def test_auto_takes_the_robust_barrier_only_for_small_robust_binary_heads_fitted_afresh():
+def test_auto_takes_the_barrier_only_for_small_convex_heads_it_solves_fitted_afresh():
   X, y = _data(n=40)
   kw = dict(eps=0.05, p=2, beta=0.05, num_patterns=8, key=KEY)
-  auto, barrier = relu.fit(X, y, **kw), relu.fit(X, y, solver="barrier", **kw)
-  np.testing.assert_array_equal(np.asarray(auto.weights), np.asarray(barrier.weights))
+  for eps in (0.0, 0.05):  # plain and robust (the warm start below)
+    auto, barrier = (relu.fit(X, y, **{**kw, "eps": eps}, **solver)
+                     for solver in ({}, dict(solver="barrier")))
+    np.testing.assert_array_equal(np.asarray(auto.weights), np.asarray(barrier.weights))
   problem = lambda **changes: relu.check_problem(X, changes.pop("y", y), **{
       **dict(eps=0.05, p=2, beta=0.05, num_patterns=8, gates=None, gated=False, loss="hinge",
              key=KEY), **changes})
-  assert relu_driver.robust_barrier_fits(problem())
-  assert not relu_driver.robust_barrier_fits(problem(eps=0.0))  # plain: ADMM
-  assert not relu_driver.robust_barrier_fits(problem(y=np.arange(40) % 3))  # multi-class
+  fits = relu_driver.barrier_fits
+  assert fits(problem()) and fits(problem(eps=0.0))
+  assert fits(problem(eps=0.0, y=np.arange(40) % 3, loss="squared"))  # one class at a time
+  assert not fits(problem(eps=0.0, gated=True))  # gated: ADMM
+  assert not fits(problem(y=np.arange(40) % 3))  # the multi-class hinge, robust or plain
+  assert not fits(problem(eps=0.0, y=np.arange(40) % 3))
   # A kept pattern whose largest-margin direction is 0 (no interior by the LP): ADMM.
-  assert not relu_driver.robust_barrier_fits(problem(eps=0.1, p="inf", num_patterns=12))
+  assert not fits(problem(eps=0.1, p="inf", num_patterns=12))
   P = problem().D.shape[1]  # the patterns kept
-  wide = problem()._replace(X=np.ones((40, 2048 // (2 * P) + 1)))  # 2P·d > 2048
-  assert not relu_driver.robust_barrier_fits(wide)
+  assert not fits(problem()._replace(X=np.ones((40, 2048 // (2 * P) + 1))))  # 2P·d > 2048
+  tall = problem(eps=0.0)
+  assert not fits(tall._replace(X=np.ones((2049, 3)), D=np.ones((2049, tall.D.shape[1]))))
   # A warm start is ADMM's (the barrier follows its own central path and refuses one).
   with pytest.warns(UserWarning, match="admm solver stopped after 50 steps"):
     relu.fit(X, y, start=auto, max_steps=50, **kw)

@@ -30,7 +30,10 @@ the optimum from below (squared: −½θ²‖μ‖² − θμᵀy, maximised ove
 α ∈ [0, 1]: θ Σ α). At the centre of Φ_τ the pair is feasible with θ = 1 and the gap is at
 most m/τ, m the barrier's parameter. Barrier Hessians grow like τ²: the solver needs float64,
 and a Newton system that round-off breaks ends the run with the gap reached (a valid bound).
-Measured: the squared loss certifies relative gaps of 1e-8; the hinge stops near 1e-5.
+Two steps of iterative refinement (residuals by the exact Hessian-vector product) keep each
+solve accurate longer. Measured: the squared loss certifies relative gaps of 1e-8; the hinge
+stops near 1e-5, where its curvature (τ² at the kink) outruns float64 (breast cancer, n = 343,
+P = 100: at τ ≈ 5e9; refinement took its gap from 4.6e-5 to 1.1e-5).
 
 On a CPU, run it with XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false (set
 before jax starts its backend, as the experiments and the tests' conftest do): XLA's
@@ -55,6 +58,7 @@ _LOOSE_CENTERING = 0.01  # squared loss: centred once λ² < this·m (m the barr
 _ARMIJO = 0.01
 _QUADRATIC = 0.1  # below this decrement the full step is taken unless Φ_τ rises past round-off
 _START_REGULARISER = 0.1  # the start's β Σ‖w_j‖ as a fraction of the loss at f = 0
+_REFINEMENTS = 2  # steps of iterative refinement of each Newton solve
 _CHOLESKY_PIVOT_RATIO = 1e-4  # Cholesky while its pivots span < 1e4 (they estimate √cond(H_j))
 
 
@@ -236,9 +240,21 @@ def _newton(state: State, setup: Setup, y, *, loss: str, beta):
         (cap_chol, True), root_h * jnp.sum(setup.mask * (a @ X.T), axis=0))
     return a - block_solve((setup.mask * z) @ X)
 
-  direction = solve(-grad)
+  def hessian_times(V):  # the exact Newton matrix (blocks + the loss's curvature) times V
+    XV = V @ X.T
+    norms = jnp.einsum("jde,jef,jf->jd", root_norm, root_norm, V)
+    return (inv_slack * inv_slack * XV + setup.mask * (curv_f * jnp.sum(setup.mask * XV, axis=0))
+            ) @ X + norms
+
+  def refined_solve(rhs):  # iterative refinement: the factors' round-off grows like τ²
+    x = solve(rhs)
+    for _ in range(_REFINEMENTS):
+      x = x + solve(rhs - hessian_times(x))
+    return x
+
+  direction = refined_solve(-grad)
   tau_grad = jax.jvp(lambda tau: gradient(tau)[0], (tau,), (jnp.ones_like(tau),))[1]
-  tangent = solve(-tau_grad)
+  tangent = refined_solve(-tau_grad)
   decrement = -jnp.sum(grad * direction)
 
   # The multipliers at the Newton point: λ⁺ = (1/s)(1 − ds/s)/τ and μ⁺ = ∇ℓ(f + df).
