@@ -129,27 +129,30 @@ def test_apg_and_al_reach_the_cvxpy_optimum(classes):
 # The hinge's curvature (τ²) swamps the Newton system near τ ~ 1e8: its gaps stop near 1e-5.
 @pytest.mark.parametrize("classes,loss,tol", [(2, "squared", 1e-7), (3, "squared", 1e-7),
                                               (2, "hinge", 1e-4)])
-def test_the_barrier_reaches_the_cvxpy_optimum_feasibly_and_certifies_it(classes, loss, tol):
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_barrier_reaches_the_cvxpy_optimum_feasibly_and_certifies_it(classes, loss, tol,
+                                                                         gated):
   X, y = _data(classes=classes)
-  kw = dict(beta=0.1, num_patterns=8, loss=loss, key=KEY)
+  kw = dict(beta=0.1, num_patterns=8, loss=loss, gated=gated, key=KEY)
   oracle = relu.exact_fit(X, y, **kw)
   head = relu.fit(X, y, solver="barrier", tol=tol, **kw)
   assert _rel(head.objective, oracle.objective) < max(10 * tol, 1e-6)
   # Strictly feasible: no cone constraint is violated at all, not merely by less than 1e-6.
   D = relu.sign_patterns(jnp.asarray(X), head.gates)
-  assert float(jnp.min(relu.cone_slacks(head.weights, jnp.asarray(X), D))) >= 0.0
+  if not gated:
+    assert float(jnp.min(relu.cone_slacks(head.weights, jnp.asarray(X), D))) >= 0.0
   # The certificate brackets CVXPY's optimum and is as tight as asked.
   assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
   assert 0.0 <= float(head.gap) <= tol * float(head.objective)
 
 
-@pytest.mark.parametrize("loss", ["squared", "hinge"])
-def test_the_barrier_newton_step_solves_the_dense_newton_system(loss):
+@pytest.mark.parametrize("loss,gated", [("squared", False), ("hinge", False), ("hinge", True)])
+def test_the_barrier_newton_step_solves_the_dense_newton_system(loss, gated):
   X, y = _data(n=25, d=3)
   problem = relu.check_problem(X, y, eps=0.0, p=2, beta=0.3, num_patterns=4, gates=None,
-                               gated=False, loss=loss, key=KEY)
+                               gated=gated, loss=loss, key=KEY)
   setup = relu_barrier.build_setup(*(jnp.asarray(a) for a in (problem.X, problem.D,
-                                                                problem.gates)))
+                                                                problem.gates)), gated)
   targets = relu.Targets(*(jnp.asarray(a) for a in problem.targets))
   yc = relu_barrier.class_targets(targets, loss)[0]
   # Each piece compiled whole: run eagerly, they compile primitive by primitive.
@@ -225,7 +228,7 @@ def test_the_robust_barrier_newton_step_solves_the_dense_newton_system(p, eps):
   np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
 
 
-def test_auto_takes_the_barrier_only_for_small_convex_heads_it_solves_fitted_afresh():
+def test_auto_takes_the_barrier_only_for_small_heads_it_solves_fitted_afresh():
   X, y = _data(n=40)
   kw = dict(eps=0.05, p=2, beta=0.05, num_patterns=8, key=KEY)
   for eps in (0.0, 0.05):  # plain and robust (the warm start below)
@@ -238,7 +241,7 @@ def test_auto_takes_the_barrier_only_for_small_convex_heads_it_solves_fitted_afr
   fits = relu_driver.barrier_fits
   assert fits(problem()) and fits(problem(eps=0.0))
   assert fits(problem(eps=0.0, y=np.arange(40) % 3, loss="squared"))  # one class at a time
-  assert not fits(problem(eps=0.0, gated=True))  # gated: ADMM
+  assert fits(problem(eps=0.0, gated=True))
   assert not fits(problem(y=np.arange(40) % 3))  # the multi-class hinge, robust or plain
   assert not fits(problem(eps=0.0, y=np.arange(40) % 3))
   # A kept pattern whose largest-margin direction is 0 (no interior by the LP): ADMM.
@@ -502,7 +505,6 @@ def test_proximal_maps_are_exact():
     (dict(eps=0.1, gated=True), "gated=True with eps > 0 is refused"),
     (dict(solver="apg"), "solver='apg'"),
     (dict(solver="newton"), "solver must be"),
-    (dict(solver="barrier", gated=True), "solver='barrier'"),
     (dict(solver="barrier", eps=0.1, y=np.arange(30) % 3), "multi-class robust hinge"),
     (dict(solver="barrier", y=np.arange(30) % 3), "solver='barrier'"),
     (dict(solver="barrier", gates=np.array([[1.0], [0.0], [0.0]]),

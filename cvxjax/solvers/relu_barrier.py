@@ -1,4 +1,5 @@
-"""Interior-point solver for plain convex ReLU heads, with a duality-gap certificate.
+"""Interior-point solver for plain convex ReLU and gated-ReLU heads, with a duality-gap
+certificate.
 
 The squared loss and the binary hinge do not couple the classes, so each class c is its own
 problem over the neurons j = (s, k), with weights w_j = W[s, k, :, c] (docs/math.md §4). With
@@ -6,7 +7,9 @@ epigraph variables t_j ≥ ‖w_j‖₂ its barrier is
 
     Φ_τ(w, t) = τ[ℓ(f) + β Σ_j t_j] − Σ_{j,i} log s_ji − Σ_j log(t_j² − ‖w_j‖²),
 
-with the cone slacks s_ji = (2D_ik − 1) x_iᵀw_j and the scores f = Σ_j σ_j D_j X w_j. Every t_j
+with the cone slacks s_ji = (2D_ik − 1) x_iᵀw_j and the scores f = Σ_j σ_j D_j X w_j. A gated
+head has one block of neurons (σ = +1) and no cone constraints: the same method without the
+slacks' terms, from W = 0 (its dual bound is the group lasso's). Every t_j
 is minimised out in closed form (`_norm_terms`: a smooth function of ‖w_j‖, with no boundary
 at w_j = 0, where most neurons of a group-lasso optimum sit), and so are the hinge's epigraph
 variables (`numerics.smoothed_hinge`). Newton's method runs on the weights alone. Every iterate is
@@ -63,16 +66,20 @@ _CHOLESKY_PIVOT_RATIO = 1e-4  # Cholesky while its pivots span < 1e4 (they estim
 
 
 class Setup(NamedTuple):
-  """A problem's data, laid out per neuron j = (s, k) (N = S·P neurons).
+  """A problem's data, laid out per neuron j = (s, k) (N = S·P neurons; S = 2 convex, 1 gated).
 
   Attributes:
     X: (n, d) inputs.
+    D: (n, P) the sign patterns.
     mask: (N, n) σ_j D_ik: the neuron's signed pattern in the scores.
-    signs: (N, n) 2D_ik − 1 where the constraint binds, 0 where x_i = 0 (void constraints).
-    gates: (N, d) unit gates h_k: strictly inside the neuron's cone.
+    signs: (N, n) 2D_ik − 1 where the constraint binds, 0 where x_i = 0 (void constraints) and
+      for gated heads (no cone constraints).
+    gates: (N, d) the start's directions: unit gates h_k, strictly inside the neuron's cone (0
+      for gated heads, which start at W = 0).
   """
 
   X: jnp.ndarray
+  D: jnp.ndarray
   mask: jnp.ndarray
   signs: jnp.ndarray
   gates: jnp.ndarray
@@ -96,15 +103,19 @@ class State(NamedTuple):
   done: jnp.ndarray
 
 
-def build_setup(X, D, gates) -> Setup:
-  """The per-neuron layout of X (n, d), patterns D (n, P) and gates (d, P) for S = 2 blocks."""
+def build_setup(X, D, gates, gated: bool = False) -> Setup:
+  """The per-neuron layout of X (n, d), patterns D (n, P) and gates (d, P): S = 2 blocks for
+  convex ReLU, 1 for gated ReLU."""
   n, d = X.shape
-  sigma = relu.neuron_signs(False)
+  sigma = relu.neuron_signs(gated)
+  S = sigma.shape[0]
   mask = (sigma[:, None, None] * D.T[None]).reshape(-1, n)
   nonzero = jnp.any(X != 0, axis=1)
-  signs = jnp.tile(jnp.where(nonzero[None, :], 2.0 * D.T - 1.0, 0.0), (2, 1))
+  signs = jnp.tile(jnp.where(nonzero[None, :], 2.0 * D.T - 1.0, 0.0), (S, 1))
   unit = gates / jnp.linalg.norm(gates, axis=0, keepdims=True)
-  return Setup(X, mask, signs, jnp.tile(unit.T, (2, 1)))
+  if gated:
+    return Setup(X, D, mask, jnp.zeros_like(signs), jnp.zeros((S * D.shape[1], d), X.dtype))
+  return Setup(X, D, mask, signs, jnp.tile(unit.T, (S, 1)))
 
 
 def parameter(setup: Setup, loss: str) -> jnp.ndarray:
@@ -157,8 +168,8 @@ def _barrier_value(W, setup: Setup, y, tau, *, loss: str, beta):
 
 
 def init(setup: Setup, y, *, loss: str, beta) -> State:
-  """The start w_j = c h_k (so f = 0: v_k = w_k), c setting β Σ‖w_j‖ to a tenth of ℓ(0), and τ
-  the weight at which the centre's gap m/τ equals the start's objective."""
+  """The start w_j = c h_k (so f = 0: v_k = w_k; W = 0 for gated heads), c setting β Σ‖w_j‖ to
+  a tenth of ℓ(0), and τ the weight at which the centre's gap m/τ equals the start's objective."""
   N = setup.mask.shape[0]
   zero_loss = 0.5 * jnp.sum(y * y) if loss == "squared" else jnp.asarray(y.shape[0], y.dtype)
   W = _START_REGULARISER * zero_loss / (beta * N) * setup.gates
@@ -196,7 +207,7 @@ def _newton(state: State, setup: Setup, y, *, loss: str, beta):
   −∇Φᵀ dW, the objective, and the dual bound of the multipliers the Newton step predicts."""
   X, W, tau = setup.X, state.W, state.tau
   N, d = W.shape
-  P = N // 2
+  P = setup.D.shape[1]
   gradient = functools.partial(_gradient, W, setup, y, loss=loss, beta=beta)
   grad, (inv_slack, curv_f, mu, root_norm) = gradient(tau)
 
@@ -225,9 +236,9 @@ def _newton(state: State, setup: Setup, y, *, loss: str, beta):
   # Woodbury: (H_b + Fᵀ h F)⁻¹ = H_b⁻¹ − H_b⁻¹ Fᵀ√h (I + √h F H_b⁻¹ Fᵀ √h)⁻¹ √h F H_b⁻¹. The
   # neurons v_k and w_k share D_k X, so F H_b⁻¹ Fᵀ = Σ_k D_k X (H_v⁻¹ + H_w⁻¹) Xᵀ D_k.
   inverse = jnp.einsum("jde,jfe->jdf", R_inv, R_inv)
-  paired = inverse[:P] + inverse[P:]  # (P, d, d)
+  paired = jnp.sum(inverse.reshape(N // P, P, d, d), axis=0)  # (P, d, d)
   root_h = jnp.sqrt(curv_f)
-  patterns = root_h[:, None] * setup.mask[:P].T  # (n, P): √h D (σ = +1 for the v block)
+  patterns = root_h[:, None] * setup.D  # (n, P): √h D
   left = (patterns[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1)
   right = (patterns[:, :, None] * jnp.einsum("nd,kde->nke", X, paired)).reshape(X.shape[0], -1)
   capacitance = left @ right.T
@@ -307,7 +318,9 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
   tau = jnp.where(centred, _T_FACTOR * state.tau, state.tau)
   tau = jnp.maximum(tau, tau_floor)
   tau = jnp.where(state.tau < tau_final, jnp.minimum(tau, tau_final), tau)
-  direction = jnp.where(centred, dW + (tau - state.tau) * tangent, dW)
+  # τ also moves off the centre when the objective falls below m/τ (the floor): predict then too.
+  predicted = tau != state.tau
+  direction = dW + (tau - state.tau) * tangent
 
   value = functools.partial(_barrier_value, setup=setup, y=y, tau=tau, loss=loss, beta=beta)
   current = value(state.W)
@@ -317,7 +330,7 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
   alpha0 = jnp.minimum(1.0, 0.99 * jnp.min(ratios))
   # Newton steps pass Armijo's test (near the centre, up to Φ's round-off); predictions need
   # only lower Φ at the new τ.
-  decrease = jnp.where(centred, 0.0, _ARMIJO * decrement)
+  decrease = jnp.where(predicted, 0.0, _ARMIJO * decrement)
   slack = jnp.where(decrement < _QUADRATIC, 64 * jnp.finfo(upper.dtype).eps * jnp.abs(current),
                     0.0)
 
@@ -325,10 +338,10 @@ def step(state: State, setup: Setup, y, *, loss: str, beta, tol) -> State:
     return trial <= current - alpha * decrease + slack
 
   alpha, trial = numerics.backtrack(lambda a: value(state.W + a * direction), sufficient, alpha0)
-  moved = sufficient(alpha, trial) & (centred | (decrement > 0))
+  moved = sufficient(alpha, trial) & (predicted | (decrement > 0))
   # No descent off the centre (round-off), or a Newton system that round-off broke (the
   # hinge's curvature grows like τ², and near τ ~ 1e8 it swamps the n×n system in float64).
-  stuck = ~(decrement >= 0) | (~moved & ~centred)
+  stuck = ~(decrement >= 0) | (~moved & ~predicted)
   keep = converged | stuck | state.done
   return State(
       W=jnp.where(~keep & moved, state.W + alpha * direction, state.W),
@@ -352,12 +365,12 @@ def weights(state: State, num_patterns: int) -> jnp.ndarray:
 
 def unsupported_reason(problem: relu.Problem) -> str:
   """Why the barrier cannot solve `problem` ('' if it can)."""
-  if problem.gated:
-    return "solves convex ReLU (gated=False)"
   if problem.eps > 0:
     return relu_robust_barrier.unsupported_reason(problem)
   if problem.loss == "hinge" and not problem.binary:
     return "solves the squared loss or the binary hinge (the multi-class hinge couples classes)"
+  if problem.gated:
+    return ""  # no cones: W = 0 is an interior start
   scores = problem.X @ problem.gates
   tie = (scores == 0) & np.any(problem.X != 0, axis=1)[:, None]
   if np.any(tie):
@@ -369,9 +382,9 @@ def unsupported_reason(problem: relu.Problem) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Solver(base.Solver):
-  """The barrier method over a convex ReLU `cvxjax.core.relu.Instance` (float64): plain heads with
-  the squared loss or the binary hinge, one class after another (`lax.map`), and robust binary
-  hinge heads (`relu_robust_barrier`).
+  """The barrier method over a ReLU `cvxjax.core.relu.Instance` (float64): plain convex or gated
+  heads with the squared loss or the binary hinge, one class after another (`lax.map`), and
+  robust binary hinge convex heads (`relu_robust_barrier`).
 
   A class whose certified relative gap reaches `tol` is done and no longer moves; the run stops
   when every class is. Its iterates stay strictly feasible (no violation). It takes no warm
@@ -390,7 +403,7 @@ class Solver(base.Solver):
       setup = relu_robust_barrier.build_setup(problem.X, problem.targets.labels, problem.D,
                                               problem.directions)
       return problem, setup, None
-    return (problem, build_setup(problem.X, problem.D, problem.gates),
+    return (problem, build_setup(problem.X, problem.D, problem.gates, problem.gated),
             class_targets(problem.targets, problem.loss))
 
   def init(self, prepared: tuple, start=None) -> State:

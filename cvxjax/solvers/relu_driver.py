@@ -70,13 +70,14 @@ def resolve_solver(solver, problem: relu.Problem, *, plain_fit: bool = True) -> 
 
 
 def barrier_fits(problem: relu.Problem) -> bool:
-  """Whether "auto" takes the barrier: a convex ReLU head in float64 that the barrier solves
+  """Whether "auto" takes the barrier: a ReLU head in float64 that the barrier solves
   (`relu_barrier.unsupported_reason`) at a size where its Newton system is cheap. Robust (binary
   hinge): N·d ≤ `_ROBUST_BARRIER_SIZE`, its dense matrix; there it reaches the optimum in about
   Clarabel's time where ADMM stopped 6.5% above it (benchmarks/robust_relu_vs_cvxpy.py). Plain
-  (squared loss or binary hinge): n ≤ `_PLAIN_BARRIER_ROWS`, its n×n factor; on breast cancer
-  (n = 343, P = 100) it certifies 5e-5 in 4 s where ADMM's 4000 steps end 1.3% above it."""
-  if problem.gated or jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+  convex or gated (squared loss or binary hinge): n ≤ `_PLAIN_BARRIER_ROWS`, its n×n factor; on
+  breast cancer (n = 343, P = 100) it certifies 1e-5 in 4 s where ADMM's 4000 steps end 1.3%
+  above it."""
+  if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
     return False
   (n, d), N = problem.X.shape, 2 * problem.D.shape[1]
   small = N * d <= _ROBUST_BARRIER_SIZE if problem.eps > 0 else n <= _PLAIN_BARRIER_ROWS
