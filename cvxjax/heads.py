@@ -184,7 +184,7 @@ def _activation(value) -> Quadratic:
 
 # JSON value -> setting, for every static field of the heads in KINDS.
 _SETTINGS = {"activation": _activation, "binary": _boolean, "bias": _boolean, "eps": _number,
-             "p": _one_of(*relu.NORMS), "loss": _one_of(*relu.LOSSES)}
+             "p": _one_of(*relu.NORMS), "loss": _one_of(*relu.LOSSES, relu.ONE_VS_ALL)}
 
 
 def _json_value(value):

@@ -9,7 +9,9 @@ See docs/math.md §4.
 """
 
 import dataclasses
-from typing import Optional
+import functools
+import os
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +48,12 @@ from cvxjax.core.relu import (
 )
 from cvxjax.solvers import relu_driver
 
+ONE_VS_ALL = "ova_hinge"  # the `loss` of C binary hinge heads, one per class (see `fit`)
+
 __all__ = [
     "LOSSES",
     "NORMS",
+    "ONE_VS_ALL",
     "Problem",
     "ReluHead",
     "Targets",
@@ -99,7 +104,7 @@ class ReluHead:
     gap: a certified bound on objective − optimum (`cvxjax.core.relu_dual`: a scaled dual point from
       the solver's multipliers or the loss's gradient); None for a streamed fit.
     eps, p: the ball the head was trained against (eps = 0: plain).
-    loss: "squared" or "hinge".
+    loss: "squared", "hinge" or `ONE_VS_ALL` (C binary hinge heads, see `fit`).
     binary: whether the head is binary (C = 1, labels ±1).
     bias: whether the neurons have biases: the head then acts on `with_intercept(X)`, gates and
       weights have d + 1 rows, and a robust head's ball also covers the constant feature.
@@ -271,7 +276,12 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
     gated: train a gated-ReLU head (no constraints) instead of a convex ReLU one. Plain only:
       with fixed gates ε‖θ‖ is no bound on a gated head's worst case (a gate within ε of x
       flips inside the ball), so eps > 0 with gated=True is refused.
-    loss: "hinge" (binary, or Σ_{c≠y} multi-class hinge) or "squared" (targets ±1 / one-hot).
+    loss: "hinge" (binary, or Σ_{c≠y} multi-class hinge), "squared" (targets ±1 / one-hot), or
+      `ONE_VS_ALL` ("ova_hinge", labels 0..C−1): Σ_c Σ_i (1 − y_ic f_ic)₊ with y_ic = ±1, C
+      binary hinge heads on the same gates, class c against the rest. The classes do not
+      couple, so each is fitted on its own (its own solver choice: the barriers certify binary
+      heads that the multi-class hinge leaves to ADMM); objective and gap are the sums over the
+      classes, violation and steps the largest; a checkpoint keeps one folder per class.
     solver: "auto", "admm", "apg", "al", "barrier", "penalty", or a `Solver` value of
       `cvxjax.solvers.admm`, `proximal`, `relu_barrier` or `penalty`.
     key: jax.random key for the gates (and the penalty method's start, Nyström's sketch).
@@ -307,6 +317,15 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
   if start is not None and not isinstance(start, ReluHead):
     raise ValueError(f"start must be a ReluHead, got {start!r}")
   gates = start.gates if start is not None and gates is None else gates
+  _check_loss(loss)
+  if loss == ONE_VS_ALL:
+    settings = dict(eps=eps, p=p, beta=beta, gated=gated, bias=bias)
+    fit_class = functools.partial(
+        fit, **settings, solver=solver, tol=tol, max_steps=max_steps, drop_empty_cones=False,
+        checkpoint_every=checkpoint_every, progress=progress, mesh=mesh, chunk_size=chunk_size)
+    return _one_vs_all(fit_class, check_problem(
+        X, y, **settings, num_patterns=num_patterns, gates=gates, loss="hinge", key=key,
+        drop_empty_cones=drop_empty_cones), X, y, start=start, checkpoint_dir=checkpoint_dir)
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
                           gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
                           bias=bias)
@@ -359,11 +378,63 @@ def exact_fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patter
   Returns:
     A `ReluHead` whose objective and violation are evaluated exactly at the solver's weights.
   """
+  _check_loss(loss)
+  if loss == ONE_VS_ALL:
+    settings = dict(eps=eps, p=p, beta=beta, gated=gated, bias=bias)
+    fit_class = functools.partial(exact_fit, **settings, drop_empty_cones=False, solver=solver,
+                                  verbose=verbose)
+    return _one_vs_all(fit_class, check_problem(
+        X, y, **settings, num_patterns=num_patterns, gates=gates, loss="hinge", key=key,
+        drop_empty_cones=drop_empty_cones), X, y)
   problem = check_problem(X, y, eps=eps, p=p, beta=beta, num_patterns=num_patterns, gates=gates,
                           gated=gated, loss=loss, key=key, drop_empty_cones=drop_empty_cones,
                           bias=bias)
   W = exact.solve_relu(problem, solver=solver, verbose=verbose)
   return _head(problem, relu_driver.solution_from_weights(problem, W), bias)
+
+
+def _check_loss(loss) -> None:
+  if loss not in (*LOSSES, ONE_VS_ALL):
+    raise ValueError(f"loss must be one of {(*LOSSES, ONE_VS_ALL)}, got {loss!r}")
+
+
+def _one_vs_all(fit_class: Callable[..., ReluHead], problem: Problem, X, y, *,
+                start: Optional[ReluHead] = None,
+                checkpoint_dir: Optional[str] = None) -> ReluHead:
+  """The `ONE_VS_ALL` head: `fit_class(X, ±1 labels, gates=, ...)` per class, stacked.
+
+  Args:
+    fit_class: `fit` or `exact_fit` with every setting but the labels, gates, start and folder.
+    problem: the validated multi-class problem (its gates: sampled, deduplicated, and for robust
+      heads those with an interior).
+    X, y: the inputs and the labels 0..C−1.
+    start: a `ONE_VS_ALL` head to warm-start every class from, or None.
+    checkpoint_dir: the folder of the per-class checkpoints (class_0, class_1, …), or None.
+  """
+  if problem.binary:
+    raise ValueError(f"loss={ONE_VS_ALL!r} needs multi-class labels 0..C-1, got labels ±1")
+  labels = np.asarray(problem.targets.labels)
+  C = problem.targets.onehot.shape[1]
+  if start is not None and (start.loss != ONE_VS_ALL or start.weights.shape[-1] != C):
+    raise ValueError(f"start must be a loss={ONE_VS_ALL!r} head with {C} classes, got "
+                     f"loss={start.loss!r} with weights of shape {start.weights.shape}")
+  heads = []
+  for c in range(C):
+    extra = {}
+    if start is not None:
+      extra["start"] = dataclasses.replace(start, weights=start.weights[..., c:c + 1],
+                                           loss="hinge", binary=True)
+    if checkpoint_dir is not None:
+      extra["checkpoint_dir"] = os.path.join(checkpoint_dir, f"class_{c}")
+    heads.append(fit_class(X, np.where(labels == c, 1.0, -1.0), gates=problem.gates, **extra))
+  gaps = [h.gap for h in heads]
+  return ReluHead(
+      gates=heads[0].gates, weights=jnp.concatenate([h.weights for h in heads], axis=-1),
+      objective=sum(h.objective for h in heads),
+      violation=jnp.max(jnp.stack([h.violation for h in heads])),
+      steps=jnp.max(jnp.stack([h.steps for h in heads])),
+      gap=None if any(g is None for g in gaps) else sum(gaps), eps=heads[0].eps, p=heads[0].p,
+      loss=ONE_VS_ALL, binary=False, bias=heads[0].bias)
 
 
 def _head(problem: Problem, solution: relu_driver.ReluSolution, bias: bool) -> ReluHead:

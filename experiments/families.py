@@ -10,7 +10,9 @@ with the settings of its type, named the same in every experiment:
   type       settings                                          fitted by
   "poly"     radii, betas, solver, tol, max_steps              `cvxjax.poly.fit` at r ∈ radii
   "relu"     eps, p, bias, betas, num_patterns, tol, max_steps `cvxjax.relu.fit` at ε ∈ eps
+             (loss: "hinge", or "ova_hinge" for one-vs-all)
   "gated"    p, bias, betas, num_patterns, tol, max_steps      `relu.fit(gated=True)` at ε = 0
+             (loss, as "relu")
   "network"  method, hidden, steps, learning_rate,             `cvxjax.train.head.fit`
              weight_decays; radii, norm, pgd_steps (method
              "pgd" or "ssds": PGD-AT or SSDS at each radius)
@@ -42,7 +44,8 @@ REQUIRED = {
     "gated": ("p", "bias", "betas", "num_patterns", "tol", "max_steps"),
     "network": ("method", "hidden", "steps", "learning_rate", "weight_decays"),
 }
-OPTIONAL = {"network": {"radii": (0.0,), "norm": 2, "pgd_steps": 7}}
+OPTIONAL = {"network": {"radii": (0.0,), "norm": 2, "pgd_steps": 7},
+            "relu": {"loss": "hinge"}, "gated": {"loss": "hinge"}}
 TYPES = tuple(REQUIRED)
 
 
@@ -194,8 +197,8 @@ def _poly(label: str, s: Dict[str, Any], key, progress: bool, mesh) -> Family:
 def _relu(label: str, s: Dict[str, Any], key, progress: bool, mesh, gated: bool) -> Family:
   fit = lambda X, y, eps, beta: relu.fit(
       X, y, eps=eps, p=s["p"], beta=beta, num_patterns=s["num_patterns"], gated=gated,
-      bias=s["bias"], key=key, tol=s["tol"], max_steps=s["max_steps"], progress=progress,
-      mesh=mesh)
+      bias=s["bias"], loss=s["loss"], key=key, tol=s["tol"], max_steps=s["max_steps"],
+      progress=progress, mesh=mesh)
   radii = (0.0,) if gated else s["eps"]
   return Family(label, "gated" if gated else "relu", radii, s["betas"],
                 tuple(f"{label} ε={eps:g}" for eps in radii), label,

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from cvxjax import attacks, relu
+from cvxjax import attacks, heads, relu
 from cvxjax.core import relu_dual
 from cvxjax.solvers import admm, penalty, relu_barrier, relu_driver, relu_robust_barrier
 
@@ -144,6 +144,20 @@ def test_the_barrier_reaches_the_cvxpy_optimum_feasibly_and_certifies_it(classes
   # The certificate brackets CVXPY's optimum and is as tight as asked.
   assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
   assert 0.0 <= float(head.gap) <= tol * float(head.objective)
+
+
+@pytest.mark.parametrize("loss,gated", [("squared", False), ("hinge", False), ("hinge", True)])
+def test_the_barriers_network_has_the_neurons_of_the_optimum(loss, gated):
+  # An interior point leaves every neuron slightly off 0; the fit zeroes those that vanish at
+  # the optimum and adds what that costs to the gap.
+  X, y = _data(n=40)
+  kw = dict(beta=0.1, num_patterns=8, loss=loss, gated=gated, key=KEY)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, solver="barrier", tol=1e-6, **kw)
+  norms = np.linalg.norm(np.asarray(oracle.weights), axis=2)
+  assert head.summary()["width"] == np.sum(norms > 1e-4 * norms.max()) < norms.size
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  assert float(head.gap) <= 1e-5 * float(head.objective)  # the hinge stops near 1e-6
 
 
 @pytest.mark.parametrize("loss,gated", [("squared", False), ("hinge", False), ("hinge", True)])
@@ -492,6 +506,34 @@ def test_proximal_maps_are_exact():
     assert prox(M[i]).value <= best + 1e-9
 
 
+@pytest.mark.parametrize("settings", [dict(), dict(gated=True), dict(eps=0.05, p=2)])
+def test_one_vs_all_heads_reach_the_cvxpy_optimum_class_by_class(settings, tmp_path):
+  X, y = _data(classes=3, n=40)
+  kw = dict(beta=0.1, num_patterns=8, loss=relu.ONE_VS_ALL, key=KEY, **settings)
+  oracle = relu.exact_fit(X, y, **kw)
+  head = relu.fit(X, y, tol=1e-6, **kw)
+  assert head.weights.shape[-1] == 3 and head.scores(X).shape == (40, 3)
+  assert _rel(head.objective, oracle.objective) < 1e-5
+  assert float(head.objective) - float(head.gap) <= float(oracle.objective) * (1 + 1e-7)
+  assert float(head.violation) == 0.0  # the barriers' iterates are strictly feasible
+  # Its objective is the sum of the binary hinge objectives of class c against the rest.
+  Xj = jnp.asarray(X)
+  D = relu.sign_patterns(Xj, head.gates)
+  per_class = [relu.objective(head.weights[..., c:c + 1], Xj, D,
+                              relu.encode_targets(np.where(y == c, 1.0, -1.0), 40)[0],
+                              loss="hinge", eps=head.eps, q=relu.NORMS[head.p], beta=0.1)
+               for c in range(3)]
+  np.testing.assert_allclose(float(sum(per_class)), float(head.objective), rtol=1e-10)
+  loaded = heads.load_head(heads.save_head(str(tmp_path / "ova.head"), head))
+  assert loaded.loss == relu.ONE_VS_ALL
+  np.testing.assert_array_equal(np.asarray(loaded.scores(X)), np.asarray(head.scores(X)))
+  # A warm start goes to every class (ADMM; the barriers take none), its gap still valid.
+  with pytest.warns(UserWarning, match="admm solver stopped after 20 steps"):
+    warm = relu.fit(X, y, start=head, solver="admm", max_steps=20, **kw)
+  assert warm.weights.shape == head.weights.shape
+  assert float(warm.objective) - float(warm.gap) <= float(oracle.objective) * (1 + 1e-7)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(p=1), "p must be"),
     (dict(p="l2"), "p must be"),
@@ -510,6 +552,8 @@ def test_proximal_maps_are_exact():
     (dict(solver="barrier", gates=np.array([[1.0], [0.0], [0.0]]),
           X=np.array([[0.0, 1.0, 0.0]] * 15 + [[1.0, 0.0, 0.0]] * 15)), "orthogonal"),
     (dict(key=None), "key must be"),
+    (dict(loss="ova_hinge"), "needs multi-class labels"),
+    (dict(loss="ova_hinge", y=np.arange(30) % 3, solver="apg"), "solver='apg'"),
 ])
 def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
   X, y = _data()

@@ -20,6 +20,7 @@ SOLVERS = {"auto": admm.Solver, "admm": admm.Solver,
 _VALUES = (admm.Solver, proximal.Solver, relu_barrier.Solver, penalty.Solver)
 _ROBUST_BARRIER_SIZE = 2048  # N·d up to which "auto" takes the robust barrier (measured: 1440)
 _PLAIN_BARRIER_ROWS = 2048  # n up to which "auto" takes the plain barrier (its n×n factor a step)
+_PRUNE_LEVELS = 10.0 ** -np.arange(2, 13)  # neuron norms / the largest that a barrier fit may zero
 # The streamed form of each solver that streams ("apg", "penalty").
 _STREAMED = {proximal.Solver: proximal.Streamed, penalty.Solver: penalty.Streamed}
 
@@ -130,11 +131,44 @@ def fit_relu(problem: relu.Problem, *, solver: base.Solver, max_steps: Optional[
   with loop.blas_limited():
     result = loop.run(solver, instance, place=put, **settings)
   summary = result.summary
+  solution = _solution(problem, result.params, summary.steps)._replace(gap=summary.gap)
+  if solver.name == "barrier":
+    solution = _without_vanishing_neurons(problem, solution, solver.tol)
   detail = ("" if problem.gated or summary.violation is None else
             f"; its weights violated the cones by {float(summary.violation):.1e} before the "
             "feasibility step")
-  loop.warn_above_tol(solver.name, summary, solver.tol, detail)
-  return _solution(problem, result.params, summary.steps)._replace(gap=summary.gap)
+  loop.warn_above_tol(solver.name, summary._replace(objective=solution.objective,
+                                                    gap=solution.gap), solver.tol, detail)
+  return solution
+
+
+def _without_vanishing_neurons(problem: relu.Problem, solution: ReluSolution,
+                               tol: float) -> ReluSolution:
+  """An interior point's weights with the neurons that vanish at the optimum set to 0.
+
+  An interior point keeps every neuron slightly off 0, so `recover` would return all of them.
+  Zeroing the neurons below a fraction of the largest norm keeps every cone constraint; the
+  largest fraction of `_PRUNE_LEVELS` whose objective rises by at most a budget is taken, and the
+  rise is added to the gap (which stays objective − the same lower bound). The budget is what
+  `tol` leaves, tol·objective − gap, or the gap itself where that is above tol (the certificate
+  then at most doubles).
+  """
+  objective, gap = float(solution.objective), float(solution.gap)
+  budget = tol * abs(objective) - gap
+  budget = gap if budget <= 0 else budget
+  if not np.isfinite(budget):
+    return solution
+  W = np.asarray(solution.weights)
+  norms = np.linalg.norm(W, axis=2, keepdims=True)
+  for level in _PRUNE_LEVELS:
+    kept = norms > level * norms.max()
+    if np.all(kept):
+      return solution
+    pruned = _solution(problem, np.where(kept, W, 0.0), solution.steps)
+    rise = float(pruned.objective) - objective
+    if rise <= budget:
+      return pruned._replace(gap=solution.gap + rise)
+  return solution
 
 
 def _fit_streamed(problem: relu.Problem, *, solver: base.Solver, key, **settings) -> ReluSolution:

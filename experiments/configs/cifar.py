@@ -104,6 +104,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       tol=1e-4, max_steps=300))
   # Affine neurons (bias): through the origin, no robust cone has an interior on standardised
   # digits features at ε = 0.1 (docs/math.md §4).
+  # loss="ova_hinge" (one binary head per class) lets the barrier certify the plain and gated
+  # heads, which ADMM leaves uncertified under the multi-class hinge (docs/solvers.md).
   relu = dict(p=2, bias=True, betas=(1e-3, 1e-2), num_patterns=256, tol=1e-5, max_steps=2000)
   # ℓ₂ training radii on standardised features: ℓ∞ balls of 0.1 leave no sign pattern whose
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
