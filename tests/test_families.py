@@ -56,6 +56,16 @@ def test_nonconvex_heads_take_signs_as_classes_and_convex_heads_labels_unchanged
   np.testing.assert_array_equal(found["network"].labels(np.arange(10)), np.arange(10))
 
 
+def test_a_relu_family_fits_the_loss_its_entry_names():
+  config = cifar_config.get_config("smoke")
+  config.heads.gated.loss = "ova_hinge"  # a locked config's own key: the flag can set it
+  gated = next(f for f in families.families(config.heads, key=KEY) if f.label == "gated")
+  rng = np.random.default_rng(0)
+  X, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+  head = gated.fit(X, y, 0.0, 0.1)
+  assert head.loss == "ova_hinge" and head.scores(X).shape == (30, 3) and head.gap is not None
+
+
 def _heads(**entries):
   heads = ml_collections.ConfigDict()
   for label, entry in entries.items():

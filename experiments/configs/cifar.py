@@ -106,7 +106,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # digits features at ε = 0.1 (docs/math.md §4).
   # loss="ova_hinge" (one binary head per class) lets the barrier certify the plain and gated
   # heads, which ADMM leaves uncertified under the multi-class hinge (docs/solvers.md).
-  relu = dict(p=2, bias=True, betas=(1e-3, 1e-2), num_patterns=256, tol=1e-5, max_steps=2000)
+  relu = dict(p=2, bias=True, betas=(1e-3, 1e-2), num_patterns=256, tol=1e-5, max_steps=2000,
+              loss="hinge")
   # ℓ₂ training radii on standardised features: ℓ∞ balls of 0.1 leave no sign pattern whose
   # robust cone has an interior on digits (validation accuracy 0.10), as on breast cancer.
   # Convex ReLU, chosen on validation as poly's r; gated heads train plain (docs/math.md §4).

@@ -56,7 +56,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Convex ReLU (cone constraints) and gated ReLU, their ball ℓ₂ (p = "inf": the weights then
   # pay ℓ₁), 100 sampled gates before duplicate patterns are dropped; ADMM stops at relative
   # residuals of tol (robust steps cost ~16 ms here).
-  relu = dict(p=2, bias=False, betas=(0.1, 1.0), num_patterns=100, tol=1e-6, max_steps=4000)
+  relu = dict(p=2, bias=False, betas=(0.1, 1.0), num_patterns=100, tol=1e-6, max_steps=4000,
+              loss="hinge")
   # Robust-training radii of the ReLU heads, in ℓ₂ like r. Their cone constraints fix every
   # neuron's pattern on each training ball: on this data ℓ∞ balls of ε ≥ 0.05 leave no pattern
   # with a nonzero neuron, ℓ₂ balls of ε = 0.1 leave 13 of 100. Gated heads train plain
