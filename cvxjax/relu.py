@@ -11,6 +11,7 @@ See docs/math.md §4.
 import dataclasses
 import functools
 import os
+import warnings
 from typing import Callable, Optional
 
 import jax
@@ -426,7 +427,11 @@ def _one_vs_all(fit_class: Callable[..., ReluHead], problem: Problem, X, y, *,
                                            loss="hinge", binary=True)
     if checkpoint_dir is not None:
       extra["checkpoint_dir"] = os.path.join(checkpoint_dir, f"class_{c}")
-    heads.append(fit_class(X, np.where(labels == c, 1.0, -1.0), gates=problem.gates, **extra))
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      heads.append(fit_class(X, np.where(labels == c, 1.0, -1.0), gates=problem.gates, **extra))
+    for warning in caught:  # each class's warning, naming the class, at the caller's line
+      warnings.warn(f"class {c} of {C}: {warning.message}", warning.category, stacklevel=3)
   gaps = [h.gap for h in heads]
   return ReluHead(
       gates=heads[0].gates, weights=jnp.concatenate([h.weights for h in heads], axis=-1),

@@ -528,7 +528,7 @@ def test_one_vs_all_heads_reach_the_cvxpy_optimum_class_by_class(settings, tmp_p
   assert loaded.loss == relu.ONE_VS_ALL
   np.testing.assert_array_equal(np.asarray(loaded.scores(X)), np.asarray(head.scores(X)))
   # A warm start goes to every class (ADMM; the barriers take none), its gap still valid.
-  with pytest.warns(UserWarning, match="admm solver stopped after 20 steps"):
+  with pytest.warns(UserWarning, match="class 0 of 3: admm solver stopped after 20 steps"):
     warm = relu.fit(X, y, start=head, solver="admm", max_steps=20, **kw)
   assert warm.weights.shape == head.weights.shape
   assert float(warm.objective) - float(warm.gap) <= float(oracle.objective) * (1 + 1e-7)
