@@ -18,8 +18,9 @@ The solvers:
 
   scnn:    `optimize_model` with `AL` (relu) and `RFISTA` (gated) at their default tolerances,
            timed end to end, `--repeats` runs (median).
-  cvxjax:  `relu.fit` with solver "barrier", "admm" and "al" (relu), "admm" and "apg" (gated),
-           and the penalty baseline (solver "penalty", relu) for a fixed `--penalty_steps`.
+  cvxjax:  `relu.fit` with solver "barrier", "admm" and "al" (relu), "barrier", "admm" and
+           "apg" (gated), and the penalty baseline (solver "penalty", relu) for a fixed
+           `--penalty_steps`.
 
 Each cvxjax solver runs from scratch with increasing `max_steps` budgets (250, 500, ..., 32000;
 the barrier's Newton steps: 30, 40, ..., 300).
@@ -91,7 +92,7 @@ PENALTY_OPTIMIZER = optax.adam(1e-2)  # one object: a new one would recompile ev
 
 # (problem, cvxjax solver) pairs, in the order they run; scnn's solver for each problem.
 BARRIER_BUDGETS = (30, 40, 45, 50, 55, 60, 70, 300)  # Newton steps: it converges in about 65
-CVXJAX_SOLVERS = {"gated": ("admm", "apg"), "relu": ("barrier", "admm", "al", "penalty")}
+CVXJAX_SOLVERS = {"gated": ("barrier", "admm", "apg"), "relu": ("barrier", "admm", "al", "penalty")}
 SCNN_SOLVER = {"gated": "RFISTA", "relu": "AL"}
 
 

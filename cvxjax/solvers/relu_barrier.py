@@ -108,14 +108,14 @@ def build_setup(X, D, gates, gated: bool = False) -> Setup:
   convex ReLU, 1 for gated ReLU."""
   n, d = X.shape
   sigma = relu.neuron_signs(gated)
-  S = sigma.shape[0]
   mask = (sigma[:, None, None] * D.T[None]).reshape(-1, n)
+  N = mask.shape[0]
+  if gated:  # no cones, and the start W = 0
+    return Setup(X, D, mask, jnp.zeros((N, n), X.dtype), jnp.zeros((N, d), X.dtype))
   nonzero = jnp.any(X != 0, axis=1)
-  signs = jnp.tile(jnp.where(nonzero[None, :], 2.0 * D.T - 1.0, 0.0), (S, 1))
+  signs = jnp.tile(jnp.where(nonzero[None, :], 2.0 * D.T - 1.0, 0.0), (2, 1))
   unit = gates / jnp.linalg.norm(gates, axis=0, keepdims=True)
-  if gated:
-    return Setup(X, D, mask, jnp.zeros_like(signs), jnp.zeros((S * D.shape[1], d), X.dtype))
-  return Setup(X, D, mask, signs, jnp.tile(unit.T, (S, 1)))
+  return Setup(X, D, mask, signs, jnp.tile(unit.T, (2, 1)))
 
 
 def parameter(setup: Setup, loss: str) -> jnp.ndarray:

@@ -160,14 +160,18 @@ def _without_vanishing_neurons(problem: relu.Problem, solution: ReluSolution,
     return solution
   W = np.asarray(solution.weights)
   norms = np.linalg.norm(W, axis=2, keepdims=True)
+  X, D, targets = _on_device(problem)
   for level in _PRUNE_LEVELS:
     kept = norms > level * norms.max()
     if np.all(kept):
       return solution
-    pruned = _solution(problem, np.where(kept, W, 0.0), solution.steps)
-    rise = float(pruned.objective) - objective
+    pruned = jnp.asarray(np.where(kept, W, 0.0), solution.weights.dtype)
+    value, violation = _evaluate(pruned, X, D, targets, loss=problem.loss, eps=problem.eps,
+                                 q=problem.q, beta=problem.beta)
+    rise = float(value) - objective
     if rise <= budget:
-      return pruned._replace(gap=solution.gap + rise)
+      return solution._replace(weights=pruned, objective=value, violation=violation,
+                               gap=solution.gap + rise)
   return solution
 
 
