@@ -138,7 +138,11 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
   the ℓ₂ ball of radius r (r = 0: the plain hinge problem), per head.
 
   Solvers (a name for the default settings, or a solver value with its own settings):
-    "barrier", `barrier.Solver()`: the exact interior-point method of `cvxjax.solvers.barrier`;
+    "interior", `interior.Solver()`: the primal–dual interior-point method of
+      `cvxjax.solvers.interior` (exact worst cases, Nesterov–Todd scaling, Mehrotra steps);
+      stops when the certified relative gap is below `tol`, 20–40 steps where it converges.
+      Memory and time grow like d⁴ and d⁶.
+    "barrier", `barrier.Solver()`: the primal barrier method of `cvxjax.solvers.barrier`;
       stops when the certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
     "projected", `projected.Solver(optimizer=, head_batch_size=)`: an optax optimiser (default
       optax.adam(1e-2)) on the exact objective with Π_K after every step, until the certified
@@ -149,10 +153,11 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       (`cvxjax.solvers.primal_dual`), O(n·d + d²) memory per head, certified every
       `check_every` (64) iterations; stops at `tol`. Experimental: its fixed primal weight suits
       some problems and not others.
-    "auto": "barrier" when d ≤ 49, else "projected" (always "projected" with `chunk_size`).
+    "auto": when d ≤ 49, "interior" for r = 0 and "barrier" for r > 0 (whose path the worst
+      cases' curvature cannot throw off); else "projected" (always with `chunk_size`).
 
-  Precision: the barrier solver is built for float64 (`jax_enable_x64`); in float32 it stops
-  where round-off stops it (gaps of 1e-4 to 1e-1) and reports the gap it certified.
+  Precision: the interior and barrier solvers are built for float64 (`jax_enable_x64`); in
+  float32 they stop where round-off stops them and report the gap they certified.
 
   Args:
     X: (n, d) inputs, finite.
@@ -160,12 +165,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     r: radius of the ℓ₂ ball of the adversary, ≥ 0.
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
-    solver: "auto", "barrier", "projected", "primal_dual", or a `Solver` value of
-      `cvxjax.solvers.barrier`, `projected` or `primal_dual`.
+    solver: "auto", "interior", "barrier", "projected", "primal_dual", or a `Solver` value of
+      `cvxjax.solvers.interior`, `barrier`, `projected` or `primal_dual`.
     tol: relative certified gap at which the solver stops (None: the solver's `tol`, 1e-6 by
       default); a fit that ends above it warns with the gap it reached.
-    max_steps: step limit (default 300 for "barrier", 1000 for "projected", 20000 iterations
-      for "primal_dual").
+    max_steps: step limit (default 150 for "interior", 300 for "barrier", 1000 for
+      "projected", 20000 iterations for "primal_dual").
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -176,7 +181,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
     start: a `PolyHead` of the same shapes (e.g. the fit at a neighbouring β or r) to start
-      from; the projected and primal–dual solvers take it, the barrier solver does not.
+      from; the projected and primal–dual solvers take it, the interior and barrier solvers
+      do not.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.
@@ -185,7 +191,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     ValueError: if an argument is malformed (named in the message).
   """
   X, S, binary = _check_problem(X, y, r, beta)
-  solver = driver.resolve_solver(solver, X.shape[1], chunk_size is not None)
+  solver = driver.resolve_solver(solver, X.shape[1], chunk_size is not None, float(r))
   if tol is not None:
     if not (np.isscalar(tol) and tol > 0):
       raise ValueError(f"tol must be a number > 0, got {tol!r}")
@@ -198,8 +204,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     raise ValueError(f"solver='primal_dual' runs on one device; it takes no mesh (got {mesh!r})")
   if chunk_size is not None and (solver.name != "projected" or mesh is not None):
     raise ValueError("chunk_size streams the projected solver on one device; it takes neither "
-                     f"solver='barrier' or 'primal_dual' nor a mesh (got solver={solver!r}, "
-                     f"mesh={mesh!r})")
+                     "solver='interior', 'barrier' or 'primal_dual' nor a mesh (got "
+                     f"solver={solver!r}, mesh={mesh!r})")
   if start is not None:
     if not solver.warm_start:
       raise ValueError(f"start: the {solver.name} solver takes no warm start")

@@ -11,7 +11,7 @@ from sklearn.datasets import load_breast_cancer
 from cvxjax import poly
 from cvxjax.core import activations, psd
 from cvxjax.core import poly as poly_core
-from cvxjax.solvers import barrier, loop
+from cvxjax.solvers import barrier, interior, loop
 
 pytest.importorskip("cvxpy")
 
@@ -109,7 +109,7 @@ def test_barrier_newton_model_matches_finite_differences():
   n, d, r, beta, t = 12, 3, 0.4, 0.05, 3.0
   X, s = jnp.asarray(rng.normal(size=(n, d))), jnp.asarray(np.sign(rng.normal(size=n)))
   m = d + 1
-  lay = barrier._layout(m)
+  lay = barrier.layout(m)
   N = len(lay.rows)
   A = rng.normal(size=(2, m, m))
   Z, Zp = (jnp.asarray(a @ a.T + 0.5 * np.eye(m)) for a in A)
@@ -118,7 +118,7 @@ def test_barrier_newton_model_matches_finite_differences():
 
   @jax.jit
   def value(x):  # Φ_t along scaled directions dZ = L dZ̃ Lᵀ
-    dZ, dZp = barrier._smat(x[:N], lay, m), barrier._smat(x[N:], lay, m)
+    dZ, dZp = barrier.smat(x[:N], lay, m), barrier.smat(x[N:], lay, m)
     return barrier._barrier_value(Z + local.L @ dZ @ local.L.T, Zp + local.Lp @ dZp @ local.Lp.T,
                                   t, X, s, r, beta, ACT)
 
@@ -135,6 +135,35 @@ def test_barrier_newton_model_matches_finite_differences():
   np.testing.assert_allclose(hessian, fd_hessian, atol=1e-4 * np.abs(hessian).max())
 
 
+def test_curvature_times_is_the_derivative_of_the_worst_case_lift_sum():
+  # −Σ α_i ∂(s_iΦ(x_i + δ_i(D)))/∂D [dD] by central differences of the exact worst cases.
+  rng = np.random.default_rng(1)
+  n, d, r = 10, 3, 0.4
+  X, s = jnp.asarray(rng.normal(size=(n, d))), jnp.asarray(np.sign(rng.normal(size=n)))
+  alpha = jnp.asarray(rng.uniform(size=n))
+  D, dD = (jnp.asarray(psd.symmetrize(a)) for a in rng.normal(size=(2, d + 1, d + 1)))
+  wc = _worst_case(D, X, s, r=r, activation=ACT)
+  curvature = barrier.worst_case_curvature(wc, s, r, ACT)
+  expected = interior._curvature_times(curvature, alpha, X + wc.delta, ACT, dD)
+  lift_sum = lambda D: poly.weighted_lift_sum(X + _worst_case(D, X, s, r=r, activation=ACT).delta,
+                                              alpha * s, ACT)
+  h = 1e-6
+  fd = -(lift_sum(D + h * dD) - lift_sum(D - h * dD)) / (2 * h)
+  np.testing.assert_allclose(expected, fd, atol=1e-6 * np.abs(fd).max())
+
+
+def test_nt_scaling_maps_both_points_to_one_diagonal():
+  rng = np.random.default_rng(2)
+  A, B = rng.normal(size=(2, 5, 5))
+  Z, S = jnp.asarray(A @ A.T + 0.1 * np.eye(5)), jnp.asarray(B @ B.T + 0.1 * np.eye(5))
+  R, lam = interior.nt_scaling(Z, S)
+  W = R @ R.T
+  np.testing.assert_allclose(W @ S @ W, Z, rtol=1e-9, atol=1e-9 * np.abs(Z).max())
+  np.testing.assert_allclose(R.T @ S @ R, np.diag(lam), atol=1e-9 * lam.max())
+  np.testing.assert_allclose(np.linalg.solve(R, np.linalg.solve(R, Z).T), np.diag(lam),
+                             atol=1e-9 * lam.max())
+
+
 PROBLEMS = {
     "random-plain": (lambda: _random_problem(3), 0.0, 1e-2),
     "random-adversarial": (lambda: _random_problem(4), 0.5, 1e-2),
@@ -144,17 +173,23 @@ PROBLEMS = {
 
 
 @functools.cache
-def _solved(name):
+def _oracle(name):
   data, r, beta = PROBLEMS[name]
   X, y = data()
-  head = poly.fit(X, y, r=r, beta=beta, tol=1e-8)
-  oracle = poly.exact_fit(X, y, r=r, beta=beta, solver="CLARABEL")
+  return X, y, r, beta, poly.exact_fit(X, y, r=r, beta=beta, solver="CLARABEL")
+
+
+@functools.cache
+def _solved(name, solver="auto"):
+  X, y, r, beta, oracle = _oracle(name)
+  head = poly.fit(X, y, r=r, beta=beta, tol=1e-8, solver=solver)
   return X, y, r, beta, head, oracle
 
 
+@pytest.mark.parametrize("solver", ["interior", "barrier"])
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_fit_reaches_the_cvxpy_optimum(name):
-  X, y, r, beta, head, oracle = _solved(name)
+def test_fit_reaches_the_cvxpy_optimum(name, solver):
+  X, y, r, beta, head, oracle = _solved(name, solver)
   assert abs(float(head.objective) - float(oracle.objective)) <= 1e-4 * float(oracle.objective)
   # The certificate: gap ≥ objective − optimum (the oracle is accurate to ~1e-7 here) …
   assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
@@ -168,16 +203,33 @@ def test_fit_reaches_the_cvxpy_optimum(name):
                           activation=ACT)) == pytest.approx(float(head.objective), rel=1e-12)
 
 
-def test_gap_is_valid_before_convergence():
-  X, y, r, beta, _, oracle = _solved("breast-cancer-adversarial")
+def test_interior_certifies_in_fewer_steps_than_the_barrier():
+  for name in sorted(PROBLEMS):
+    assert int(_solved(name, "interior")[4].steps) < int(_solved(name, "barrier")[4].steps), name
+
+
+@pytest.mark.parametrize("solver", ["interior", "barrier"])
+def test_gap_is_valid_before_convergence(solver):
+  X, y, r, beta, oracle = _oracle("breast-cancer-adversarial")
   for steps in (5, 15, 30):
-    head = poly.fit(X, y, r=r, beta=beta, tol=1e-8, max_steps=steps)
+    head = poly.fit(X, y, r=r, beta=beta, tol=1e-8, max_steps=steps, solver=solver)
     assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
     assert float(head.objective) >= float(oracle.objective) - 1e-6
 
 
+def test_interior_gap_stays_valid_where_worst_cases_have_kinks():
+  # r = 2 puts worst cases in the trust-region hard case, where the Newton model misses a kink:
+  # whatever the path does, the best point and the bound it reports hold.
+  X, y = _random_problem(4)
+  oracle = poly.exact_fit(X, y, r=2.0, beta=1e-2, solver="CLARABEL")
+  head = poly.fit(X, y, r=2.0, beta=1e-2, tol=1e-8, max_steps=60, solver="interior")
+  assert float(head.objective) >= float(oracle.objective) - 1e-6
+  assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+  assert float(head.objective) <= 1.01 * float(oracle.objective)
+
+
 def test_projected_baseline_is_feasible_and_its_gap_valid():
-  X, y, r, beta, _, oracle = _solved("random-adversarial")
+  X, y, r, beta, oracle = _oracle("random-adversarial")
   head = poly.fit(X, y, r=r, beta=beta, solver="projected", max_steps=50)
   assert float(head.objective) >= float(oracle.objective) - 1e-6
   assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
@@ -185,12 +237,13 @@ def test_projected_baseline_is_feasible_and_its_gap_valid():
     assert abs(float(psd.trace_residual(Z))) <= 1e-8 * (1 + np.abs(Z).max())
 
 
-def test_one_vs_all_heads_classify_three_classes():
+@pytest.mark.parametrize("solver", ["interior", "barrier"])
+def test_one_vs_all_heads_classify_three_classes(solver):
   rng = np.random.default_rng(7)
   centres = 2.5 * rng.normal(size=(3, 3))
   y = np.repeat(np.arange(3), 10)
   X = centres[y] + 0.5 * rng.normal(size=(30, 3))
-  head = poly.fit(X, y, r=0.2, beta=1e-2, tol=1e-8)
+  head = poly.fit(X, y, r=0.2, beta=1e-2, tol=1e-8, solver=solver)
   assert head.Z.shape == (3, 4, 4) and not head.binary
   assert float(np.mean(head.predict(X) == y)) >= 0.95
   oracle = poly.exact_fit(X, y, r=0.2, beta=1e-2)
@@ -199,9 +252,10 @@ def test_one_vs_all_heads_classify_three_classes():
   assert float(np.mean(head.predict(X_new) == y)) >= 0.8
 
 
-def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+@pytest.mark.parametrize("solver", ["interior", "barrier"])
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, solver):
   X, y = _random_problem(4)
-  kwargs = dict(r=0.5, beta=1e-2, tol=1e-8, checkpoint_every=7)
+  kwargs = dict(r=0.5, beta=1e-2, tol=1e-8, checkpoint_every=7, solver=solver)
   whole = poly.fit(X, y, **kwargs)
   halfway = poly.fit(X, y, max_steps=int(whole.steps) // 2, checkpoint_dir=str(tmp_path), **kwargs)
   assert int(halfway.steps) < int(whole.steps)

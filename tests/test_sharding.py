@@ -25,7 +25,7 @@ def test_the_suite_has_eight_devices():
   assert jax.device_count() >= 8
 
 
-@pytest.mark.parametrize("solver, classes", [("barrier", 2), ("projected", 4)])
+@pytest.mark.parametrize("solver, classes", [("interior", 2), ("barrier", 2), ("projected", 4)])
 def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
   X, y = data(n=64, classes=classes)
   mesh = sharding.make_mesh(examples=4, model=2)
@@ -35,7 +35,7 @@ def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
   assert _on(mesh, sharded.Z)
   assert _rel(sharded.objective, alone.objective) < 1e-5
   np.testing.assert_allclose(np.asarray(sharded.Z), np.asarray(alone.Z), atol=1e-5)
-  if solver == "barrier":  # converged: both certify the same optimum
+  if solver != "projected":  # converged: both certify the same optimum
     assert float(alone.gap) <= 1e-6 * float(alone.objective)
     assert float(sharded.gap) <= 1e-6 * float(sharded.objective)
 
@@ -64,7 +64,7 @@ def test_placement_splits_examples_and_the_model_axis():
   assert odd.sharding.spec == P("examples", None)
 
 
-@pytest.mark.parametrize("solver, classes", [("barrier", 2), ("projected", 3)])
+@pytest.mark.parametrize("solver, classes", [("interior", 2), ("barrier", 2), ("projected", 3)])
 def test_uneven_n_is_padded_by_rows_that_count_nowhere_poly(solver, classes):
   X, y = data(n=30, classes=classes)  # 8 example shards: two padding rows
   settings = dict(r=0.3, beta=1e-2, solver=solver, max_steps=60)

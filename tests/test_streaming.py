@@ -82,7 +82,7 @@ def test_bad_streaming_arguments_are_refused_by_name(memmapped):
   for bad in (0, 2.5, "8"):
     with pytest.raises(ValueError, match="chunk_size must be"):
       poly.fit(X, labels[2], solver="projected", chunk_size=bad)
-  with pytest.raises(ValueError, match="solver='barrier'"):
+  with pytest.raises(ValueError, match="solver='interior', 'barrier'"):
     poly.fit(X, labels[2], solver="barrier", chunk_size=8)
   with pytest.raises(ValueError, match="solver='apg' or solver='penalty'"):
     relu.fit(X, labels[2], key=KEY, chunk_size=8)

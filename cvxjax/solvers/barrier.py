@@ -80,16 +80,16 @@ class _Layout(NamedTuple):
   weight: np.ndarray  # 1 on the diagonal, √2 off it
 
 
-def _layout(m: int) -> _Layout:
+def layout(m: int) -> _Layout:
   rows, cols = np.triu_indices(m)
   return _Layout(rows, cols, np.where(rows == cols, 1.0, np.sqrt(2.0)))
 
 
-def _svec(A, lay):
+def svec(A, lay):
   return A[..., lay.rows, lay.cols] * lay.weight
 
 
-def _smat(z, lay, m):
+def smat(z, lay, m):
   A = jnp.zeros((m, m), z.dtype).at[lay.rows, lay.cols].set(z / lay.weight)
   return A.at[lay.cols, lay.rows].set(z / lay.weight)
 
@@ -115,12 +115,12 @@ def _kronecker_form(MM, WW, lay, m):
   return form * scale[:, None] * scale[None, :]
 
 
-def _lift_all(U, s, activation):
+def lift_all(U, s, activation):
   """s_i Φ(u_i) for every row: (n, m, m). Only for the small d this solver targets."""
   return s[:, None, None] * jax.vmap(poly.lift, in_axes=(0, None))(U, activation)
 
 
-def _worst_case_curvature(wc: poly.WorstCase, s, r, activation):
+def worst_case_curvature(wc: poly.WorstCase, s, r, activation):
   """M_i with ∇²m_i = −J_iᵀ M_i J_i, embedded in (m, m) with a zero last row and column.
 
   J_i dD = s_i [I 0] dD w_i is the derivative of the TRS gradient in D. Differentiating
@@ -148,6 +148,33 @@ def _worst_case_curvature(wc: poly.WorstCase, s, r, activation):
   return jnp.pad(M, ((0, 0), (0, 1), (0, 1)))
 
 
+def curvature_form(M, weight, U, activation, L, Lp, lay):
+  """Σ_i weight_i J_iᵀM_iJ_i in scaled svec coordinates of (Z, Z′): a (2N, 2N) PSD matrix.
+
+  The form Σ_i weight_i (dD w_i)ᵀ M̃_i (dD w_i) with dD = dZ − dZ′, seen through
+  dZ = L dZ̃ Lᵀ and dZ′ = Lp dZ̃′ Lpᵀ on each side.
+
+  Args:
+    M: (n, m, m) worst-case curvatures M̃_i (`_worst_case_curvature`).
+    weight: (n,) nonnegative weights.
+    U: (n, d) the worst-case points x_i + δ_i.
+    activation: the coefficients (a, b, c) of σ.
+    L, Lp: (m, m) the scalings of Z and Z′.
+    lay: the svec layout of m×m matrices.
+  """
+  n, m = U.shape[0], L.shape[0]
+  w = jnp.concatenate([2 * activation.a * U, jnp.full((n, 1), activation.b, U.dtype)], axis=1)
+  Mw = M * weight[:, None, None]
+
+  def block(La, Lb):
+    wa, wb = w @ La, w @ Lb
+    MM = jnp.einsum("pa,ipq,qb->iab", La, Mw, Lb).reshape(n, m * m)
+    return _kronecker_form(MM, (wa[:, :, None] * wb[:, None, :]).reshape(n, m * m), lay, m)
+
+  cross = block(L, Lp)
+  return jnp.block([[block(L, L), -cross], [-cross.T, block(Lp, Lp)]])
+
+
 class _Local(NamedTuple):
   """One Newton step's model at (Z, Z′) in scaled coordinates, and the certificate there.
 
@@ -171,68 +198,62 @@ class _Local(NamedTuple):
 
 def _local_model(Z, Zp, t, X, s, r, beta, activation, lay) -> _Local:
   m = Z.shape[-1]
-  n = X.shape[0]
   wc = poly.worst_case(Z - Zp, X, s, r, activation)
   U = X + wc.delta
   _, d1, d2, alpha = numerics.smoothed_hinge(1.0 - wc.margin, t)
-  lifted = _lift_all(U, s, activation)
+  lifted = lift_all(U, s, activation)
   L, Lp = jnp.linalg.cholesky(Z), jnp.linalg.cholesky(Zp)
-  V = jnp.concatenate([_svec(jnp.einsum("pa,ipq,qb->iab", L, lifted, L), lay),
-                       -_svec(jnp.einsum("pa,ipq,qb->iab", Lp, lifted, Lp), lay)], axis=1)
+  V = jnp.concatenate([svec(jnp.einsum("pa,ipq,qb->iab", L, lifted, L), lay),
+                       -svec(jnp.einsum("pa,ipq,qb->iab", Lp, lifted, Lp), lay)], axis=1)
   curvature = None
   M = jnp.zeros_like(lifted)
   if not (isinstance(r, (int, float)) and r == 0):
-    # Σ_i ψ′_i J_iᵀM_iJ_i: the form Σ_i ψ′_i (dD w_i)ᵀ M̃_i (dD w_i), seen through
-    # dD = L dZ̃ Lᵀ (or Lp dZ̃′ Lpᵀ) on each side.
-    M = _worst_case_curvature(wc, s, r, activation)
-    w = jnp.concatenate([2 * activation.a * U, jnp.full((n, 1), activation.b, U.dtype)], axis=1)
-    Mw = M * d1[:, None, None]
-
-    def block(La, Lb):
-      wa, wb = w @ La, w @ Lb
-      MM = jnp.einsum("pa,ipq,qb->iab", La, Mw, Lb).reshape(n, m * m)
-      return _kronecker_form(MM, (wa[:, :, None] * wb[:, None, :]).reshape(n, m * m), lay, m)
-
-    cross = block(L, Lp)
-    curvature = jnp.block([[block(L, L), -cross], [-cross.T, block(Lp, Lp)]])
+    M = worst_case_curvature(wc, s, r, activation)
+    curvature = curvature_form(M, d1, U, activation, L, Lp, lay)
   grad_D = -jnp.einsum("i,ipq->pq", d1, lifted)
   E = jnp.zeros_like(Z).at[-1, -1].set(t * beta)
   eye = jnp.eye(m, dtype=Z.dtype)
   # In scaled coordinates ∇(−log det Z) = −LᵀZ⁻¹L = −I.
-  grad = jnp.concatenate([_svec(L.T @ (E + grad_D) @ L - eye, lay),
-                          _svec(Lp.T @ (E - grad_D) @ Lp - eye, lay)])
+  grad = jnp.concatenate([svec(L.T @ (E + grad_D) @ L - eye, lay),
+                          svec(Lp.T @ (E - grad_D) @ Lp - eye, lay)])
   upper = poly.hinge_sum(wc.margin, s) + beta * (Z[-1, -1] + Zp[-1, -1])
   return _Local(grad, curvature, V, d2, L, Lp, upper, wc, alpha, M)
 
 
-def _newton_direction(local: _Local, residual, lay, m):
+def newton_direction(grad, curvature, V, weight, L, Lp, residual, lay, m, middle=None):
   """Solves the Newton system on ⟨G, Z⟩ = ⟨G, Z′⟩ = 0 without forming Vᵀ diag(w) V.
 
-  The system is [[C, Vᵀ, Aᵀ], [V, −diag(1/w), 0], [A, 0, 0]] [Δ; y; ν] = [−g; 0; −residual]
-  with C = I + curvature (SPD). Eliminating Δ = −C⁻¹(g + Vᵀy + Aᵀν) leaves an SPD system of
+  The system is [[C, Vᵀ, Aᵀ], [V, −diag(1/w), 0], [A, 0, 0]] [Δ; y; ν] = [−g; h; −residual]
+  (h = `middle`, zeros when None), where C = I + curvature (SPD) and A holds the rows
+  svec(LᵀGL), svec(LpᵀGLp). Eliminating Δ = −C⁻¹(g + Vᵀy + Aᵀν) leaves an SPD system of
   size n + 2 in (y, ν); ψ″ of examples at the kink grows like t², and there 1/w → 0 is
   harmless, whereas the sum form would be ill-conditioned. The reduced matrix squares the
   conditioning of V, so two steps of iterative refinement on the full system restore the
   accuracy that the certificate needs.
 
+  Args:
+    grad: (2N,) g; curvature: (2N, 2N) or None (zero); V: (n, 2N) the rows of V;
+    weight: (n,) w; L, Lp: (m, m) the scalings of Z and Z′; residual: (2,) the trace
+    residuals; lay, m: the svec layout and matrix size; middle: (n,) h, or None.
+
   Returns:
     (direction (2N,), y (n,), ν (2,)).
   """
   N = len(lay.rows)
-  n = local.V.shape[0]
-  G = psd.lorentz_form(m, local.L.dtype)
+  n = V.shape[0]
+  G = psd.lorentz_form(m, L.dtype)
   zeros = jnp.zeros(N, G.dtype)
-  A = jnp.stack([jnp.concatenate([_svec(local.L.T @ G @ local.L, lay), zeros]),
-                 jnp.concatenate([zeros, _svec(local.Lp.T @ G @ local.Lp, lay)])])
-  B = jnp.concatenate([local.V, A]).T  # (2N, n + 2)
-  if local.curvature is None:
+  A = jnp.stack([jnp.concatenate([svec(L.T @ G @ L, lay), zeros]),
+                 jnp.concatenate([zeros, svec(Lp.T @ G @ Lp, lay)])])
+  B = jnp.concatenate([V, A]).T  # (2N, n + 2)
+  if curvature is None:
     apply_C, solve_C = (lambda v: v), (lambda v: v)
   else:
-    C = jnp.eye(2 * N, dtype=G.dtype) + local.curvature
+    C = jnp.eye(2 * N, dtype=G.dtype) + curvature
     factor = jax.scipy.linalg.cho_factor(C)
     apply_C, solve_C = (lambda v: C @ v), (lambda v: jax.scipy.linalg.cho_solve(factor, v))
   CB = solve_C(B)
-  inv_w = 1.0 / jnp.maximum(local.weight, jnp.sqrt(jnp.finfo(G.dtype).tiny))
+  inv_w = 1.0 / jnp.maximum(weight, jnp.sqrt(jnp.finfo(G.dtype).tiny))
   gram = B.T @ CB
   # A relative ridge keeps the factorisation alive when margin gradients are dependent.
   ridge = 4 * jnp.finfo(G.dtype).eps * jnp.diag(gram)
@@ -248,8 +269,8 @@ def _newton_direction(local: _Local, residual, lay, m):
   def apply(delta, z):
     return apply_C(delta) + B @ z, B.T @ delta - jnp.concatenate([inv_w * z[:n], zeros[:2]])
 
-  top = -local.grad
-  middle = jnp.concatenate([jnp.zeros(n, G.dtype), -residual])
+  top = -grad
+  middle = jnp.concatenate([jnp.zeros(n, G.dtype) if middle is None else middle, -residual])
   delta, z = solve(top, middle)
   for _ in range(2):
     r_top, r_middle = apply(delta, z)
@@ -341,13 +362,14 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
     The next `BarrierState`.
   """
   m = X.shape[1] + 1
-  lay = _layout(m)
+  lay = layout(m)
   N = len(lay.rows)
   local = _local_model(state.Z, state.Zp, state.t, X, s, r, beta, activation, lay)
   residual = jnp.stack([psd.trace_residual(state.Z), psd.trace_residual(state.Zp)])
-  direction, y, nu = _newton_direction(local, residual, lay, m)
+  direction, y, nu = newton_direction(local.grad, local.curvature, local.V, local.weight,
+                                       local.L, local.Lp, residual, lay, m)
   decrement = -local.grad @ direction
-  dZs, dZps = _smat(direction[:N], lay, m), _smat(direction[N:], lay, m)
+  dZs, dZps = smat(direction[:N], lay, m), smat(direction[N:], lay, m)
   dZ, dZp = local.L @ dZs @ local.L.T, local.Lp @ dZps @ local.Lp.T
   # A NaN bound (a numerically singular iterate) certifies nothing.
   bound = _newton_dual_bound(local, y, -nu / state.t, dZ - dZp, X, s, r, beta, activation,
