@@ -1,4 +1,4 @@
-"""Benchmark: the JAX barrier solver against CVXPY + SCS on the adversarial polynomial head.
+"""Benchmark: the JAX interior-point and barrier solvers against CVXPY + SCS on a polynomial head.
 
 For each training-set size n it solves one binary polynomial head on standardised breast-cancer
 data (d = 30, r = 0.5, β = 1e-3, the default activation) three ways:
@@ -6,11 +6,12 @@ data (d = 30, r = 0.5, β = 1e-3, the default activation) three ways:
   1. CVXPY + SCS on the S-lemma SDP (`cvxjax.exact.solve_poly_sdp`). Its solution is projected
      onto K and its objective evaluated exactly (trust-region margins); SCS's own reported value
      is only as accurate as its tolerance.
-  2. The barrier solver (`cvxjax.solvers.barrier`), run by `loop.run`. A traced run, one step
-     per chunk with a callback that reads each step's summary, finds the first iterate whose
-     exact objective is ≤ SCS's exact objective and the first certified relative gap; the timed
-     runs measure the wall clock from `init` to each of them, in chunks that end there.
-     Compilation is off the clock (an untimed warm-up run).
+  2. The interior-point solver (`cvxjax.solvers.interior`) and the barrier solver
+     (`cvxjax.solvers.barrier`), each run by `loop.run`. A traced run, one step per chunk with
+     a callback that reads each step's summary, finds the first iterate whose exact objective
+     is ≤ SCS's exact objective and the first certified relative gap; the timed runs measure
+     the wall clock from `init` to each of them, in chunks that end there. Compilation is off
+     the clock (an untimed warm-up run).
   3. The projected optax-Adam baseline (`cvxjax.solvers.projected`), run by `loop.run` for SCS's
      wall clock (or a fixed number of steps), to show where a first-order method stalls.
 
@@ -50,7 +51,9 @@ from cvxjax import exact, poly  # noqa: E402
 from cvxjax.core import poly as poly_core  # noqa: E402
 from cvxjax.core import psd  # noqa: E402
 from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic  # noqa: E402
-from cvxjax.solvers import barrier, loop, projected  # noqa: E402
+from cvxjax.solvers import barrier, interior, loop, projected  # noqa: E402
+
+NEWTON_SOLVERS = {"interior": interior.Solver, "barrier": barrier.Solver}
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "poly_vs_cvxpy.json")
 
@@ -162,14 +165,14 @@ def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
   objective `target` (None: not sought) and a certified relative gap ≤ `gap_tol` (None: not
   sought), or it stops by itself or at `max_steps`.
 
-  The callback reads the summary after every step: the barrier's objective after a step is the
-  exact objective of the iterate that the step started from (`state.upper`), so each event is
-  seen when the step that saw it ends, and its iterate is the state before that step.
+  The callback reads the summary after every step: its objective is that of an iterate the
+  step evaluated (`reported_iterate`), so each event is seen when the step that saw it ends.
 
   Returns:
     A dict with the events `target` (steps, upper, iterate) and `gap` (steps, upper, lower),
     each None if not reached; `trajectory`, (seconds, upper, lower) after every step; `steps`,
-    `upper`, `lower` where the run stopped, and `iterate`, the state whose objective `upper` is.
+    `upper`, `lower` where the run stopped, and `iterate`, the (Z, Z′) whose objective `upper`
+    is.
   """
   out = dict(target=None, gap=None, trajectory=[])
   states = []  # the last two states seen
@@ -182,7 +185,7 @@ def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
       return False
     out["trajectory"].append((time.perf_counter() - start, upper, upper - gap))
     if out["target"] is None and target is not None and upper <= target:
-      out["target"] = dict(steps=steps, upper=upper, iterate=states[0])
+      out["target"] = dict(steps=steps, upper=upper, iterate=reported_iterate(*states))
     if out["gap"] is None and gap_tol is not None and gap <= gap_tol * abs(upper):
       out["gap"] = dict(steps=steps, upper=upper, lower=upper - gap)
     return ((target is None or out["target"] is not None)
@@ -190,8 +193,17 @@ def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
 
   start = time.perf_counter()
   loop.run(solver, problem, max_steps=max_steps, chunk=1, callback=record)
-  out["iterate"] = states[0]
+  out["iterate"] = reported_iterate(*states)
   return out
+
+
+def reported_iterate(before, after):
+  """(Z, Z′) of the first head whose exact objective the summary after a step reports: the
+  barrier's is the iterate the step started from; the interior-point solver's is the best
+  iterate so far, which the step's state keeps."""
+  if isinstance(after, interior.InteriorState):
+    return after.best_Z[0], after.best_Zp[0]
+  return before.Z[0], before.Zp[0]
 
 
 def time_to(solver, problem, events: list) -> list:
@@ -219,11 +231,12 @@ def time_to(solver, problem, events: list) -> list:
   return [seen[k][0] for k in steps]
 
 
-def bench_barrier(X, y, *, r, beta, activation, target, gap_tol, continue_tol, max_steps,
-                  repeats, evaluate) -> dict:
-  """Times the barrier solver to SCS's exact objective and to a certified relative gap.
+def bench_newton(name, X, y, *, r, beta, activation, target, gap_tol, continue_tol, max_steps,
+                 repeats, evaluate) -> dict:
+  """Times a Newton solver (`NEWTON_SOLVERS[name]`) to SCS's exact objective and to a
+  certified relative gap.
 
-  A `trace` of `barrier.Solver(tol=gap_tol)` finds the steps of both events. If it certifies
+  A `trace` of the solver with `tol=gap_tol` finds the steps of both events. If it certifies
   `gap_tol` (and stops) before reaching `target`, a trace with the tolerance `continue_tol`
   finds the step of `target`. Each of the `repeats` then times the runs to those steps
   (`time_to`). Compilation is off the clock (`_warm_up`).
@@ -236,13 +249,13 @@ def bench_barrier(X, y, *, r, beta, activation, target, gap_tol, continue_tol, m
   X, s = jnp.asarray(X), jnp.asarray(y)
   settings = dict(r=r, beta=beta, activation=activation)
   problem = poly_core.Problem(X, s[None, :], **settings)
-  solver = barrier.Solver(tol=gap_tol)
+  solver = NEWTON_SOLVERS[name](tol=gap_tol)
   compile_s = _warm_up(solver, problem)
   traced = trace(solver, problem, max_steps=max_steps, target=target, gap_tol=gap_tol)
   final, timed = traced, [(solver, [e for e in (traced["target"], traced["gap"]) if e is not None])]
   compile_more_s = None
   if target is not None and traced["target"] is None and traced["steps"] < max_steps:
-    more_solver = barrier.Solver(tol=continue_tol)
+    more_solver = NEWTON_SOLVERS[name](tol=continue_tol)
     compile_more_s = _warm_up(more_solver, problem)
     final = trace(more_solver, problem, max_steps=max_steps, target=target, gap_tol=None)
     traced["target"] = final["target"]
@@ -257,7 +270,7 @@ def bench_barrier(X, y, *, r, beta, activation, target, gap_tol, continue_tol, m
   result = {"compile_s": compile_s, "compile_continue_s": compile_more_s, "repeats": repeats,
             "gap_tol": gap_tol, "max_steps": max_steps}
   upper, lower = final["upper"], final["lower"]
-  Z, Zp = final["iterate"].Z[0], final["iterate"].Zp[0]
+  Z, Zp = final["iterate"]
   recheck, _, _ = evaluate(Z, Zp, X, s)
   result.update(final_steps=final["steps"], final_upper=upper, final_lower=lower,
                 final_gap=upper - lower, final_rel_gap=(upper - lower) / abs(upper),
@@ -266,7 +279,7 @@ def bench_barrier(X, y, *, r, beta, activation, target, gap_tol, continue_tol, m
                 trajectory=traced["trajectory"])
   result["target"] = result["gap"] = None
   if (hit := traced["target"]) is not None:
-    Z, Zp = hit["iterate"].Z[0], hit["iterate"].Zp[0]
+    Z, Zp = hit["iterate"]
     recheck, _, _ = evaluate(Z, Zp, X, s)
     result["target"] = dict(
         time_s=statistics.median(times[id(hit)]), time_all_s=times[id(hit)], steps=hit["steps"],
@@ -320,17 +333,18 @@ def _fmt(value, spec: str, width: int) -> str:
 
 def print_table(rows: list[dict], gap_tol: float) -> None:
   """Prints one line per n with the headline numbers."""
-  columns = [("n", 5), ("SCS s", 8), ("SCS exact obj", 15), ("SCS reported", 14),
+  columns = [("n", 5), ("solver", 9), ("SCS s", 8), ("SCS exact obj", 15), ("SCS reported", 14),
              ("JAX s→SCS", 10), ("steps", 6), ("ratio", 7), (f"JAX s→{gap_tol:g}", 10),
              ("steps", 6), ("final rel gap", 14), ("JAX obj", 15), ("Adam obj", 15),
              ("compile s", 10)]
   print(" ".join(f"{name:>{width}}" for name, width in columns))
-  for row in rows:
-    scs, jx, adam = row["scs"], row["barrier"], row.get("adam")
+  for row, name in ((row, name) for row in rows for name in NEWTON_SOLVERS if name in row):
+    scs, jx, adam = row["scs"], row[name], row.get("adam")
     target, gap = jx.get("target"), jx.get("gap")
     ratio = scs["wall_s"] / target["time_s"] if target and "error" not in scs else None
     print(" ".join([
         _fmt(row["n"], "d", 5),
+        f"{name:>9}",
         _fmt(scs.get("wall_s"), ".1f", 8),
         _fmt(scs.get("exact_objective"), ".8g", 15),
         _fmt(scs.get("reported_value"), ".6g", 14),
@@ -372,12 +386,14 @@ def main(argv=None) -> int:
   parser.add_argument("--beta", type=float, default=1e-3, help="regularisation weight")
   parser.add_argument("--eps", type=float, default=1e-4, help="SCS eps_abs = eps_rel")
   parser.add_argument("--scs-repeats", type=int, default=1, help="SCS runs per n (median)")
-  parser.add_argument("--repeats", type=int, default=5, help="barrier runs per n (median)")
+  parser.add_argument("--solvers", nargs="+", default=list(NEWTON_SOLVERS),
+                      choices=list(NEWTON_SOLVERS), help="the JAX solvers to time")
+  parser.add_argument("--repeats", type=int, default=5, help="JAX runs per n and solver (median)")
   parser.add_argument("--gap-tol", type=float, default=1e-6,
-                      help="certified relative gap that the barrier solver is timed to")
+                      help="certified relative gap that the JAX solvers are timed to")
   parser.add_argument("--continue-tol", type=float, default=1e-10,
-                      help="barrier tolerance used if gap-tol is met before SCS's objective")
-  parser.add_argument("--max-steps", type=int, default=300, help="barrier step limit")
+                      help="JAX tolerance used if gap-tol is met before SCS's objective")
+  parser.add_argument("--max-steps", type=int, default=300, help="JAX step limit")
   parser.add_argument("--adam-steps", type=int, default=None,
                       help="fixed Adam steps (default: run for SCS's wall clock)")
   parser.add_argument("--adam-seconds", type=float, default=None,
@@ -414,16 +430,18 @@ def main(argv=None) -> int:
             f"{scs['iterations']} iterations), exact objective {scs['exact_objective']:.8g}, "
             f"reported {scs['reported_value']:.8g}", flush=True)
     target = scs.get("exact_objective")
-    print(f"n={n}: barrier ({args.repeats} runs) ...", flush=True)
-    jx = bench_barrier(X, y, target=target, gap_tol=args.gap_tol,
-                       continue_tol=args.continue_tol, max_steps=args.max_steps,
-                       repeats=args.repeats, evaluate=evaluate, **problem)
-    print(f"  compile {jx['compile_s']:.1f} s; to SCS objective: "
-          f"{jx['target'] and round(jx['target']['time_s'], 3)} s; to gap {args.gap_tol:g}: "
-          f"{jx['gap'] and round(jx['gap']['time_s'], 3)} s; final {jx['final_upper']:.10g} "
-          f"(re-evaluated on K: {jx['final_objective_recheck']:.10g}), "
-          f"rel gap {jx['final_rel_gap']:.2e}", flush=True)
-    row = dict(n=n, d=X.shape[1], scs=scs, barrier=jx, loadavg_before=load_before)
+    row = dict(n=n, d=X.shape[1], scs=scs, loadavg_before=load_before)
+    for name in args.solvers:
+      print(f"n={n}: {name} ({args.repeats} runs) ...", flush=True)
+      jx = bench_newton(name, X, y, target=target, gap_tol=args.gap_tol,
+                        continue_tol=args.continue_tol, max_steps=args.max_steps,
+                        repeats=args.repeats, evaluate=evaluate, **problem)
+      print(f"  compile {jx['compile_s']:.1f} s; to SCS objective: "
+            f"{jx['target'] and round(jx['target']['time_s'], 3)} s; to gap {args.gap_tol:g}: "
+            f"{jx['gap'] and round(jx['gap']['time_s'], 3)} s; final {jx['final_upper']:.10g} "
+            f"(re-evaluated on K: {jx['final_objective_recheck']:.10g}), "
+            f"rel gap {jx['final_rel_gap']:.2e}", flush=True)
+      row[name] = jx
     if not args.no_adam:
       budget = args.adam_seconds if args.adam_seconds is not None else scs["wall_s"]
       print(f"n={n}: projected Adam ("

@@ -29,6 +29,7 @@ few dozen (the KKT system has (d+1)(d+2) unknowns). Precision: the certificate h
 dtype; relative gaps below ~1e-4 need float64 (barrier Hessians grow like t²).
 """
 
+import abc
 import dataclasses
 import functools
 from typing import ClassVar, NamedTuple, Optional
@@ -220,24 +221,23 @@ def _local_model(Z, Zp, t, X, s, r, beta, activation, lay) -> _Local:
   return _Local(grad, curvature, V, d2, L, Lp, upper, wc, alpha, M)
 
 
-def newton_direction(grad, curvature, V, weight, L, Lp, residual, lay, m, middle=None):
-  """Solves the Newton system on ⟨G, Z⟩ = ⟨G, Z′⟩ = 0 without forming Vᵀ diag(w) V.
+def newton_system(curvature, V, weight, L, Lp, lay, m):
+  """Factors the Newton system on ⟨G, Z⟩ = ⟨G, Z′⟩ = 0 without forming Vᵀ diag(w) V.
 
   The system is [[C, Vᵀ, Aᵀ], [V, −diag(1/w), 0], [A, 0, 0]] [Δ; y; ν] = [−g; h; −residual]
-  (h = `middle`, zeros when None), where C = I + curvature (SPD) and A holds the rows
-  svec(LᵀGL), svec(LpᵀGLp). Eliminating Δ = −C⁻¹(g + Vᵀy + Aᵀν) leaves an SPD system of
-  size n + 2 in (y, ν); ψ″ of examples at the kink grows like t², and there 1/w → 0 is
-  harmless, whereas the sum form would be ill-conditioned. The reduced matrix squares the
-  conditioning of V, so two steps of iterative refinement on the full system restore the
-  accuracy that the certificate needs.
+  where C = I + curvature (SPD) and A holds the rows svec(LᵀGL), svec(LpᵀGLp). Eliminating
+  Δ = −C⁻¹(g + Vᵀy + Aᵀν) leaves an SPD system of size n + 2 in (y, ν); ψ″ of examples at the
+  kink grows like t², and there 1/w → 0 is harmless, whereas the sum form would be
+  ill-conditioned. The reduced matrix squares the conditioning of V, so two steps of iterative
+  refinement on the full system restore the accuracy that the certificate needs.
 
   Args:
-    grad: (2N,) g; curvature: (2N, 2N) or None (zero); V: (n, 2N) the rows of V;
-    weight: (n,) w; L, Lp: (m, m) the scalings of Z and Z′; residual: (2,) the trace
-    residuals; lay, m: the svec layout and matrix size; middle: (n,) h, or None.
+    curvature: (2N, 2N) or None (zero); V: (n, 2N) the rows of V; weight: (n,) w;
+    L, Lp: (m, m) the scalings of Z and Z′; lay, m: the svec layout and matrix size.
 
   Returns:
-    (direction (2N,), y (n,), ν (2,)).
+    solve(g (2N,), residual (2,), h (n,) or None: zeros) → (Δ (2N,), y (n,), ν (2,)), which
+    reuses the factorisations.
   """
   N = len(lay.rows)
   n = V.shape[0]
@@ -269,14 +269,17 @@ def newton_direction(grad, curvature, V, weight, L, Lp, residual, lay, m, middle
   def apply(delta, z):
     return apply_C(delta) + B @ z, B.T @ delta - jnp.concatenate([inv_w * z[:n], zeros[:2]])
 
-  top = -grad
-  middle = jnp.concatenate([jnp.zeros(n, G.dtype) if middle is None else middle, -residual])
-  delta, z = solve(top, middle)
-  for _ in range(2):
-    r_top, r_middle = apply(delta, z)
-    d_delta, d_z = solve(top - r_top, middle - r_middle)
-    delta, z = delta + d_delta, z + d_z
-  return delta, z[:n], z[n:]
+  def newton(grad, residual, middle=None):
+    top = -grad
+    middle = jnp.concatenate([jnp.zeros(n, G.dtype) if middle is None else middle, -residual])
+    delta, z = solve(top, middle)
+    for _ in range(2):
+      r_top, r_middle = apply(delta, z)
+      d_delta, d_z = solve(top - r_top, middle - r_middle)
+      delta, z = delta + d_delta, z + d_z
+    return delta, z[:n], z[n:]
+
+  return newton
 
 
 def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
@@ -366,8 +369,8 @@ def step(state: BarrierState, X, s, *, r, beta, activation: Quadratic,
   N = len(lay.rows)
   local = _local_model(state.Z, state.Zp, state.t, X, s, r, beta, activation, lay)
   residual = jnp.stack([psd.trace_residual(state.Z), psd.trace_residual(state.Zp)])
-  direction, y, nu = newton_direction(local.grad, local.curvature, local.V, local.weight,
-                                       local.L, local.Lp, residual, lay, m)
+  newton = newton_system(local.curvature, local.V, local.weight, local.L, local.Lp, lay, m)
+  direction, y, nu = newton(local.grad, residual)
   decrement = -local.grad @ direction
   dZs, dZps = smat(direction[:N], lay, m), smat(direction[N:], lay, m)
   dZ, dZp = local.L @ dZs @ local.L.T, local.Lp @ dZps @ local.Lp.T
@@ -421,39 +424,73 @@ def _tiny(dtype):
 
 
 @dataclasses.dataclass(frozen=True)
-class Solver(base.Solver):
-  """The barrier method over a `cvxjax.core.poly.Problem`, one head after another (`lax.map`).
+class HeadwiseSolver(base.Solver):
+  """A Newton method over a `cvxjax.core.poly.Problem`, one head after another (`lax.map`).
 
   A head whose certified relative gap reaches `tol` is done and no longer moves; the run stops
   when every head is. It takes no warm start: its iterates follow the central path from its own
-  start, and a point near the optimum is far from the path's early centres.
+  start, and a point near the optimum is far from the path's early centres. Subclasses give the
+  per-head `init_head`, `step_head` and `primal` (the (Z, Z′) that `upper` is the objective of);
+  their states carry `upper`, `lower`, `step` and `done`.
 
   Attributes:
     tol: the relative certified gap at which a head is done.
   """
 
-  name: ClassVar[str] = "barrier"
   warm_start: ClassVar[bool] = False
 
-  def init(self, problem: poly.Problem, start=None) -> BarrierState:
-    return jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
+  @abc.abstractmethod
+  def init_head(self, X, s, **settings):
+    """The state of one head with labels s."""
 
-  def step(self, problem: poly.Problem, state: BarrierState) -> BarrierState:
-    one = lambda args: step(args[0], problem.X, args[1], tol=self.tol, **problem.settings)
+  @abc.abstractmethod
+  def step_head(self, state, X, s, **settings):
+    """One step of one head."""
+
+  @abc.abstractmethod
+  def primal(self, state):
+    """(Z, Z′) of the state (any leading axes), whose exact objective `state.upper` is."""
+
+  def init(self, problem: poly.Problem, start=None):
+    return jax.vmap(lambda s: self.init_head(problem.X, s, **problem.settings))(problem.S)
+
+  def step(self, problem: poly.Problem, state):
+    def one(args):
+      head, s = args
+      # A done head is skipped, not recomputed: one-vs-all heads finish at different steps.
+      return jax.lax.cond(head.done, lambda: head,
+                          lambda: self.step_head(head, problem.X, s, **problem.settings))
+
     # Not vmap: jaxlib 0.10's batched LAPACK kernels wait on the CPU thread pool they run in,
     # and two of them at once (the heads' slogdets) deadlock a 2-core machine.
     return jax.lax.map(one, (state, problem.S))
 
-  def terminate(self, problem: poly.Problem, state: BarrierState) -> jnp.ndarray:
+  def terminate(self, problem: poly.Problem, state) -> jnp.ndarray:
     return jnp.all(state.done)
 
-  def summary(self, problem: poly.Problem, state: BarrierState) -> base.Summary:
+  def summary(self, problem: poly.Problem, state) -> base.Summary:
     return base.summed(state.upper, state.lower, state.step)
 
-  def solution(self, problem: poly.Problem, state: BarrierState):
+  def solution(self, problem: poly.Problem, state):
     """(Z, Z′) projected onto K, which removes the round-off drift of ⟨G, Z⟩, so the reported
     objective is that of a feasible point."""
-    Z, Zp = jax.vmap(psd.project_trace_psd)(state.Z), jax.vmap(psd.project_trace_psd)(state.Zp)
+    Z, Zp = (jax.vmap(psd.project_trace_psd)(A) for A in self.primal(state))
     upper = jax.vmap(lambda Z, Zp, s: poly.objective(Z, Zp, problem.X, s, **problem.settings))(
         Z, Zp, problem.S)
     return (Z, Zp), base.summed(upper, state.lower, state.step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(HeadwiseSolver):
+  """The barrier method (`step`), head by head; see `HeadwiseSolver`."""
+
+  name: ClassVar[str] = "barrier"
+
+  def init_head(self, X, s, **settings) -> BarrierState:
+    return init(X, s, **settings)
+
+  def step_head(self, state, X, s, **settings) -> BarrierState:
+    return step(state, X, s, tol=self.tol, **settings)
+
+  def primal(self, state: BarrierState):
+    return state.Z, state.Zp

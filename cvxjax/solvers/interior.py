@@ -15,7 +15,7 @@ from iterates that need not satisfy the equations (their residuals fall with eve
 Nesterov–Todd scaling W = RRᵀ of each PSD block, Mehrotra's predictor–corrector choice of σ and
 its second-order terms, and separate primal and dual step lengths to 0.99 of the boundary.
 In the scaled coordinates dZ = R dẐ Rᵀ the system is the barrier's
-(`barrier.newton_direction`): the identity plus the worst cases' curvature Σ α_i J_iᵀM_iJ_i,
+(`barrier.newton_system`): the identity plus the worst cases' curvature Σ α_i J_iᵀM_iJ_i,
 the margins' gradients and the two trace rows. Unlike the barrier's multipliers, which follow
 the primal point, α moves by its own Newton step, and the path parameter μ follows both; the
 path is short (20–40 steps to 1e-6 on breast cancer and on the digits heads, docs/solvers.md).
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from cvxjax.core import poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
-from cvxjax.solvers import barrier, base
+from cvxjax.solvers import barrier
 
 # Fraction of the step to the boundary of the cones that a step takes.
 _TO_BOUNDARY = 0.99
@@ -221,6 +221,8 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
   scaled_residual = (R.T @ dual_residual[0] @ R, Rp.T @ dual_residual[1] @ Rp)
   scales = (lam, lamp)
 
+  newton = barrier.newton_system(curvature, V, st.alpha / slack_weight, R, Rp, lay, m)
+
   def direction(target, corrections, pair_correction, slack_correction) -> _Direction:
     # NT: Λ∘(dẐ + dŜ) = target·I − Λ² − correction, solved entrywise (Λ is diagonal).
     comp = [(jnp.diag(target - scales[b]**2) - corrections[b]) * 2.0
@@ -230,8 +232,7 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
     slack_gap = st.alpha * st.q - target + slack_correction
     h = -slack_gap + st.alpha * (pair_gap + st.xi * pair_residual) / st.zeta
     h = h + st.alpha * slack_residual
-    dZ, y, d_nu = barrier.newton_direction(-rhs, curvature, V, st.alpha / slack_weight, R, Rp,
-                                           trace, lay, m, middle=h / st.alpha)
+    dZ, y, d_nu = newton(-rhs, trace, h / st.alpha)
     # A padding row (s_i = 0) touches nothing; its variables stay where they are.
     d_alpha = jnp.where(counted, -y, 0.0)
     d_xi = jnp.where(counted, (-pair_gap - st.xi * pair_residual + st.xi * d_alpha) / st.zeta, 0.0)
@@ -308,38 +309,17 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
 
 
 @dataclasses.dataclass(frozen=True)
-class Solver(base.Solver):
-  """The primal–dual method over a `cvxjax.core.poly.Problem`, one head after another (`lax.map`).
-
-  A head whose certified relative gap reaches `tol` is done and no longer moves; the run stops
-  when every head is. It takes no warm start: a primal point alone does not centre the dual.
-
-  Attributes:
-    tol: the relative certified gap at which a head is done.
-  """
+class Solver(barrier.HeadwiseSolver):
+  """The primal–dual method (`step`), head by head; see `barrier.HeadwiseSolver`. It returns
+  the best iterate of each head."""
 
   name: ClassVar[str] = "interior"
-  warm_start: ClassVar[bool] = False
 
-  def init(self, problem: poly.Problem, start=None) -> InteriorState:
-    return jax.vmap(lambda s: init(problem.X, s, **problem.settings))(problem.S)
+  def init_head(self, X, s, **settings) -> InteriorState:
+    return init(X, s, **settings)
 
-  def step(self, problem: poly.Problem, state: InteriorState) -> InteriorState:
-    one = lambda args: step(args[0], problem.X, args[1], tol=self.tol, **problem.settings)
-    # Not vmap: two batched LAPACK calls at once deadlock jaxlib 0.10 on 2 cores (see barrier).
-    return jax.lax.map(one, (state, problem.S))
+  def step_head(self, state, X, s, **settings) -> InteriorState:
+    return step(state, X, s, tol=self.tol, **settings)
 
-  def terminate(self, problem: poly.Problem, state: InteriorState) -> jnp.ndarray:
-    return jnp.all(state.done)
-
-  def summary(self, problem: poly.Problem, state: InteriorState) -> base.Summary:
-    return base.summed(state.upper, state.lower, state.step)
-
-  def solution(self, problem: poly.Problem, state: InteriorState):
-    """The best (Z, Z′) projected onto K (removing the round-off drift of ⟨G, Z⟩), with the
-    objective of that feasible point."""
-    Z, Zp = jax.vmap(psd.project_trace_psd)(state.best_Z), jax.vmap(psd.project_trace_psd)(
-        state.best_Zp)
-    upper = jax.vmap(lambda Z, Zp, s: poly.objective(Z, Zp, problem.X, s, **problem.settings))(
-        Z, Zp, problem.S)
-    return (Z, Zp), base.summed(upper, state.lower, state.step)
+  def primal(self, state: InteriorState):
+    return state.best_Z, state.best_Zp
