@@ -149,6 +149,24 @@ def worst_case_curvature(wc: poly.WorstCase, s, r, activation):
   return jnp.pad(M, ((0, 0), (0, 1), (0, 1)))
 
 
+def gradient_rows(U, activation):
+  """w_i = (2a·u_i, b) for each worst-case point u_i: the TRS gradient's derivative in D is
+  J_i dD = s_i [I 0] dD w_i. Shape (n, d+1)."""
+  return jnp.concatenate([2 * activation.a * U, jnp.full((U.shape[0], 1), activation.b, U.dtype)],
+                         axis=1)
+
+
+def linearised_worst_cases(delta, M, U, s, activation, dD):
+  """The worst cases δ_i − M̃_i J_i dD after a move dD of D, to first order: (n, d).
+
+  Args:
+    delta: (n, d) the worst cases at D; M: (n, m, m) their curvatures M̃_i; U: (n, d) the
+    points x_i + δ_i; s: (n,) labels; activation: σ's coefficients; dD: (m, m) symmetric.
+  """
+  J_dD = s[:, None] * (gradient_rows(U, activation) @ dD)[:, :-1]
+  return delta - jnp.einsum("ipq,iq->ip", M[:, :-1, :-1], J_dD)
+
+
 def curvature_form(M, weight, U, activation, L, Lp, lay):
   """Σ_i weight_i J_iᵀM_iJ_i in scaled svec coordinates of (Z, Z′): a (2N, 2N) PSD matrix.
 
@@ -164,7 +182,7 @@ def curvature_form(M, weight, U, activation, L, Lp, lay):
     lay: the svec layout of m×m matrices.
   """
   n, m = U.shape[0], L.shape[0]
-  w = jnp.concatenate([2 * activation.a * U, jnp.full((n, 1), activation.b, U.dtype)], axis=1)
+  w = gradient_rows(U, activation)
   Mw = M * weight[:, None, None]
 
   def block(La, Lb):
@@ -299,11 +317,7 @@ def _newton_dual_bound(local: _Local, y, mu, dD, X, s, r, beta, activation, t):
   alpha = jnp.clip(local.alpha - y / t, 0.0, 1.0)
   delta = wc.delta
   if not (isinstance(r, (int, float)) and r == 0):
-    a, b, _ = activation
-    U = X + wc.delta
-    w = jnp.concatenate([2 * a * U, jnp.full((U.shape[0], 1), b, U.dtype)], axis=1)
-    J_dD = s[:, None] * (w @ dD.T)[:, :-1]
-    delta = delta - jnp.einsum("ipq,iq->ip", local.M[:, :-1, :-1], J_dD)
+    delta = linearised_worst_cases(delta, local.M, X + wc.delta, s, activation, dD)
   alpha = jnp.where(poly.counted(s), alpha, 0.0)
   M = poly.weighted_lift_sum(poly.cut_points(X, delta, r), alpha * s, activation)
   return jnp.maximum(poly.lift_dual_bound(M, jnp.sum(alpha), beta, local.upper, mu),

@@ -44,8 +44,8 @@ from cvxjax.solvers import barrier
 
 # Fraction of the step to the boundary of the cones that a step takes.
 _TO_BOUNDARY = 0.99
-# Least centring weight σ where the margins bend (r > 0): moving μ faster than the worst cases'
-# curvature lets the dual residual follow left it near 1e-6 (relative gaps near 1e-5).
+# Least centring weight σ where the margins bend (r > 0): when μ falls faster than the curved
+# margins let the dual residual follow, that residual stalls near 1e-6 (relative gaps ~1e-5).
 _SIGMA_FLOOR = 0.1
 
 
@@ -121,8 +121,7 @@ def _curvature_times(M, weight, U, activation, dD):
     M: (n, m, m) worst-case curvatures M̃_i; weight: (n,); U: (n, d) worst-case points;
     activation: σ's coefficients; dD: (m, m) symmetric direction.
   """
-  n = U.shape[0]
-  w = jnp.concatenate([2 * activation.a * U, jnp.full((n, 1), activation.b, U.dtype)], axis=1)
+  w = barrier.gradient_rows(U, activation)
   bent = jnp.einsum("ipq,iq->ip", M, w @ dD) * weight[:, None]  # M̃_i dD w_i, weighted
   return psd.symmetrize(bent.T @ w)
 
@@ -284,10 +283,8 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
   if not plain:
     # The dual point after the step, its cut points moved by the linearised TRS solution:
     # the one S + a·dS stands for, which the worst cases at the next iterate are not quite.
-    dD = a_p * (dr.dZ_full[0] - dr.dZ_full[1])
-    w = jnp.concatenate([2 * activation.a * U, jnp.full((U.shape[0], 1), activation.b, U.dtype)],
-                        axis=1)
-    delta = wc.delta - jnp.einsum("ipq,iq->ip", M_curv[:, :-1, :-1], s[:, None] * (w @ dD)[:, :-1])
+    delta = barrier.linearised_worst_cases(wc.delta, M_curv, U, s, activation,
+                                           a_p * (dr.dZ_full[0] - dr.dZ_full[1]))
     bound = jnp.maximum(bound, _dual_bound(st.alpha + a_d * dr.alpha, delta, st.nu + a_d * dr.nu,
                                            X, s, r, beta, activation, best_upper))
   lower = jnp.maximum(st.lower, jnp.where(jnp.isnan(bound), -jnp.inf, bound))
