@@ -152,8 +152,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.dtype = "float32"  # CPUs emulate bfloat16 slowly
     config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0)
     config.heads.poly.betas = (1e-3,)
-    # The barrier takes 2–3 s a Newton step for the ten heads here, and hundreds of steps to
-    # certify them (docs/solvers.md): the projected solver's 150 steps fit in seconds.
+    # The interior-point solver certifies the ten r = 0 heads here in about 23 s, but not every
+    # head at r > 0 (docs/solvers.md): the projected solver's 150 steps fit in seconds.
     config.heads.poly.solver = "projected"
     config.heads.poly.max_steps = 150
     config.heads.relu.eps = (0.0, 0.05, 0.1)
