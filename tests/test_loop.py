@@ -11,7 +11,19 @@ import pytest
 from cvxjax import poly, relu
 from cvxjax.core import activations
 from cvxjax.core import poly as poly_core
-from cvxjax.solvers import admm, barrier, base, loop, penalty, primal_dual, projected, proximal
+from cvxjax.solvers import (
+  admm,
+  barrier,
+  base,
+  fallback,
+  interior,
+  loop,
+  penalty,
+  primal_dual,
+  projected,
+  proximal,
+  sdp,
+)
 
 pytest.importorskip("cvxpy")
 
@@ -130,6 +142,7 @@ BAD_SETTINGS = [
     (lambda: penalty.Streamed(chunk_size=0), "chunk_size"),
     (lambda: proximal.Streamed(chunk_size=2.5), "chunk_size"),
     (lambda: proximal.Streamed(augmented=True), "augmented"),
+    (lambda: fallback.Solver(switch_after=0), "switch_after"),
 ]
 
 
@@ -188,7 +201,8 @@ def test_a_warm_started_beta_path_reaches_the_cvxpy_optimum_in_fewer_steps():
 
 
 def test_every_solver_is_a_hashable_protocol_value():
-  solvers = [barrier.Solver(), projected.Solver(), primal_dual.Solver(), admm.Solver(),
+  solvers = [barrier.Solver(), interior.Solver(), sdp.Solver(), fallback.Solver(),
+             projected.Solver(), primal_dual.Solver(), admm.Solver(),
              penalty.Solver(), projected.Streamed(), proximal.Streamed(), penalty.Streamed()]
   for solver in solvers:
     assert isinstance(solver, base.Solver) and hash(solver) == hash(type(solver)())

@@ -11,7 +11,7 @@ from sklearn.datasets import load_breast_cancer
 from cvxjax import poly
 from cvxjax.core import activations, psd
 from cvxjax.core import poly as poly_core
-from cvxjax.solvers import barrier, interior, loop
+from cvxjax.solvers import barrier, interior, loop, sdp
 
 pytest.importorskip("cvxpy")
 
@@ -228,6 +228,93 @@ def test_interior_gap_stays_valid_where_worst_cases_have_kinks():
   assert float(head.objective) <= 1.01 * float(oracle.objective)
 
 
+@pytest.mark.parametrize("name", ["breast-cancer-adversarial", "random-adversarial"])
+def test_sdp_reaches_the_cvxpy_optimum(name):
+  X, y, r, beta, oracle = _oracle(name)
+  head = poly.fit(X, y, r=r, beta=beta, tol=1e-5, solver="sdp")
+  assert abs(float(head.objective) - float(oracle.objective)) <= 1e-5 * float(oracle.objective)
+  assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+  assert float(head.gap) <= 1e-5 * float(head.objective)
+  for Z in (head.Z[0], head.Zp[0]):
+    assert np.linalg.eigvalsh(Z).min() >= -1e-6 * np.abs(Z).max()
+
+
+def test_auto_certifies_where_worst_cases_have_kinks():
+  # At r = 1 worst cases sit in the trust-region hard case: the interior-point path on the exact
+  # margins stalls far above the optimum, and "auto" hands the head to the S-lemma SDP.
+  X, y = _breast_cancer()
+  oracle = poly.exact_fit(X, y, r=1.0, beta=1e-2, solver="CLARABEL")
+  stalled = poly.fit(X, y, r=1.0, beta=1e-2, tol=1e-5, solver="interior", max_steps=60)
+  assert float(stalled.objective) > 1.1 * float(oracle.objective)
+  head = poly.fit(X, y, r=1.0, beta=1e-2, tol=1e-5)
+  assert float(head.gap) <= 1e-5 * float(head.objective)
+  assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+  assert float(head.objective) == pytest.approx(float(oracle.objective), rel=1e-5)
+
+
+def test_sdp_gap_is_valid_before_convergence():
+  X, y, r, beta, oracle = _oracle("breast-cancer-adversarial")
+  for steps in (5, 15, 25):
+    head = poly.fit(X, y, r=r, beta=beta, tol=1e-8, max_steps=steps, solver="sdp")
+    assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
+    assert float(head.objective) >= float(oracle.objective) - 1e-6
+
+
+def test_lmi_map_is_the_margin_form_and_its_adjoint_the_lift_sum():
+  rng = np.random.default_rng(0)
+  n, d = 6, 3
+  X, s = rng.normal(size=(n, d)), np.where(rng.normal(size=n) > 0, 1.0, -1.0)
+  D = psd.symmetrize(jnp.asarray(rng.normal(size=(d + 1, d + 1))))
+  delta = rng.normal(size=(n, d))
+  T, scale = sdp.shifts(jnp.asarray(X)), sdp.activation_scale(d + 1, ACT, jnp.float64)
+  B = sdp.lmi_map(D, T, jnp.asarray(s), scale)
+  v = np.concatenate([delta, np.ones((n, 1))], axis=1)
+  np.testing.assert_allclose(np.einsum("ia,iab,ib->i", v, B, v),
+                             s * poly.lifted_predict(D, jnp.asarray(X + delta), ACT), rtol=1e-12)
+  # Y_i = α_i v_i v_iᵀ gives the cut dual's lift sum Σ α_i s_i Φ(x_i + δ_i).
+  alpha = rng.uniform(size=n)
+  Y = alpha[:, None, None] * v[:, :, None] * v[:, None, :]
+  np.testing.assert_allclose(
+      sdp.lmi_adjoint_sum(jnp.asarray(Y), T, jnp.asarray(s), scale),
+      poly_core.weighted_lift_sum(jnp.asarray(X + delta), jnp.asarray(alpha * s), ACT),
+      rtol=1e-12, atol=1e-12)
+
+
+def test_certified_block_multipliers_bound_every_worst_case_margin():
+  # The certificate's premise: Y_i pulled into the dual's set satisfies
+  # ⟨B_i(D), Y_i⟩ ≥ α_i m_i(D) for every D, checked against the exact worst cases.
+  rng = np.random.default_rng(1)
+  n, d, r = 8, 3, 0.7
+  X = jnp.asarray(rng.normal(size=(n, d)))
+  s = jnp.asarray(np.where(rng.normal(size=n) > 0, 1.0, -1.0))
+  A = rng.normal(size=(n, d + 1, d + 1))
+  Y = sdp._certified_multipliers(jnp.asarray(A @ np.swapaxes(A, 1, 2)), r, jnp.ones(n, bool))
+  alpha = np.asarray(Y[:, -1, -1])
+  assert np.all(alpha <= 1 + 1e-12)
+  assert np.all(np.trace(np.asarray(Y)[:, :-1, :-1], axis1=1, axis2=2) <= r**2 * alpha + 1e-12)
+  assert np.linalg.eigvalsh(np.asarray(Y)).min() >= -1e-12
+  T, scale = sdp.shifts(X), sdp.activation_scale(d + 1, ACT, jnp.float64)
+  for _ in range(5):
+    D = psd.symmetrize(jnp.asarray(rng.normal(size=(d + 1, d + 1))))
+    margins = _worst_case(D, X, s, r=r, activation=ACT).margin
+    value = jnp.einsum("iab,iab->i", sdp.lmi_map(D, T, s, scale), Y)
+    assert np.all(np.asarray(value) >= alpha * np.asarray(margins) - 1e-10)
+
+
+def test_congruence_form_and_matrix_match_their_definitions():
+  rng = np.random.default_rng(2)
+  m = 4
+  lay = barrier.layout(m)
+  V = psd.symmetrize(jnp.asarray(rng.normal(size=(3, m, m))))
+  R = jnp.asarray(rng.normal(size=(m, m)))
+  form, matrix = sdp.congruence_form(V, lay, m), sdp.congruence_matrix(R, lay, m)
+  for k in range(len(lay.rows)):
+    basis = barrier.smat(jnp.eye(len(lay.rows))[k], lay, m)
+    expected = barrier.svec(jnp.einsum("iab,bc,icd->ad", V, basis, V), lay)
+    np.testing.assert_allclose(form[:, k], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(matrix[:, k], barrier.svec(R @ basis @ R.T, lay), atol=1e-12)
+
+
 def test_projected_baseline_is_feasible_and_its_gap_valid():
   X, y, r, beta, oracle = _oracle("random-adversarial")
   head = poly.fit(X, y, r=r, beta=beta, solver="projected", max_steps=50)
@@ -252,7 +339,7 @@ def test_one_vs_all_heads_classify_three_classes(solver):
   assert float(np.mean(head.predict(X_new) == y)) >= 0.8
 
 
-@pytest.mark.parametrize("solver", ["interior", "barrier"])
+@pytest.mark.parametrize("solver", ["interior", "barrier", "sdp"])
 def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, solver):
   X, y = _random_problem(4)
   kwargs = dict(r=0.5, beta=1e-2, tol=1e-8, checkpoint_every=7, solver=solver)
@@ -284,6 +371,7 @@ BAD_INPUTS = [
     (dict(X=np.ones((3, 2)), y=np.ones(3), beta=0.0), "beta"),
     (dict(X=np.ones((3, 2)), y=np.ones(3), beta=-1.0), "beta"),
     (dict(X=np.ones((3, 2)), y=np.ones(3), solver="newton"), "solver"),
+    (dict(X=np.ones((3, 2)), y=np.ones(3), solver="sdp"), "solver"),  # r = 0: no S-lemma LMI
 ]
 
 

@@ -64,7 +64,8 @@ def test_placement_splits_examples_and_the_model_axis():
   assert odd.sharding.spec == P("examples", None)
 
 
-@pytest.mark.parametrize("solver, classes", [("interior", 2), ("barrier", 2), ("projected", 3)])
+@pytest.mark.parametrize("solver, classes", [("interior", 2), ("barrier", 2), ("sdp", 2),
+                                             ("projected", 3)])
 def test_uneven_n_is_padded_by_rows_that_count_nowhere_poly(solver, classes):
   X, y = data(n=30, classes=classes)  # 8 example shards: two padding rows
   settings = dict(r=0.3, beta=1e-2, solver=solver, max_steps=60)
@@ -72,7 +73,10 @@ def test_uneven_n_is_padded_by_rows_that_count_nowhere_poly(solver, classes):
   sharded = poly.fit(X, y, mesh=sharding.make_mesh(examples=8), **settings)
   assert _rel(sharded.objective, alone.objective) < 1e-5
   assert abs(float(sharded.gap) - float(alone.gap)) <= 1e-5 * float(alone.objective)
-  np.testing.assert_allclose(np.asarray(sharded.Z), np.asarray(alone.Z), atol=1e-5)
+  # The SDP's endgame stops on round-off, which the sharded sums order differently: its best
+  # points agree to the flatness of the objective there, not to 1e-5.
+  np.testing.assert_allclose(np.asarray(sharded.Z), np.asarray(alone.Z),
+                             atol=1e-2 if solver == "sdp" else 1e-5)
 
 
 @pytest.mark.parametrize("settings", [

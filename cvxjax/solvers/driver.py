@@ -9,11 +9,15 @@ import numpy as np
 
 from cvxjax import sharding
 from cvxjax.core import poly
-from cvxjax.solvers import barrier, base, interior, loop, primal_dual, projected
+from cvxjax.solvers import barrier, base, fallback, interior, loop, primal_dual, projected, sdp
 
-_DEFAULT_STEPS = {"interior": 150, "barrier": 300, "projected": 1000, "primal_dual": 20000}
-SOLVERS = {"interior": interior.Solver, "barrier": barrier.Solver, "projected": projected.Solver,
+_DEFAULT_STEPS = {"interior": 150, "sdp": 150, "interior+sdp": 210, "barrier": 300,
+                  "projected": 1000, "primal_dual": 20000}
+SOLVERS = {"interior": interior.Solver, "sdp": sdp.Solver, "interior+sdp": fallback.Solver,
+           "barrier": barrier.Solver, "projected": projected.Solver,
            "primal_dual": primal_dual.Solver}
+# Solvers of the S-lemma SDP, which has no LMI at r = 0.
+_NEEDS_RADIUS = (sdp.Solver, fallback.Solver)
 # Largest svec size for which the interior-point solver is the default (its KKT system is 2N).
 _NEWTON_MAX_SVEC = 1300
 
@@ -21,23 +25,29 @@ _NEWTON_MAX_SVEC = 1300
 def resolve_solver(solver, d: int, streamed: bool, r: float = 0.0) -> base.Solver:
   """A polynomial solver value from `solver`: a name ("auto" picks by d and r) or a solver value.
 
-  "auto" takes the interior-point solver for plain heads (r = 0) and the barrier for adversarial
-  ones while the KKT system is small (d ≤ 49), else the projected solver: the interior-point
-  method certifies in 20–40 steps where the barrier takes hundreds, but at r > 0 the worst
-  cases' curvature can throw its path off (docs/solvers.md), where the barrier's stays on.
+  "auto" takes the interior-point solver for plain heads (r = 0) and, for adversarial ones, the
+  interior-point solver followed by the S-lemma SDP on the heads it leaves uncertified
+  (`fallback`), while the Newton systems are small (d ≤ 49); else the projected solver. The
+  interior-point method certifies in 20–40 steps where the margins are smooth; where a worst
+  case has a kink its path wanders, and the SDP, which has no kinks, certifies (docs/solvers.md).
 
   Raises:
-    ValueError: naming `solver` if it is neither.
+    ValueError: naming `solver` if it is neither, or if it solves the S-lemma SDP and r = 0.
   """
   if isinstance(solver, base.Solver) and isinstance(solver, tuple(SOLVERS.values())):
-    return solver
-  if not (isinstance(solver, str) and solver in ("auto", *SOLVERS)):
-    raise ValueError(f"solver must be one of {('auto', *SOLVERS)} or an interior, barrier, "
-                     f"projected or primal_dual Solver value, got {solver!r}")
-  if solver == "auto":
-    small = (d + 1) * (d + 2) // 2 <= _NEWTON_MAX_SVEC and not streamed
-    solver = ("interior" if r == 0 else "barrier") if small else "projected"
-  return SOLVERS[solver]()
+    value = solver
+  elif isinstance(solver, str) and solver in ("auto", *SOLVERS):
+    if solver == "auto":
+      small = (d + 1) * (d + 2) // 2 <= _NEWTON_MAX_SVEC and not streamed
+      solver = ("interior" if r == 0 else "interior+sdp") if small else "projected"
+    value = SOLVERS[solver]()
+  else:
+    raise ValueError(f"solver must be one of {('auto', *SOLVERS)} or a Solver value of one of "
+                     f"them, got {solver!r}")
+  if r == 0 and isinstance(value, _NEEDS_RADIUS):
+    raise ValueError(f"solver={value.name!r} solves the S-lemma SDP of r > 0; at r = 0 use "
+                     "'interior' (or 'auto')")
+  return value
 
 
 class PolySolution(NamedTuple):
@@ -85,7 +95,7 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
     put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=S.shape[0])
     problem = poly.Problem(put(jnp.asarray(X, dtype), model=None), put(jnp.asarray(S, dtype)),
                            r=r, beta=beta, activation=activation)
-  if isinstance(solver, (interior.Solver, barrier.Solver)) and dtype != jnp.float64:
+  if isinstance(solver, barrier.HeadwiseSolver) and dtype != jnp.float64:
     warnings.warn(f"the {solver.name} solver is built for float64 (jax.config.update("
                   "'jax_enable_x64', True)); in float32 it stops at gaps of 1e-4 to 1e-1",
                   stacklevel=3)
