@@ -58,7 +58,7 @@ def _ratio(peer, ours):
 def _poly_rows(data: dict) -> list:
   rows = []
   for r in data["results"]:
-    for name in ("interior", "barrier"):
+    for name in ("interior", "barrier", "sdp"):
       if name not in r:
         continue
       ours = (r[name].get("target") or {}).get("time_s")

@@ -1,4 +1,4 @@
-"""Benchmark: the JAX interior-point and barrier solvers against CVXPY + SCS on a polynomial head.
+"""Benchmark: the JAX interior-point, SDP and barrier solvers against CVXPY + SCS on a poly head.
 
 For each training-set size n it solves one binary polynomial head on standardised breast-cancer
 data (d = 30, r = 0.5, β = 1e-3, the default activation) three ways:
@@ -6,8 +6,9 @@ data (d = 30, r = 0.5, β = 1e-3, the default activation) three ways:
   1. CVXPY + SCS on the S-lemma SDP (`cvxjax.exact.solve_poly_sdp`). Its solution is projected
      onto K and its objective evaluated exactly (trust-region margins); SCS's own reported value
      is only as accurate as its tolerance.
-  2. The interior-point solver (`cvxjax.solvers.interior`) and the barrier solver
-     (`cvxjax.solvers.barrier`), each run by `loop.run`. A traced run, one step per chunk with
+  2. The interior-point solver (`cvxjax.solvers.interior`), the S-lemma SDP solver
+     (`cvxjax.solvers.sdp`) and the barrier solver (`cvxjax.solvers.barrier`), each run by
+     `loop.run`. A traced run, one step per chunk with
      a callback that reads each step's summary, finds the first iterate whose exact objective
      is ≤ SCS's exact objective and the first certified relative gap; the timed runs measure
      the wall clock from `init` to each of them, in chunks that end there. Compilation is off
@@ -51,9 +52,9 @@ from cvxjax import exact, poly  # noqa: E402
 from cvxjax.core import poly as poly_core  # noqa: E402
 from cvxjax.core import psd  # noqa: E402
 from cvxjax.core.activations import DEFAULT_ACTIVATION, Quadratic  # noqa: E402
-from cvxjax.solvers import barrier, interior, loop, projected  # noqa: E402
+from cvxjax.solvers import barrier, interior, loop, projected, sdp  # noqa: E402
 
-NEWTON_SOLVERS = {"interior": interior.Solver, "barrier": barrier.Solver}
+NEWTON_SOLVERS = {"interior": interior.Solver, "barrier": barrier.Solver, "sdp": sdp.Solver}
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "poly_vs_cvxpy.json")
 
@@ -199,9 +200,9 @@ def trace(solver, problem, *, max_steps, target, gap_tol) -> dict:
 
 def reported_iterate(before, after):
   """(Z, Z′) of the first head whose exact objective the summary after a step reports: the
-  barrier's is the iterate the step started from; the interior-point solver's is the best
+  barrier's is the iterate the step started from; the interior-point solvers' is the best
   iterate so far, which the step's state keeps."""
-  if isinstance(after, interior.InteriorState):
+  if isinstance(after, (interior.InteriorState, sdp.SdpState)):
     return after.best_Z[0], after.best_Zp[0]
   return before.Z[0], before.Zp[0]
 

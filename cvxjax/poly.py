@@ -142,6 +142,11 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       `cvxjax.solvers.interior` (exact worst cases, Nesterov–Todd scaling, Mehrotra steps);
       stops when the certified relative gap is below `tol`, 20–40 steps where it converges.
       Memory and time grow like d⁴ and d⁶.
+    "sdp", `sdp.Solver()` (r > 0): the S-lemma SDP (one LMI of size d+1 per example) by the same
+      primal–dual method (`cvxjax.solvers.sdp`): no kinks at large r, its block multipliers
+      certify; memory O(n d² + d⁴); its endgame stops at relative gaps of 1e-6 to 1e-3.
+    "interior+sdp", `fallback.Solver(switch_after=)` (r > 0): "interior" on each head until it
+      certifies, fails or has taken `switch_after` (60) steps, then "sdp" on that head.
     "barrier", `barrier.Solver()`: the primal barrier method of `cvxjax.solvers.barrier`;
       stops when the certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
     "projected", `projected.Solver(optimizer=, head_batch_size=)`: an optax optimiser (default
@@ -153,11 +158,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       (`cvxjax.solvers.primal_dual`), O(n·d + d²) memory per head, certified every
       `check_every` (64) iterations; stops at `tol`. Experimental: its fixed primal weight suits
       some problems and not others.
-    "auto": when d ≤ 49, "interior" for r = 0 and "barrier" for r > 0 (whose path the worst
-      cases' curvature cannot throw off); else "projected" (always with `chunk_size`).
+    "auto": when d ≤ 49, "interior" for r = 0 and "interior+sdp" for r > 0; else "projected"
+      (always with `chunk_size`).
 
-  Precision: the interior and barrier solvers are built for float64 (`jax_enable_x64`); in
-  float32 they stop where round-off stops them and report the gap they certified.
+  Precision: the interior-point, SDP and barrier solvers are built for float64
+  (`jax_enable_x64`); in float32 they stop where round-off stops them and report the gap they
+  certified.
 
   Args:
     X: (n, d) inputs, finite.
@@ -165,12 +171,13 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     r: radius of the ℓ₂ ball of the adversary, ≥ 0.
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
-    solver: "auto", "interior", "barrier", "projected", "primal_dual", or a `Solver` value of
-      `cvxjax.solvers.interior`, `barrier`, `projected` or `primal_dual`.
+    solver: "auto", "interior", "sdp", "interior+sdp", "barrier", "projected", "primal_dual",
+      or a `Solver` value of `cvxjax.solvers.interior`, `sdp`, `fallback`, `barrier`,
+      `projected` or `primal_dual`.
     tol: relative certified gap at which the solver stops (None: the solver's `tol`, 1e-6 by
       default); a fit that ends above it warns with the gap it reached.
-    max_steps: step limit (default 150 for "interior", 300 for "barrier", 1000 for
-      "projected", 20000 iterations for "primal_dual").
+    max_steps: step limit (default 150 for "interior" and "sdp", 210 for "interior+sdp", 300
+      for "barrier", 1000 for "projected", 20000 iterations for "primal_dual").
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -181,8 +188,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
     start: a `PolyHead` of the same shapes (e.g. the fit at a neighbouring β or r) to start
-      from; the projected and primal–dual solvers take it, the interior and barrier solvers
-      do not.
+      from; the projected and primal–dual solvers take it, the interior-point, SDP and barrier
+      solvers do not.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.
@@ -204,7 +211,7 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     raise ValueError(f"solver='primal_dual' runs on one device; it takes no mesh (got {mesh!r})")
   if chunk_size is not None and (solver.name != "projected" or mesh is not None):
     raise ValueError("chunk_size streams the projected solver on one device; it takes neither "
-                     "solver='interior', 'barrier' or 'primal_dual' nor a mesh (got "
+                     "solver='interior', 'barrier', 'sdp' or 'primal_dual' nor a mesh (got "
                      f"solver={solver!r}, mesh={mesh!r})")
   if start is not None:
     if not solver.warm_start:

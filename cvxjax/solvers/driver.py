@@ -76,7 +76,7 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
   Args:
     X, S: (n, d) inputs and (C, n) labels per head, on the host.
     r, beta, activation: the problem.
-    solver: an `interior`, `barrier`, `projected` or `primal_dual` `Solver`.
+    solver: a `Solver` of `SOLVERS`.
     max_steps: iteration budget (None: the solver's default).
     checkpoint_dir, checkpoint_every, progress: see `loop.run`.
     mesh: a `cvxjax.sharding` mesh, or None.

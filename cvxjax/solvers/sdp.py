@@ -217,6 +217,12 @@ class _Direction(NamedTuple):
   nu: jnp.ndarray
 
 
+def _block_scaling(P, Y):
+  """The NT scaling (R, λ) of one LMI block and R⁻¹."""
+  R, lam = interior.nt_scaling(P, Y)
+  return R, lam, jnp.linalg.inv(R)
+
+
 def _trace_rows(R, Rp, lay, m):
   """The rows of ⟨G, R dẐ Rᵀ⟩ and ⟨G, Rp dẐ′ Rpᵀ⟩ on svec(dẐ, dẐ′): (2, 2N)."""
   G = psd.lorentz_form(m, R.dtype)
@@ -240,7 +246,7 @@ def _trace_constrained_system(C, A):
   ridge = _RIDGE * jnp.eye(C.shape[0], dtype=C.dtype)
   factor = jax.scipy.linalg.cho_factor(d[:, None] * C * d[None, :] + ridge)
   solve_C = lambda v: d * jax.scipy.linalg.cho_solve(factor, d * v)
-  CA = jax.vmap(solve_C)(A)  # (2, 2N): rows C⁻¹aᵢ
+  CA = (d[:, None] * jax.scipy.linalg.cho_solve(factor, d[:, None] * A.T)).T  # rows C⁻¹aᵢ
   schur = jnp.linalg.inv(A @ CA.T)
 
   def once(top, residual):
@@ -312,8 +318,9 @@ def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpSt
         + jnp.sum(scalar_pairs)) / (2 * m + count * (m + 2))
 
   (R, lam_Z), (Rp, lam_Zp) = interior.nt_scaling(st.Z, st.S), interior.nt_scaling(st.Zp, st.Sp)
-  Rb, lam_b = jax.vmap(interior.nt_scaling)(st.P, st.Y)
-  Rb_inv = jnp.linalg.inv(Rb)
+  # One block at a time: XLA's CPU runtime can deadlock on batched LAPACK calls (see
+  # `barrier.HeadwiseSolver`).
+  Rb, lam_b, Rb_inv = jax.lax.map(lambda pair: _block_scaling(*pair), (st.P, st.Y))
   W_inv = jnp.einsum("iba,ibc->iac", Rb_inv, Rb_inv)  # R⁻ᵀR⁻¹
   W_inv = jnp.where(counted[:, None, None], psd.symmetrize(W_inv), 0.0)
 
@@ -395,7 +402,8 @@ def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpSt
         nu=d_nu)
 
   def block_steps(lam, d_hat):
-    return jnp.min(jnp.where(counted, jax.vmap(interior._psd_step)(lam, d_hat), jnp.inf))
+    steps = jax.lax.map(lambda pair: interior._psd_step(*pair), (lam, d_hat))
+    return jnp.min(jnp.where(counted, steps, jnp.inf))
 
   def lengths(dr: _Direction):
     primal = jnp.min(jnp.stack([
