@@ -45,3 +45,9 @@ def check_positive(value, name: str) -> None:
   """Validates a finite number > 0 (a regularisation weight)."""
   if not (np.isscalar(value) and np.isfinite(value) and value > 0):
     raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_count(value, name: str) -> None:
+  """Raises ValueError naming `name` unless value is an integer >= 1."""
+  if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

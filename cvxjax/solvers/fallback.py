@@ -16,6 +16,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cvxjax.core import checks
 from cvxjax.solvers import barrier, interior, sdp
 
 
@@ -53,8 +54,7 @@ class Solver(barrier.HeadwiseSolver):
   name: ClassVar[str] = "interior+sdp"
 
   def __post_init__(self):
-    if not (isinstance(self.switch_after, int) and self.switch_after >= 1):
-      raise ValueError(f"switch_after must be an integer >= 1, got {self.switch_after!r}")
+    checks.check_count(self.switch_after, "switch_after")
 
   def init_head(self, X, s, **settings) -> FallbackState:
     first = interior.init(X, s, **settings)

@@ -287,22 +287,38 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
                                            a_p * (dr.dZ_full[0] - dr.dZ_full[1]))
     bound = jnp.maximum(bound, _dual_bound(st.alpha + a_d * dr.alpha, delta, st.nu + a_d * dr.nu,
                                            X, s, r, beta, activation, best_upper))
-  lower = jnp.maximum(st.lower, jnp.where(jnp.isnan(bound), -jnp.inf, bound))
-  converged = best_upper - lower <= tol * jnp.abs(best_upper)
-
-  moved = InteriorState(
+  moved = st._replace(
       Z=st.Z + a_p * dr.dZ_full[0], Zp=st.Zp + a_p * dr.dZ_full[1],
       S=st.S + a_d * dr.dS_full[0], Sp=st.Sp + a_d * dr.dS_full[1],
       xi=st.xi + a_p * dr.xi, q=st.q + a_p * dr.q, alpha=st.alpha + a_d * dr.alpha,
-      zeta=st.zeta + a_d * dr.zeta, nu=st.nu + a_d * dr.nu,
-      best_Z=jnp.where(better, st.Z, st.best_Z), best_Zp=jnp.where(better, st.Zp, st.best_Zp),
-      upper=best_upper, lower=lower, step=st.step + 1, done=converged)
+      zeta=st.zeta + a_d * dr.zeta, nu=st.nu + a_d * dr.nu)
+  return conclude(st, moved, better, best_upper, bound, tol)
+
+
+def conclude(state, moved, better, best_upper, bound, tol):
+  """The next state of a primal–dual head from the moved iterates: the best point and bound
+  so far, done once their relative gap is at most `tol`, and halted on a non-finite step.
+
+  Args:
+    state: the state the step started from; moved: that state with the iterates stepped.
+      Both have fields Z, Zp, best_Z, best_Zp, upper, lower, step and done.
+    better: () whether `state`'s own point has the lowest objective so far, `best_upper`.
+    bound: () the certified bound this step found (NaN: none).
+    tol: relative gap tolerance.
+  """
+  lower = jnp.maximum(state.lower, jnp.where(jnp.isnan(bound), -jnp.inf, bound))
+  converged = best_upper - lower <= tol * jnp.abs(best_upper)
+  moved = moved._replace(
+      best_Z=jnp.where(better, state.Z, state.best_Z),
+      best_Zp=jnp.where(better, state.Zp, state.best_Zp),
+      upper=best_upper, lower=lower, step=state.step + 1, done=converged)
   # Past round-off a step can fail (a factorisation of a singular matrix): stop with the best.
   failed = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(moved)]))
-  halted = st._replace(best_Z=moved.best_Z, best_Zp=moved.best_Zp, upper=best_upper, lower=lower,
-                       step=moved.step, done=jnp.asarray(True))
-  pick = lambda old, halt, new: jnp.where(st.done, old, jnp.where(converged | failed, halt, new))
-  return jax.tree.map(pick, st, halted, moved)
+  halted = state._replace(best_Z=moved.best_Z, best_Zp=moved.best_Zp, upper=best_upper,
+                          lower=lower, step=moved.step, done=jnp.asarray(True))
+  pick = lambda old, halt, new: jnp.where(state.done, old,
+                                          jnp.where(converged | failed, halt, new))
+  return jax.tree.map(pick, state, halted, moved)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cvxjax.core import poly, poly_dual, psd
+from cvxjax.core import checks, poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
 from cvxjax.solvers import base
 
@@ -277,8 +277,7 @@ class Solver(base.Solver):
   name: ClassVar[str] = "primal_dual"
 
   def __post_init__(self):
-    if not (isinstance(self.check_every, int) and self.check_every >= 1):
-      raise ValueError(f"check_every must be an integer >= 1, got {self.check_every!r}")
+    checks.check_count(self.check_every, "check_every")
 
   @property
   def iterations_per_step(self) -> int:

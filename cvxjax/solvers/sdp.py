@@ -57,11 +57,8 @@ class SdpState(NamedTuple):
     xi, zeta: (n,) hinge epigraph variables ξ > 0 and their multipliers ζ > 0.
     lam, eta: (n,) S-lemma multipliers λ > 0 and their multipliers η > 0.
     nu: (2,) multipliers of ⟨G, Z⟩ = 0 and ⟨G, Z′⟩ = 0.
-    best_Z, best_Zp: (m, m) the iterate with the lowest exact objective so far.
-    upper: () that objective.
-    lower: () the best certified lower bound on the optimum so far.
-    step: () steps taken.
-    done: () whether the gap tolerance was met (or a step failed).
+    best_Z, best_Zp, upper, lower, step, done: the best point, its objective, the best bound
+      and the progress, as in `interior.InteriorState`.
   """
 
   Z: jnp.ndarray
@@ -273,20 +270,8 @@ def _complementarity_target(lam, target, correction):
 
 
 def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpState:
-  """One predictor–corrector step, with a fresh certificate.
-
-  A head whose certified relative gap is at most `tol` is marked done and no longer moves.
-
-  Args:
-    state: the current `SdpState` of one head.
-    X: (n, d) inputs.
-    s: (n,) labels in {−1, +1} (0: a padding row).
-    r, beta, activation: the problem (r > 0).
-    tol: relative gap tolerance.
-
-  Returns:
-    The next `SdpState`.
-  """
+  """One predictor–corrector step with a fresh certificate; the arguments and the stopping rule
+  are those of `interior.step` (here r > 0)."""
   n, d = X.shape
   m = d + 1
   lay = barrier.layout(m)
@@ -442,27 +427,16 @@ def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpSt
   better = upper < st.upper
   best_upper = jnp.where(better, upper, st.upper)
   bound = dual_bound(st.Y, st.nu, T, s, r, beta, scale, best_upper)
-  lower = jnp.maximum(st.lower, jnp.where(jnp.isnan(bound), -jnp.inf, bound))
-  converged = best_upper - lower <= tol * jnp.abs(best_upper)
-
-  moved = SdpState(
+  moved = st._replace(
       Z=st.Z + a_p * dr.Z[0], Zp=st.Zp + a_p * dr.Z[1], S=st.S + a_d * dr.S[0],
       Sp=st.Sp + a_d * dr.S[1], P=st.P + a_p * dr.P, Y=st.Y + a_d * dr.Y,
       xi=st.xi + a_p * dr.xi, zeta=st.zeta + a_d * dr.zeta, lam=st.lam + a_p * dr.lam,
-      eta=st.eta + a_d * dr.eta, nu=st.nu + a_d * dr.nu,
-      best_Z=jnp.where(better, st.Z, st.best_Z), best_Zp=jnp.where(better, st.Zp, st.best_Zp),
-      upper=best_upper, lower=lower, step=st.step + 1, done=converged)
-  # Past round-off a step can fail (a factorisation of a singular matrix): stop with the best.
-  failed = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(moved)]))
-  halted = st._replace(best_Z=moved.best_Z, best_Zp=moved.best_Zp, upper=best_upper, lower=lower,
-                       step=moved.step, done=jnp.asarray(True))
-
-  pick = lambda old, halt, new: jnp.where(st.done, old, jnp.where(converged | failed, halt, new))
-  return jax.tree.map(pick, st, halted, moved)
+      eta=st.eta + a_d * dr.eta, nu=st.nu + a_d * dr.nu)
+  return interior.conclude(st, moved, better, best_upper, bound, tol)
 
 
 @dataclasses.dataclass(frozen=True)
-class Solver(barrier.HeadwiseSolver):
+class Solver(interior.Solver):
   """The S-lemma SDP's primal–dual method (`step`), head by head; see
   `barrier.HeadwiseSolver`. It returns the best iterate of each head; r must be > 0."""
 
@@ -473,6 +447,3 @@ class Solver(barrier.HeadwiseSolver):
 
   def step_head(self, state, X, s, **settings) -> SdpState:
     return step(state, X, s, tol=self.tol, **settings)
-
-  def primal(self, state: SdpState):
-    return state.best_Z, state.best_Zp
