@@ -15,9 +15,11 @@ that of a linear SDP, followed by Nesterov–Todd scaling of every PSD block, Me
 predictor–corrector and separate primal and dual step lengths (as `interior` does).
 
 The Newton system: per example the (ξ_i, λ_i) pair is eliminated by a 2×2 solve, and the
-examples' blocks add Σ_i B_i*(W_i⁻¹ B_i(·) W_i⁻¹), a sum of congruences, to the system in D;
-`barrier.newton_system` then handles the two trace rows. Forming that sum is one GEMM of
-(n, m²) by (n, m²) per step.
+examples' blocks add Σ_i B_i*(W_i⁻¹ B_i(·) W_i⁻¹), a sum of congruences, to the system in D
+(one GEMM of (n, m²) by (n, m²) per step), which is equilibrated, factored and solved with the
+two trace rows. Near the optimum its condition number passes 1/eps and the dual step length
+collapses: the run then stops where round-off stops it, at relative gaps of 1e-6 to 1e-3
+(docs/solvers.md), with the best point and bound it found.
 
 Every step certifies: Y_i is pulled into the dual's set (corner in [0, 1], tr Y_i,₁ ≤ r² α_i
 by a congruence), and M = Σ_i B_i*(Y_i) gives the bound of `poly.lift_dual_bound` at ν and
