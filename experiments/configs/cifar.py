@@ -153,8 +153,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0)
     config.heads.poly.betas = (1e-3,)
     # "auto" certifies these heads (docs/solvers.md: r = 0 in 23 s, r = 0.5 to 3.1e-3 in 459 s,
-    # r = 1 to 5.6e-4 in 725 s), about half an hour for the grid on 2 cores; the projected
-    # solver's 150 steps take seconds and report the gap they leave.
+    # r = 1 to 5.6e-4 in 725 s, r = 2 to 7.4e-4 in 825 s), 34 minutes for the grid on 2 cores;
+    # the projected solver's 150 steps take seconds and report the gap they leave.
     config.heads.poly.solver = "projected"
     config.heads.poly.max_steps = 150
     config.heads.relu.eps = (0.0, 0.05, 0.1)
