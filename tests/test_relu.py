@@ -1,5 +1,6 @@
 """Convex ReLU / gated-ReLU heads: patterns, solvers against CVXPY, recovery, robustness."""
 
+import fractions
 import warnings
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.optimize
 
 from cvxjax import attacks, heads, relu
 from cvxjax.core import relu_dual
@@ -240,6 +242,65 @@ def test_the_robust_barrier_newton_step_solves_the_dense_newton_system(p, eps):
   np.testing.assert_allclose(np.asarray(direction), np.asarray(expected), rtol=1e-7,
                              atol=1e-10 * float(jnp.max(jnp.abs(expected))))
   np.testing.assert_allclose(float(decrement), float(-grad @ expected), rtol=1e-8)
+
+
+def _exact_example_curvature(xi, zeta, x, eps):
+  """The ℓ₂ example block's Schur complement in rational arithmetic, from the Hessian of
+  −log ζ − log s, s = c² − ε²‖ξ‖², c = ζ − 1 + xᵀξ, at the floats' exact values."""
+  F = fractions.Fraction
+  xi, x, zeta, e2 = [F(float(a)) for a in xi], [F(float(a)) for a in x], F(zeta), F(eps) ** 2
+  d = len(x)
+  c = zeta - 1 + sum(a * b for a, b in zip(x, xi, strict=True))
+  s = c * c - e2 * sum(a * a for a in xi)
+  grad = [2 * c * x[k] - 2 * e2 * xi[k] for k in range(d)] + [2 * c]  # ∇s in (ξ, ζ)
+  curvature = [[2 * x[a] * x[b] - (2 * e2 if a == b else 0) for b in range(d)] + [2 * x[a]]
+               for a in range(d)] + [[2 * x[b] for b in range(d)] + [F(2)]]  # ∇²s
+  K = [[grad[a] * grad[b] / s ** 2 - curvature[a][b] / s for b in range(d + 1)]
+       for a in range(d + 1)]
+  K[d][d] += 1 / zeta ** 2
+  return np.array([[float(K[a][b] - K[a][d] * K[d][b] / K[d][d]) for b in range(d)]
+                   for a in range(d)])
+
+
+@pytest.mark.parametrize("zeta,relative_slack", [(4e-5, 1e-8), (4e-5, 1e-12), (1e-6, 1e-10)])
+def test_the_robust_barrier_example_curvature_is_exact_near_the_cone_boundary(zeta, relative_slack):
+  # The digits head whose Newton system broke: ‖ξ‖ ≈ 100, the robust margin c ≈ ε‖ξ‖ within a
+  # relative 1e-10, ζ ≈ 1/τ. Eliminating ζ from autodiff's Hessian (entries ~ c²/s²) left an
+  # eigenvalue of −116 where the exact one is +2.9; here it errs by 0.16–44 in this metric.
+  eps = 0.1
+  x = np.array([1.3, -0.4, 0.7])
+  along, across = x / np.linalg.norm(x), np.array([0.4, 1.0, -0.2])
+  across = across - (across @ along) * along
+  cosine = (eps + 0.01) / np.linalg.norm(x)  # xᵀu = ε + 0.01 for the unit direction u
+  direction = cosine * along + np.sqrt(1 - cosine ** 2) * across / np.linalg.norm(across)
+  # ξ = k·u with xᵀξ − ε‖ξ‖(1 + slack) = 1 − ζ: the robust margin c − ε‖ξ‖ ≈ slack·c.
+  xi = (1 - zeta) / (x @ direction - eps * (1 + relative_slack)) * direction
+  exact = _exact_example_curvature(xi, zeta, x, eps)
+  got = np.asarray(relu_robust_barrier.example_curvature(jnp.append(jnp.asarray(xi), zeta),
+                                                         jnp.asarray(x), eps=eps))
+  # Compared in exact's metric, every direction's curvature to 1e-3 (its condition number
+  # reaches 1e12: storing it in float64 costs 1e-4 here).
+  L = np.linalg.cholesky(exact)
+  whitened = np.linalg.solve(L, np.linalg.solve(L, got).T)
+  assert np.linalg.norm(whitened - np.eye(3), 2) < 1e-3
+
+
+def test_the_robust_barrier_centred_hinges_minimise_each_example_block():
+  rng = np.random.default_rng(0)
+  X, xi = rng.normal(size=(40, 3)), 3.0 * rng.normal(size=(40, 3))
+  eps, tau = 0.3, 50.0
+  got = np.asarray(relu_robust_barrier.centred_hinges(jnp.asarray(xi), jnp.asarray(X), tau,
+                                                      eps=eps))
+  block = lambda zeta, x, v: float(relu_robust_barrier._example_barrier(
+      jnp.append(jnp.asarray(v), zeta), jnp.asarray(x), tau, eps=eps, q=2))
+  for x, v, zeta in zip(X, xi, got, strict=True):
+    # The oracle: scipy's bounded scalar minimiser over the block's whole domain in ζ.
+    floor = max(0.0, eps * np.linalg.norm(v) - (x @ v - 1.0))
+    oracle = scipy.optimize.minimize_scalar(lambda z, x=x, v=v: block(z, x, v),
+                                            bounds=(floor, floor + 100.0 / tau),
+                                            method="bounded", options=dict(xatol=1e-12))
+    assert block(zeta, x, v) <= oracle.fun + 1e-9
+    assert zeta - floor >= 1.0 / tau * (1 - 1e-9)  # both slacks ≥ 1/τ
 
 
 def test_auto_takes_the_barrier_only_for_small_heads_it_solves_fitted_afresh():

@@ -21,7 +21,9 @@ step certifies with `relu_dual.lower_bound`: the loss multipliers ν_i = ∇_ξ 
 block's barrier) and the cones' multipliers λ_ji, the scalar parts of their dual points
 (2s/(τ(s² − ε²‖w‖²)) for ℓ₂, 1/(τ(s − εΣu)) for ℓ∞), both at the Newton point to first order.
 float64 throughout: the barrier Hessians grow like τ², and round-off ends runs near relative gaps
-of 1e-6 (docs/solvers.md).
+of 1e-6 (docs/solvers.md). For ℓ₂ each ζ_i is re-minimised after every step and each example's
+reduced curvature comes from its closed-form inverse, so that no slack falls below 1/τ and no
+Schur complement cancels (docs/math.md §4).
 """
 
 from typing import NamedTuple
@@ -134,6 +136,64 @@ def _example_barrier(xie, x, tau, *, eps, q: int):
   return tau * zeta - jnp.log(zeta) + cone
 
 
+def example_curvature(xie, x, *, eps) -> jnp.ndarray:
+  """(d, d) an ℓ₂ example block's Hessian in ξ with ζ eliminated (its Schur complement), exactly.
+
+  Near the cone's boundary the block's Hessian has a rank-one part of size c²/s²
+  (s = c² − ε²‖ξ‖²) that the elimination cancels, leaving round-off of order eps·c²/s² that made
+  the reduced curvature indefinite on digits. Its inverse has no such part: in the variables (c, ξ)
+  the cone's Hessian inverts to wwᵀ + diag(−s/2, αI) (w = (c, ξ), α = s/(2ε²)), and with the
+  hinge's 1/ζ² along a = (1, −x) (Sherman–Morrison), with t = ζ − 1,
+
+      G⁻¹ = αI + (γ ξξᵀ + tα(ξxᵀ + xξᵀ) − α² xxᵀ)/κ,   γ = ζ² − s/2 + α‖x‖²,   κ = γ + t²,
+
+  a sum of terms each computed to full relative precision.
+
+  Args:
+    xie: (d + 1,) the block's (ξ, ζ), strictly inside. x: (d,) the example. eps: the radius ε > 0.
+  """
+  d = x.shape[0]
+  xi, zeta = xie[:d], xie[d]
+  c = zeta - 1.0 + jnp.dot(x, xi)
+  s = (c - eps * jnp.linalg.norm(xi)) * (c + eps * jnp.linalg.norm(xi))
+  alpha = s / (2.0 * eps * eps)
+  t = zeta - 1.0
+  gamma = zeta * zeta - 0.5 * s + alpha * jnp.dot(x, x)
+  cross = jnp.outer(xi, x)
+  inverse = (alpha * jnp.eye(d, dtype=x.dtype)
+             + (gamma * jnp.outer(xi, xi) + t * alpha * (cross + cross.T)
+                - alpha * alpha * jnp.outer(x, x)) / (gamma + t * t))
+  return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(inverse), True),
+                                    jnp.eye(d, dtype=x.dtype))
+
+
+def centred_hinges(xi, X, tau, *, eps) -> jnp.ndarray:
+  """(n,) each ℓ₂ example's ζ that minimises its block of Φ_τ with ξ (n, d) fixed.
+
+  The block τζ − log ζ − log(c − ρ) − log(c + ρ), c = ζ + b, b = xᵀξ − 1, ρ = ε‖ξ‖, is convex in
+  ζ on ζ > ζ₀ = max(0, ρ − b); with u = ζ − ζ₀ its derivative is ≤ τ − 1/u, and ≥ τ − 3/u since
+  each logarithm's argument exceeds u, so the minimiser has u in [1/τ, 3/τ] (bisected). There
+  the hinge's and the robust margin's slacks are both ≥ 1/τ.
+  """
+  b = jnp.sum(X * xi, axis=1) - 1.0
+  rho = eps * jnp.linalg.norm(xi, axis=1)
+  floor = jnp.maximum(0.0, rho - b)
+  above = floor - (rho - b)  # c − ρ at u = 0, without cancelling ρ against b
+
+  def derivative(u):
+    return tau - 1.0 / (floor + u) - 1.0 / (above + u) - 1.0 / (above + u + 2.0 * rho)
+
+  def bisect(_, bracket):
+    low, high = bracket
+    middle = 0.5 * (low + high)
+    negative = derivative(middle) < 0
+    return jnp.where(negative, middle, low), jnp.where(negative, high, middle)
+
+  start = jnp.full_like(b, 1.0 / tau)
+  low, high = jax.lax.fori_loop(0, 64, bisect, (start, 3.0 * start))
+  return floor + 0.5 * (low + high)
+
+
 def _blocks(state: State, setup: Setup, *, eps, q: int, beta):
   """The block functions f(z, data, τ) of the neurons and the examples, and their variables:
   (N, d + d_u) rows (w_j, u_j) with data a_ji's signs, (n, d + k) rows (ξ_i, ζ_i, v_i) with x_i."""
@@ -241,6 +301,8 @@ def _newton(state: State, setup: Setup, tau, *, eps, q: int, beta):
   # `relu_barrier`).
   B, g_w, neuron_parts = jax.lax.map(terms(neuron), (Zn, setup.signs))
   G, r, example_parts = jax.lax.map(terms(example), (Ze, setup.X))
+  if q == 2:  # autodiff's G loses its digits near the cone's boundary
+    G = jax.lax.map(lambda args: example_curvature(*args, eps=eps), (Ze, setup.X))
 
   # blockdiag(B_j) + Σ_i (m_i m_iᵀ) ⊗ G_i, and the reduced right-hand sides g_w + M r.
   coupling = (setup.pairs[:, None, :] * setup.pairs[None, :, :]).reshape(N * N, -1)
@@ -365,7 +427,10 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
   # No descent off the centre (round-off), or a Newton system that round-off broke.
   stuck = ~(decrement >= 0) | (~moved & ~centred)
   keep = converged | stuck | state.done
-  new = jax.tree.map(lambda old, new: jnp.where(keep | ~moved, old, new), state, moved_to(alpha))
+  new = moved_to(alpha)
+  if q == 2:  # Φ_τ only falls, and no example's slack can fall below 1/τ (digits' did, to 1e-12)
+    new = new._replace(E=centred_hinges(setup.pairs.T @ new.W, setup.X, tau, eps=eps)[:, None])
+  new = jax.tree.map(lambda old, new: jnp.where(keep | ~moved, old, new), state, new)
   return new._replace(tau=jnp.where(keep, state.tau, tau),
                       step=state.step + jnp.where(state.done, 0, 1),
                       upper=jnp.where(state.done, state.upper, upper),
