@@ -247,7 +247,7 @@ def fit(X, y, *, eps: float = 0.0, p="inf", beta: float = 1e-3, num_patterns: in
 
   Solvers (a name for the default settings, or a solver value with its own settings):
     "auto": "barrier" for a convex ReLU head in float64 fitted from scratch on one device that
-      it solves at a small size: robust binary hinge with N·d ≤ 2048 (N = 2P neurons), or plain
+      it solves at a small size: robust binary hinge with N·d ≤ 4096 (N = 2P neurons), or plain
       squared loss or binary hinge with n ≤ 2048; else "admm".
     "admm", `admm.Solver(linear_solver=, nystrom_rank=)`: the exact ADMM of
       `cvxjax.solvers.admm`, for every loss, ball and head; stops when both relative residuals

@@ -322,7 +322,7 @@ def test_auto_takes_the_barrier_only_for_small_heads_it_solves_fitted_afresh():
   # A kept pattern whose largest-margin direction is 0 (no interior by the LP): ADMM.
   assert not fits(problem(eps=0.1, p="inf", num_patterns=12))
   P = problem().D.shape[1]  # the patterns kept
-  assert not fits(problem()._replace(X=np.ones((40, 2048 // (2 * P) + 1))))  # 2P·d > 2048
+  assert not fits(problem()._replace(X=np.ones((40, 4096 // (2 * P) + 1))))  # 2P·d > 4096
   tall = problem(eps=0.0)
   assert not fits(tall._replace(X=np.ones((2049, 3)), D=np.ones((2049, tall.D.shape[1]))))
   # A warm start is ADMM's (the barrier follows its own central path and refuses one).
