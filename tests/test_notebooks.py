@@ -34,7 +34,8 @@ def _outputs(notebook, output_type):
 
 
 def test_quickstart_runs_and_shows_the_plot(tmp_path):
-  notebook = _run("quickstart.ipynb", 'REPO_URL = ""\nN_TRAIN = 60\nMAX_STEPS = 60', str(tmp_path))
+  parameters = 'REPO_URL = ""\nN_TRAIN = 60\nMAX_STEPS = 60\nNUM_PATTERNS = 20'
+  notebook = _run("quickstart.ipynb", parameters, str(tmp_path))
   assert os.path.getsize(tmp_path / "robust_accuracy.png") > 0
   assert any("image/png" in o.get("data", {}) for o in _outputs(notebook, "display_data"))
 
