@@ -101,6 +101,14 @@ def nt_scaling(Z: jnp.ndarray, S: jnp.ndarray):
   return (L @ Vt.T) * jax.lax.rsqrt(lam)[None, :], lam
 
 
+def complementarity_target(lam, target, correction):
+  """C with Λ∘C = target·I − Λ² − correction: Λ = diag(λ) (any leading axes) an NT-scaled
+  block, ∘ the symmetrised product, solved entrywise."""
+  eye = jnp.eye(lam.shape[-1], dtype=lam.dtype)
+  return (((target - lam**2)[..., :, None] * eye - correction) * 2.0
+          / (lam[..., :, None] + lam[..., None, :]))
+
+
 def _psd_step(lam, d_hat):
   """The largest a with diag(λ) + a·dX̂ ⪰ 0 (inf if dX̂ ⪰ 0)."""
   inv = jax.lax.rsqrt(lam)
@@ -224,8 +232,7 @@ def step(state: InteriorState, X, s, *, r, beta, activation: Quadratic, tol) -> 
 
   def direction(target, corrections, pair_correction, slack_correction) -> _Direction:
     # NT: Λ∘(dẐ + dŜ) = target·I − Λ² − correction, solved entrywise (Λ is diagonal).
-    comp = [(jnp.diag(target - scales[b]**2) - corrections[b]) * 2.0
-            / (scales[b][:, None] + scales[b][None, :]) for b in range(2)]
+    comp = [complementarity_target(scales[b], target, corrections[b]) for b in range(2)]
     rhs = jnp.concatenate([barrier.svec(comp[b] - scaled_residual[b], lay) for b in range(2)])
     pair_gap = st.zeta * st.xi - target + pair_correction
     slack_gap = st.alpha * st.q - target + slack_correction

@@ -263,14 +263,6 @@ def _trace_constrained_system(C, A):
   return solve
 
 
-def _complementarity_target(lam, target, correction):
-  """C with Λ∘C = target·I − Λ² − correction: Λ = diag(λ) (any leading axes), ∘ the
-  symmetrised product, solved entrywise."""
-  eye = jnp.eye(lam.shape[-1], dtype=lam.dtype)
-  return (((target - lam**2)[..., :, None] * eye - correction) * 2.0
-          / (lam[..., :, None] + lam[..., None, :]))
-
-
 def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpState:
   """One predictor–corrector step with a fresh certificate; the arguments and the stopping rule
   are those of `interior.step` (here r > 0)."""
@@ -348,9 +340,9 @@ def step(state: SdpState, X, s, *, r, beta, activation: Quadratic, tol) -> SdpSt
   lmi_residual_w = jnp.einsum("iab,ibc,icd->iad", W_inv, lmi_residual, W_inv)
 
   def direction(target, corrections, block_correction, xi_correction, lam_correction):
-    C_Z = [_complementarity_target(sc, target, corr) for sc, corr in
+    C_Z = [interior.complementarity_target(sc, target, corr) for sc, corr in
            zip((lam_Z, lam_Zp), corrections, strict=True)]
-    C_b = _complementarity_target(lam_b, target, block_correction)
+    C_b = interior.complementarity_target(lam_b, target, block_correction)
     g_xi = target - st.xi * st.zeta - xi_correction
     g_lam = target - st.lam * st.eta - lam_correction
     # dY_i = Y0_i − W_i⁻¹(B_i(dD) + dλ_i J + dξ_i F)W_i⁻¹.
