@@ -303,6 +303,23 @@ def test_the_robust_barrier_centred_hinges_minimise_each_example_block():
     assert zeta - floor >= 1.0 / tau * (1 - 1e-9)  # both slacks ≥ 1/τ
 
 
+def test_the_robust_barrier_damps_a_newton_matrix_that_round_off_breaks():
+  rng = np.random.default_rng(1)
+  v = rng.normal(size=(6, 1))
+  H = jnp.asarray(v @ v.T + 1e-30 * np.eye(6))  # positive definite; cond 1e31 in float64
+  assert not np.all(np.isfinite(np.asarray(jnp.linalg.cholesky(H))))  # the plain factor fails
+  L = np.asarray(relu_robust_barrier._damped_cholesky(H))
+  assert np.all(np.isfinite(L))
+  # L Lᵀ = H + δ·diag(H) for one δ of the ladder 1e-12·100ᵏ, and its direction descends.
+  delta = np.diag(L @ L.T - np.asarray(H)) / np.diag(np.asarray(H))
+  assert 1e-12 * 0.99 <= delta[0] <= 1.0 and np.allclose(delta, delta[0], rtol=1e-6)
+  g = rng.normal(size=6)
+  assert g @ np.asarray(jax.scipy.linalg.cho_solve((jnp.asarray(L), True), jnp.asarray(g))) > 0
+  healthy = jnp.asarray(np.eye(6) + v @ v.T)  # a matrix that factors is factored undamped
+  np.testing.assert_array_equal(np.asarray(relu_robust_barrier._damped_cholesky(healthy)),
+                                np.asarray(jnp.linalg.cholesky(healthy)))
+
+
 def test_auto_takes_the_barrier_only_for_small_heads_it_solves_fitted_afresh():
   X, y = _data(n=40)
   kw = dict(eps=0.05, p=2, beta=0.05, num_patterns=8, key=KEY)

@@ -23,7 +23,8 @@ block's barrier) and the cones' multipliers λ_ji, the scalar parts of their dua
 float64 throughout: the barrier Hessians grow like τ², and round-off ends runs near relative gaps
 of 1e-6 (docs/solvers.md). For ℓ₂ each ζ_i is re-minimised after every step and each example's
 reduced curvature comes from its closed-form inverse, so that no slack falls below 1/τ and no
-Schur complement cancels (docs/math.md §4).
+Schur complement cancels (docs/math.md §4). A Newton matrix that round-off still breaks is
+damped until it factors.
 """
 
 from typing import NamedTuple
@@ -277,6 +278,26 @@ def _back_substitute(parts, d1):
   return -(Cg + CB @ d1)
 
 
+def _damped_cholesky(H) -> jnp.ndarray:
+  """The Cholesky factor of H, or where round-off breaks it of H + δ·diag(H) with the smallest
+  δ = 1e-12·100ᵏ that factors: a descent direction still, for the line search to take.
+
+  Far from the path at small τ the weights are large (the centre's ‖w_j‖ grows like n/(τβ)) and
+  cond(H) passes 1/eps: on a digits head with 24 patterns the factor failed at τ = 90.
+  """
+  def failed(carry):
+    L, delta = carry
+    return ~jnp.all(jnp.isfinite(L)) & (delta < 1.0)
+
+  def damp(carry):
+    _, delta = carry
+    delta = jnp.where(delta == 0, 1e-12, 100.0 * delta)
+    return jnp.linalg.cholesky(H + delta * jnp.diag(jnp.diag(H))), delta
+
+  L, _ = jax.lax.while_loop(failed, damp, (jnp.linalg.cholesky(H), jnp.asarray(0.0, H.dtype)))
+  return L
+
+
 def _newton(state: State, setup: Setup, tau, *, eps, q: int, beta):
   """The Newton step of Φ_τ and the central path's tangent, both as (dW, dU, dE) with a trailing
   axis of 2 (step, tangent), the decrement −∇Φᵀ d, and the multipliers (ν, λ).
@@ -309,7 +330,7 @@ def _newton(state: State, setup: Setup, tau, *, eps, q: int, beta):
   H = jnp.transpose((coupling @ G.reshape(G.shape[0], d * d)).reshape(N, N, d, d), (0, 2, 1, 3))
   H = (H + jnp.einsum("jk,jab->jakb", jnp.eye(N, dtype=B.dtype), B)).reshape(N * d, N * d)
   rhs = (g_w + jnp.einsum("ji,iar->jar", setup.pairs, r)).reshape(N * d, 2)
-  dW = -jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(H), True), rhs).reshape(N, d, 2)
+  dW = -jax.scipy.linalg.cho_solve((_damped_cholesky(H), True), rhs).reshape(N, d, 2)
   dXi = jnp.einsum("ji,jar->iar", setup.pairs, dW)
   dU = (jax.vmap(_back_substitute)(neuron_parts, dW) if neuron_parts is not None
         else jnp.zeros(state.U.shape + (2,), state.U.dtype))
