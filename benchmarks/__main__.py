@@ -29,6 +29,7 @@ _SCRIPTS = {
     "attacks_vs_torchattacks": (["benchmarks/attacks_vs_torchattacks.py"], ["--quick"],
                                 ["torch", "torchattacks"]),
     "scaling": (["-m", "benchmarks.scaling"], ["--quick"], []),
+    "poly_at_scale": (["-m", "benchmarks.poly_at_scale"], ["--quick"], []),
     "cifar_stage_costs": (["-m", "benchmarks.cifar_stage_costs"], ["--width=8"], []),
 }
 
@@ -126,6 +127,17 @@ def _scaling_rows(data: dict) -> list:
   return rows
 
 
+def _poly_scale_rows(data: dict) -> list:
+  return [dict(comparison=f"{len(r['heads'])} of {r['classes']} one-vs-all poly heads, "
+               f"n={r['n']}, d={r['d']}, r={r['r']:g}, solver={r['solver']!r}: time to fit them",
+               cvxjax_s=r["seconds_all_heads"], peer="matmul peak", peer_s=None,
+               note=f"{r['certified_heads']}/{len(r['heads'])} heads certified to {r['tol']:g} "
+               f"(largest relative gap {max(h['relative_gap'] for h in r['heads']):.1e}, "
+               f"{max(h['steps'] for h in r['heads'])} steps at most); step at "
+               f"{r['matmul_fraction']:.0%} of matmul; peak RSS {r['peak_rss_gib']:.2f} GiB")
+          for r in data["results"]]
+
+
 def _stage_rows(data: dict) -> list:
   return [dict(comparison=f"ResNet-18 (width {data['width']}) {name}, per example",
                cvxjax_s=stage["cpu_seconds_per_example"], peer=None, peer_s=None,
@@ -137,6 +149,7 @@ def _stage_rows(data: dict) -> list:
 _SUMMARIES = dict(poly_vs_cvxpy=_poly_rows, relu_vs_scnn=_relu_rows,
                   robust_relu_vs_cvxpy=_robust_relu_rows,
                   attacks_vs_torchattacks=_attack_rows, scaling=_scaling_rows,
+                  poly_at_scale=_poly_scale_rows,
                   cifar_stage_costs=_stage_rows)
 
 
