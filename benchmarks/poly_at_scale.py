@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks import costs  # noqa: E402
 from benchmarks.provenance import git_state  # noqa: E402
-from benchmarks.scaling import matmul_peak  # noqa: E402
+from benchmarks.scaling import in_one_batch, matmul_peak  # noqa: E402
 from cvxjax import DEFAULT_ACTIVATION, poly  # noqa: E402
 from cvxjax.core import poly as poly_core  # noqa: E402
-from cvxjax.solvers import driver  # noqa: E402
+from cvxjax.solvers import driver, primal_dual  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/poly_at_scale.json"
 _BETA = 1e-3
@@ -59,16 +59,27 @@ def _peak_rss_gib() -> float:
 
 
 def step_rate(solver_name: str, X: np.ndarray, s: np.ndarray, r: float, repeats: int) -> dict:
-  """One iteration of `solver_name` on one head: XLA's GFLOPs, median seconds, GFLOP/s."""
+  """One iteration of `solver_name` on one head: XLA's GFLOPs, median seconds, GFLOP/s.
+
+  FLOPs are counted on the worst case in one batch (`scaling.in_one_batch`: XLA counts a loop
+  body once). A primal–dual step is `check_every` iterations in such a loop and a certificate,
+  so its iteration (`primal_dual.iterate`) is measured alone.
+  """
   solver = driver.resolve_solver(solver_name, X.shape[1], False, r)
   problem = poly_core.Problem(jnp.asarray(X), jnp.asarray(s[None]), r=r, beta=_BETA,
                               activation=DEFAULT_ACTIVATION)
   problem = jax.jit(solver.prepare)(problem)
   state = jax.jit(solver.init)(problem)
-  cost = costs.measure(lambda p, st: solver.step(p, st), problem, state, repeats=repeats)
-  per_iteration = cost.seconds / solver.iterations_per_step
-  gflops = cost.gflops / solver.iterations_per_step
-  return dict(gflops=gflops, seconds=per_iteration, gflops_per_s=gflops / per_iteration)
+  if solver.name == "primal_dual":
+    head = jax.tree.map(lambda a: a[0], state)
+    carry = (head.Z, head.Zp, head.alpha, head.alpha, problem.X, head.multipliers)
+    iteration = lambda carry, X, s: primal_dual.iterate(
+        carry, X, s, **problem.settings, tau=head.eta / head.omega, sigma=head.eta * head.omega)
+    args = (carry, problem.X, problem.S[0])
+  else:
+    iteration, args = (lambda p, st: solver.step(p, st)), (problem, state)
+  cost = costs.measure(iteration, *args, repeats=repeats, counted=in_one_batch(iteration))
+  return dict(gflops=cost.gflops, seconds=cost.seconds, gflops_per_s=cost.gflops / cost.seconds)
 
 
 def run_size(n, d, classes, heads, r, solver_name, tol, max_steps, peak, repeats) -> dict:

@@ -72,7 +72,7 @@ def matmul_peak(repeats: int) -> float:
   return 2 * 2048**3 / 1e9 / cost.seconds
 
 
-def _in_one_batch(fn):
+def in_one_batch(fn):
   """fn traced with the worst case in one batch (`default_block_rows` → None): the same
   arithmetic as the row-blocked call, whose loop body XLA would count once."""
   def traced(*args):
@@ -85,7 +85,7 @@ def _in_one_batch(fn):
 def trs(n: int, d: int, repeats: int) -> dict:
   X, s, Z, Zp = _poly_problem(n, d, jax.random.key(0))
   margin = lambda D, X, s: poly.worst_case(D, X, s, _R).margin
-  cost = costs.measure(margin, Z - Zp, X, s, repeats=repeats, counted=_in_one_batch(margin))
+  cost = costs.measure(margin, Z - Zp, X, s, repeats=repeats, counted=in_one_batch(margin))
   return _row(cost, _eigh_gflops(d, 1))
 
 
@@ -97,7 +97,7 @@ def poly_step(n: int, d: int, repeats: int) -> dict:
   # in a run. The timed call is the solver's `step`, the body of the loop's jitted chunks.
   state = loop.run(solver, problem, max_steps=10, start=(Z[None], Zp[None])).state
   cost = costs.measure(solver.step, problem, state, repeats=repeats,
-                       counted=_in_one_batch(solver.step))
+                       counted=in_one_batch(solver.step))
   return _row(cost, _eigh_gflops(d, 1) + _eigh_gflops(d + 1, 2))
 
 
