@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -128,10 +129,12 @@ def _scaling_rows(data: dict) -> list:
 
 
 def _poly_scale_rows(data: dict) -> list:
+  median_objective = lambda r: statistics.median(h["objective"] for h in r["heads"])
   return [dict(comparison=f"{len(r['heads'])} of {r['classes']} one-vs-all poly heads, "
                f"n={r['n']}, d={r['d']}, r={r['r']:g}, solver={r['solver']!r}: time to fit them",
                cvxjax_s=r["seconds_all_heads"], peer="matmul peak", peer_s=None,
-               note=f"{r['certified_heads']}/{len(r['heads'])} heads certified to {r['tol']:g} "
+               note=f"median objective {median_objective(r):.3g}; "
+               f"{r['certified_heads']}/{len(r['heads'])} heads certified to {r['tol']:g} "
                f"(largest relative gap {max(h['relative_gap'] for h in r['heads']):.1e}, "
                f"{max(h['steps'] for h in r['heads'])} steps at most); step at "
                f"{r['matmul_fraction']:.0%} of matmul; peak RSS {r['peak_rss_gib']:.2f} GiB")

@@ -2,7 +2,7 @@ r"""Polynomial heads at feature scale: time to a certified gap, steps, peak memo
 
   python -m benchmarks.poly_at_scale              # n 8192, d 128 and 256, r 0 and 0.5, 2 heads
   python -m benchmarks.poly_at_scale --heads 10   # all ten one-vs-all heads
-  python -m benchmarks.poly_at_scale --quick      # n 2048, d 64: under a minute
+  python -m benchmarks.poly_at_scale --quick      # n 2048, d 64: a few minutes
   python -m benchmarks.poly_at_scale --n 50000 --d 512 --heads 1 --solvers auto
 
 Features are a Gaussian mixture of C classes in R^d (standardised, float32: the GPU default),
@@ -35,7 +35,7 @@ from benchmarks.provenance import git_state  # noqa: E402
 from benchmarks.scaling import in_one_batch, matmul_peak  # noqa: E402
 from cvxjax import DEFAULT_ACTIVATION, poly  # noqa: E402
 from cvxjax.core import poly as poly_core  # noqa: E402
-from cvxjax.solvers import driver, primal_dual  # noqa: E402
+from cvxjax.solvers import driver, low_rank, primal_dual  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/poly_at_scale.json"
 _BETA = 1e-3
@@ -63,7 +63,9 @@ def step_rate(solver_name: str, X: np.ndarray, s: np.ndarray, r: float, repeats:
 
   FLOPs are counted on the worst case in one batch (`scaling.in_one_batch`: XLA counts a loop
   body once). A primal–dual step is `check_every` iterations in such a loop and a certificate,
-  so its iteration (`primal_dual.iterate`) is measured alone.
+  so its iteration (`primal_dual.iterate`) is measured alone; so is the low-rank solver's, as one
+  value and gradient of its smoothed objective (an L-BFGS iteration's line search takes one or
+  more).
   """
   solver = driver.resolve_solver(solver_name, X.shape[1], False, r)
   problem = poly_core.Problem(jnp.asarray(X), jnp.asarray(s[None]), r=r, beta=_BETA,
@@ -76,6 +78,11 @@ def step_rate(solver_name: str, X: np.ndarray, s: np.ndarray, r: float, repeats:
     iteration = lambda carry, X, s: primal_dual.iterate(
         carry, X, s, **problem.settings, tau=head.eta / head.omega, sigma=head.eta * head.omega)
     args = (carry, problem.X, problem.S[0])
+  elif solver.name == "low_rank":
+    factors = jax.tree.map(lambda a: a[0], state.factors)
+    iteration = jax.value_and_grad(lambda p, X, s: low_rank.smoothed_objective(
+        p, X, s, 1e-3, **problem.settings))
+    args = (factors, problem.X, problem.S[0])
   else:
     iteration, args = (lambda p, st: solver.step(p, st)), (problem, state)
   cost = costs.measure(iteration, *args, repeats=repeats, counted=in_one_batch(iteration))
@@ -90,8 +97,9 @@ def run_size(n, d, classes, heads, r, solver_name, tol, max_steps, peak, repeats
     start = time.perf_counter()
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # a head above tol is reported below, as missed
+      chunks = {} if max_steps is None else dict(checkpoint_every=max(1, max_steps // 10))
       head = poly.fit(X, s, r=r, beta=_BETA, solver=solver_name, tol=tol, max_steps=max_steps,
-                      checkpoint_every=max(1, max_steps // 10))
+                      **chunks)
     seconds = time.perf_counter() - start
     objective, gap = float(head.objective), float(head.gap)
     rows.append(dict(head=c, seconds=seconds, steps=int(head.steps), objective=objective,
@@ -118,16 +126,17 @@ def main(argv=None) -> int:
   parser.add_argument("--classes", type=int, default=10, help="mixture classes C")
   parser.add_argument("--heads", type=int, default=2,
                       help="one-vs-all heads fitted, classes 0, 1, … (at most C)")
-  parser.add_argument("--solvers", nargs="+", default=["auto", "primal_dual"],
-                      help="poly.fit solvers ('auto' is the projected solver above d = 49)")
+  parser.add_argument("--solvers", nargs="+", default=["auto", "projected"],
+                      help="poly.fit solvers ('auto' is the low-rank solver above d = 49)")
   parser.add_argument("--tol", type=float, default=1e-3, help="relative certified gap")
-  parser.add_argument("--max-steps", type=int, default=300, help="each head's step limit")
+  parser.add_argument("--max-steps", type=int, default=None,
+                      help="each head's iteration limit (default: each solver's own)")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls of one step (median)")
-  parser.add_argument("--quick", action="store_true", help="n 2048, d 64, 2 heads, 500 steps")
+  parser.add_argument("--quick", action="store_true", help="n 2048, d 64, 2 heads")
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file")
   args = parser.parse_args(argv)
   if args.quick:
-    args.n, args.d, args.heads, args.max_steps = [2048], [64], 2, 500
+    args.n, args.d, args.heads = [2048], [64], 2
   heads = args.heads
   if not 1 <= heads <= args.classes:
     raise ValueError(f"--heads must be in 1..{args.classes}, got {heads}")

@@ -154,12 +154,18 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       relative gap is below `tol` or for `max_steps` steps; heads `head_batch_size` at a time
       (bounds memory). A baseline that scales to large d but stalls above the optimum (its gap,
       from multipliers scaled into the dual's feasible set, is reported honestly).
+    "low_rank", `low_rank.Solver(rank=, inner_steps=, shrink=)`: Burer–Monteiro factors of
+      Z and Z′ (rank k = 32 by default), L-BFGS on a smoothed hinge whose smoothing shrinks
+      tenfold every `inner_steps` (500) iterations (`cvxjax.solvers.low_rank`); memory O(n·d +
+      d·k) per head at r = 0. Reaches objectives within about 1% of the optimum where
+      "projected" stays orders of magnitude above; its gap is valid and often loose (it warns
+      when the factors fill their rank).
     "primal_dual", `primal_dual.Solver(check_every=)`: restarted primal–dual hybrid gradient
       (`cvxjax.solvers.primal_dual`), O(n·d + d²) memory per head, certified every
       `check_every` (64) iterations; stops at `tol`. Experimental: its fixed primal weight suits
       some problems and not others.
-    "auto": when d ≤ 49, "interior" for r = 0 and "interior+sdp" for r > 0; else "projected"
-      (always with `chunk_size`).
+    "auto": when d ≤ 49, "interior" for r = 0 and "interior+sdp" for r > 0; else "low_rank"
+      ("projected" with `chunk_size`).
 
   Precision: the interior-point, SDP and barrier solvers are built for float64
   (`jax_enable_x64`); in float32 they stop where round-off stops them and report the gap they
@@ -171,13 +177,14 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     r: radius of the ℓ₂ ball of the adversary, ≥ 0.
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
-    solver: "auto", "interior", "sdp", "interior+sdp", "barrier", "projected", "primal_dual",
-      or a `Solver` value of `cvxjax.solvers.interior`, `sdp`, `fallback`, `barrier`,
-      `projected` or `primal_dual`.
+    solver: "auto", "interior", "sdp", "interior+sdp", "barrier", "projected", "low_rank",
+      "primal_dual", or a `Solver` value of `cvxjax.solvers.interior`, `sdp`, `fallback`,
+      `barrier`, `projected`, `low_rank` or `primal_dual`.
     tol: relative certified gap at which the solver stops (None: the solver's `tol`, 1e-6 by
       default); a fit that ends above it warns with the gap it reached.
     max_steps: step limit (default 150 for "interior" and "sdp", 210 for "interior+sdp", 300
-      for "barrier", 1000 for "projected", 20000 iterations for "primal_dual").
+      for "barrier", 1000 for "projected", 4000 iterations for "low_rank", 20000 for
+      "primal_dual").
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).
@@ -188,8 +195,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
     start: a `PolyHead` of the same shapes (e.g. the fit at a neighbouring β or r) to start
-      from; the projected and primal–dual solvers take it, the interior-point, SDP and barrier
-      solvers do not.
+      from; the projected, low-rank and primal–dual solvers take it, the interior-point, SDP and
+      barrier solvers do not.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.

@@ -18,6 +18,7 @@ from cvxjax.solvers import (
   fallback,
   interior,
   loop,
+  low_rank,
   penalty,
   primal_dual,
   projected,
@@ -46,7 +47,8 @@ def _relu_data(seed=0, n=30, d=3):
   return X, np.where(X[:, 0] + 0.5 * X[:, 1] ** 2 - 0.3 + 0.3 * rng.normal(size=n) > 0, 1.0, -1.0)
 
 
-@pytest.mark.parametrize("solver", [projected.Solver(), primal_dual.Solver(check_every=8)])
+@pytest.mark.parametrize("solver", [projected.Solver(), primal_dual.Solver(check_every=8),
+                                    low_rank.Solver(inner_steps=4)])
 def test_a_run_resumed_after_an_interruption_ends_where_an_uninterrupted_one_does(tmp_path,
                                                                                    solver):
   _, _, problem = _poly_problem()
@@ -202,7 +204,7 @@ def test_a_warm_started_beta_path_reaches_the_cvxpy_optimum_in_fewer_steps():
 
 def test_every_solver_is_a_hashable_protocol_value():
   solvers = [barrier.Solver(), interior.Solver(), sdp.Solver(), fallback.Solver(),
-             projected.Solver(), primal_dual.Solver(), admm.Solver(),
+             projected.Solver(), primal_dual.Solver(), low_rank.Solver(), admm.Solver(),
              penalty.Solver(), projected.Streamed(), proximal.Streamed(), penalty.Streamed()]
   for solver in solvers:
     assert isinstance(solver, base.Solver) and hash(solver) == hash(type(solver)())

@@ -1,5 +1,5 @@
-"""Numerics shared by the solvers: a backtracking line search, the smoothed hinge of the barrier
-methods and the proximal map of a norm (soft-thresholding).
+"""Numerics shared by the solvers: a backtracking line search, the smoothed hinges of the barrier
+and low-rank methods and the proximal map of a norm (soft-thresholding).
 
 Every function here is pure and jit-able.
 """
@@ -50,6 +50,22 @@ def smoothed_hinge(v, t):
   d1 = t / q
   d2 = t * t * root_minus_u / (2.0 * root * q * q)
   return value, d1, d2, 1.0 / q
+
+
+def smooth_plus(t, delta):
+  """(t + √(t² + δ²))/2, a smooth upper bound on t₊ within δ/2 of it; elementwise.
+
+  Computed as t₊ + δ²/(2(√(t² + δ²) + |t|)), without cancellation on either side of 0.
+  """
+  root = jnp.sqrt(t * t + delta * delta)
+  return jax.nn.relu(t) + 0.5 * delta * delta / (root + jnp.abs(t))
+
+
+def smooth_plus_derivative(t, delta):
+  """d/dt of `smooth_plus`, (1 + t/√(t² + δ²))/2 ∈ (0, 1), without cancellation for t < 0."""
+  root = jnp.sqrt(t * t + delta * delta)
+  below = 0.5 * delta * delta / (root * (root + jnp.abs(t)))
+  return jnp.where(t >= 0, 0.5 * (1.0 + t / root), below)
 
 
 def shrink(V, tau, q: int, axis: int = -2):

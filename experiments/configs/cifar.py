@@ -100,8 +100,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # betas) on validation; the plain head trains at r = 0. They reach where clean accuracy fails.
   config.heads.poly = ml_collections.ConfigDict(dict(
       type="poly", radii=(0.0, 0.5, 1.0, 2.0, 4.0), betas=(1e-3, 1e-2),
-      solver="auto",  # d ≤ 49: "interior" (r = 0) or "interior+sdp" (r > 0); else "projected"
-      tol=1e-4, max_steps=300))
+      solver="auto",  # d ≤ 49: "interior" (r = 0) or "interior+sdp" (r > 0); else "low_rank"
+      tol=1e-4, max_steps=4000))
   # Affine neurons (bias): through the origin, no robust cone has an interior on standardised
   # digits features at ε = 0.1 (docs/math.md §4).
   # loss="ova_hinge" (one binary head per class) lets the barrier certify the plain and gated
