@@ -3,6 +3,7 @@ ones, and its smoothed hinge against finite differences."""
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -58,15 +59,22 @@ def test_every_rounds_bound_lies_below_the_optimum():
   assert float(seen[-1].gap) < float(seen[0].gap)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_factored_margins_equal_those_of_the_dense_matrices(seed):
+@pytest.mark.parametrize("seed,d,k,r", [(0, 4, 3, 0.0), (1, 4, 3, 0.7), (2, 9, 2, 0.3),
+                                         (3, 9, 2, 3.0)])
+def test_factored_margins_and_gradients_equal_those_of_the_dense_matrices(seed, d, k, r):
+  """At r > 0 the attacks solve each TRS in the factors' 2k-dimensional range (2k > d in the
+  first cases: the whole space); the dense path solves it in all d coordinates."""
   rng = np.random.default_rng(seed)
-  X, s = jnp.asarray(rng.normal(size=(12, 4))), jnp.asarray(rng.choice([-1.0, 1.0], 12))
-  factors = tuple(jnp.asarray(rng.normal(size=shape)) for shape in ((4, 3), (3,), (4, 3), (3,)))
-  Z, Zp = low_rank.point(*factors[:2]), low_rank.point(*factors[2:])
-  factored = low_rank.margins(factors, X, s, r=0.0, activation=ACT)
-  dense = core_poly.margins(Z - Zp, X, s, 0.0, ACT)
-  np.testing.assert_allclose(factored, dense, rtol=1e-12, atol=1e-12)
+  X, s = jnp.asarray(rng.normal(size=(12, d))), jnp.asarray(rng.choice([-1.0, 1.0], 12))
+  factors = tuple(jnp.asarray(rng.normal(size=shape)) for shape in ((d, k), (k,), (d, k), (k,)))
+  dense = lambda f: core_poly.margins(low_rank.point(*f[:2]) - low_rank.point(*f[2:]), X, s, r,
+                                      ACT)
+  factored = lambda f: low_rank.margins(f, X, s, r=r, activation=ACT)
+  np.testing.assert_allclose(factored(factors), dense(factors), rtol=1e-12, atol=1e-12)
+  weights = jnp.asarray(rng.normal(size=12))
+  grads = [jax.grad(lambda f, m=m: weights @ m(f))(factors) for m in (factored, dense)]
+  for a, b in zip(*grads, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_smooth_plus_bounds_the_hinge_and_its_derivative_matches_finite_differences():

@@ -139,7 +139,7 @@ def worst_case(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray, r,
   r = jnp.asarray(r, X.dtype)
 
   def solve(X, s):
-    nu, g_hat, m0, XQ = _trust_region_terms(D, mu, Q, X, s, activation)
+    nu, g_hat, m0, XQ = trust_region_terms(D[:-1, -1], D[-1, -1], mu, Q, X, s, activation)
     sol = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, r)
     return m0 + sol.value, sol.lam, sol.delta, XQ + sol.delta
 
@@ -181,14 +181,18 @@ def trust_region_data(D: jnp.ndarray, X: jnp.ndarray, s: jnp.ndarray,
   """
   D = psd.symmetrize(D)
   mu, Q = jnp.linalg.eigh(D[:-1, :-1])
-  nu, g_hat, m0, _ = _trust_region_terms(D, mu, Q, X, s, activation)
+  nu, g_hat, m0, _ = trust_region_terms(D[:-1, -1], D[-1, -1], mu, Q, X, s, activation)
   return nu, g_hat, m0, mu, Q
 
 
-def _trust_region_terms(D, mu, Q, X, s, activation):
-  """nu, g_hat and m0 of `trust_region_data` given D₁ = Q diag(μ) Qᵀ, and XQ: (n, d)."""
+def trust_region_terms(d2, d4, mu, Q, X, s, activation):
+  """nu, g_hat and m0 of `trust_region_data`, and XQ, given D₁ = Q diag(μ) Qᵀ, d₂ and d₄.
+
+  Q may be thin, (d, m) with m < d: the eigenvectors of D₁'s nonzero eigenvalues, when d₂ lies
+  in their span. Every TRS then lives in those m coordinates (the others have no curvature and
+  no gradient) and the results have m columns.
+  """
   a, b, c = activation
-  d2, d4 = D[:-1, -1], D[-1, -1]
   # X D₁ Q = (XQ) diag(μ): one n×d×d product serves the linear terms and the margins at δ = 0.
   XQ = X @ Q
   g_hat = s[:, None] * (2 * a * XQ * mu[None, :] + b * (d2 @ Q)[None, :])

@@ -7,8 +7,8 @@ upper bound (t + √(t² + δ²))/2 (`numerics.smooth_plus`), and L-BFGS (optax.
 line search) minimises the smoothed objective over the factors: one round of `inner_steps`
 iterations per δ, δ shrinking tenfold a round from 1 (docs/solvers.md, "The low-rank solver").
 
-At r = 0 the margins need only Aᵀx_i (O(n·d·k) per evaluation, no (d+1)² matrix); at r > 0 they
-are the exact trust-region worst cases of D = Z − Z′ (`poly.margins`, Danskin's gradient). After
+The margins need only Aᵀx_i and, at r > 0, each example's trust-region problem, which lives in
+the factors' 2k-dimensional range (`attacks`): O(n·d·k) per evaluation, no (d+1)² matrix. After
 every round the iterate is certified (`poly_dual.certificate`) with α_i the smoothed hinge's
 derivative at its exact worst-case margins (any α ∈ [0, 1]ⁿ gives a valid bound once scaled into
 the dual's feasible set); the best bound so far is kept, so the gap is valid at every iterate.
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cvxjax.core import numerics, poly, poly_dual
+from cvxjax.core import numerics, poly, poly_dual, psd
 from cvxjax.core.activations import Quadratic
 from cvxjax.solvers import base
 
@@ -73,17 +73,36 @@ def _border(A, c):
 def margins(factors, X, s, *, r, activation: Quadratic) -> jnp.ndarray:
   """The exact worst-case margins of the head (Z, Z′) that the factors stand for; (n,).
 
-  At r = 0 they are s_i(a(‖Aᵀx_i‖² − ‖A′ᵀx_i‖²) + b x_iᵀ(Ab − A′b′) + c(‖b‖² − ‖b′‖²)), from the
-  factors alone; at r > 0, `poly.margins` of D = Z − Z′.
+  They are s_i(a(‖Aᵀu_i‖² − ‖A′ᵀu_i‖²) + b u_iᵀ(Ab − A′b′) + c(‖b‖² − ‖b′‖²)) at u_i = x_i + δ_i,
+  the attack `attacks` held fixed (Danskin's gradient), from the factors alone.
   """
   A, c, Ap, cp = factors
   if r > 0:
-    return poly.margins(point(A, c) - point(Ap, cp), X, s, r, activation)
+    X = X + jax.lax.stop_gradient(attacks(factors, X, s, r=r, activation=activation))
   a, b_act, c_act = activation
   b, bp = _border(A, c), _border(Ap, cp)
   quadratic = jnp.sum((X @ A) ** 2, axis=1) - jnp.sum((X @ Ap) ** 2, axis=1)
   value = a * quadratic + b_act * (X @ (A @ b - Ap @ bp)) + c_act * (b @ b - bp @ bp)
   return s * value
+
+
+def attacks(factors, X, s, *, r, activation: Quadratic) -> jnp.ndarray:
+  """The exact worst cases δ_i (n, d), ‖δ_i‖ ≤ r, of D = Z − Z′ in the range of the factors.
+
+  D₁ = AAᵀ − A′A′ᵀ has rank at most 2k and d₂ = Ab − A′b′ lies in the same span, so every TRS
+  lives in 2k coordinates: a thin QR of [A, A′] and an eigh of a 2k×2k matrix replace the eigh
+  of D₁ and its n×d×d product (`poly.worst_case`), in O(n·d·k).
+  """
+  A, c, Ap, cp = factors
+  k = A.shape[1]
+  basis, R = jnp.linalg.qr(jnp.concatenate([A, Ap], axis=1))
+  mu, W = jnp.linalg.eigh(R[:, :k] @ R[:, :k].T - R[:, k:] @ R[:, k:].T)
+  Q = basis @ W
+  b, bp = _border(A, c), _border(Ap, cp)
+  nu, g_hat, _, _ = poly.trust_region_terms(A @ b - Ap @ bp, b @ b - bp @ bp, mu, Q, X, s,
+                                            activation)
+  delta_hat = jax.vmap(psd.trust_region, in_axes=(0, 0, None))(nu, g_hat, r).delta
+  return delta_hat @ Q.T
 
 
 def smoothed_objective(factors, X, s, smoothing, *, r, beta, activation: Quadratic):
