@@ -213,12 +213,14 @@ def polished_lower(Z, Zp, X, s, *, r, beta, activation: Quadratic,
   """
   margin = poly.margins(Z - Zp, X, s, r, activation)
   best = jnp.zeros((), Z.dtype)
+  polished = 0  # examples on the margin at the last tolerance polished (the sets grow with it)
   for margin_tol in _POLISH_TOLERANCES:
     on_margin = int(jnp.sum(poly.counted(s) & (jnp.abs(margin - 1.0) <= margin_tol)))
     if on_margin * Z.shape[0] ** 2 > max_entries:
       break
-    if on_margin == 0:
+    if on_margin == polished:  # none, or the same examples: the same multipliers
       continue
+    polished = on_margin
     alpha = poly_dual.polished_multipliers(Z, Zp, X, s, r=r, activation=activation, beta=beta,
                                            margin_tol=margin_tol)
     bound = poly_dual.certificate(Z, Zp, X, s, alpha, r=r, beta=beta, activation=activation)
