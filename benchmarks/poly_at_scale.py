@@ -4,8 +4,11 @@ r"""Polynomial heads at feature scale: time to a certified gap, steps, peak memo
   python -m benchmarks.poly_at_scale --heads 10   # all ten one-vs-all heads
   python -m benchmarks.poly_at_scale --quick      # n 2048, d 64: a few minutes
   python -m benchmarks.poly_at_scale --n 50000 --d 512 --heads 1 --solvers auto
+  python -m benchmarks.poly_at_scale --d 128 --solvers auto --x64   # as the experiments run
 
-Features are a Gaussian mixture of C classes in R^d (standardised, float32: the GPU default),
+Features are a Gaussian mixture of C classes in R^d (standardised, float32: the GPU default;
+`--x64` fits in float64, as the experiments do and as the low-rank solver's final certificate,
+an interior-point method, needs for tight gaps),
 labelled 0..C−1. Each one-vs-all head (class c against the rest) is fitted on its own with
 `poly.fit(..., tol=--tol, max_steps=--max-steps)`, so every head has its own time, steps,
 objective and certified gap; a head that stops above --tol is reported as missed with the gap it
@@ -133,8 +136,11 @@ def main(argv=None) -> int:
                       help="each head's iteration limit (default: each solver's own)")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls of one step (median)")
   parser.add_argument("--quick", action="store_true", help="n 2048, d 64, 2 heads")
+  parser.add_argument("--x64", action="store_true", help="fit in float64 (jax_enable_x64)")
   parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file")
   args = parser.parse_args(argv)
+  if args.x64:
+    jax.config.update("jax_enable_x64", True)
   if args.quick:
     args.n, args.d, args.heads = [2048], [64], 2
   heads = args.heads

@@ -154,12 +154,15 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       relative gap is below `tol` or for `max_steps` steps; heads `head_batch_size` at a time
       (bounds memory). A baseline that scales to large d but stalls above the optimum (its gap,
       from multipliers scaled into the dual's feasible set, is reported honestly).
-    "low_rank", `low_rank.Solver(rank=, inner_steps=, shrink=)`: Burer–Monteiro factors of
-      Z and Z′ (rank k = 32 by default), L-BFGS on a smoothed hinge whose smoothing shrinks
-      tenfold every `inner_steps` (500) iterations (`cvxjax.solvers.low_rank`); memory O(n·d +
-      d·k) per head at r = 0. Reaches objectives within about 1% of the optimum where
-      "projected" stays orders of magnitude above; its gap is valid and often loose (it warns
-      when the factors fill their rank).
+    "low_rank", `low_rank.Solver(rank=, inner_steps=, shrink=, free_multipliers=)`:
+      Burer–Monteiro factors of Z and Z′ (rank k = 32 by default), L-BFGS on a smoothed hinge
+      whose smoothing shrinks tenfold every `inner_steps` (500) iterations
+      (`cvxjax.solvers.low_rank`); memory O(n·d + d·k) per head at r = 0. Reaches objectives
+      within about 1% of the optimum where "projected" stays orders of magnitude above; then
+      each head's fixed-cut dual is solved in the multipliers' space
+      (`cvxjax.solvers.dual_interior`, memory O(free_multipliers²)), whose bound is the gap and
+      whose primal replaces the head where better: at r = 0 the optimum itself when the margin
+      examples fit in `free_multipliers` (4096). It warns when the factors fill their rank.
     "primal_dual", `primal_dual.Solver(check_every=)`: restarted primal–dual hybrid gradient
       (`cvxjax.solvers.primal_dual`), O(n·d + d²) memory per head, certified every
       `check_every` (64) iterations; stops at `tol`. Experimental: its fixed primal weight suits

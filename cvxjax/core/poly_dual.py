@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cvxjax.core import poly
+from cvxjax.core.activations import Quadratic
 
 # Bisection steps for σ: the bracket [0, ‖p‖] shrinks to 2⁻¹⁰⁰ of its width (round-off).
 _SHIFT_ITERS = 100
@@ -153,53 +154,31 @@ def certificate(Z, Zp, X, s, alpha, *, r, beta, activation) -> Certificate:
   return Certificate(upper, restored_bound(M, jnp.sum(alpha), beta, upper), M)
 
 
-def polished_multipliers(Z, Zp, X, s, *, r, activation, beta, margin_tol=1e-6) -> jnp.ndarray:
-  """Multipliers from complementary slackness at a (near-)optimal primal point.
+def lift_products(P: jnp.ndarray, T: jnp.ndarray, U: jnp.ndarray, w: jnp.ndarray,
+                  activation: Quadratic) -> jnp.ndarray:
+  """w_i w_j tr(Φ(u_i) P Φ(u_j) T) for every pair, without forming the lifts.
 
-  At an optimum, α_i = 1 where m_i < 1, 0 where m_i > 1, and the α_i of the examples on the
-  margin (|m_i − 1| ≤ margin_tol) together with μ, μ′ make the dual slacks annihilate the primal:
-  (βE − M − μG)L = 0 and (βE + M − μ′G)L′ = 0 with Z = LLᵀ, Z′ = L′L′ᵀ. Those equations are
-  linear in (α_margin, μ, μ′) and solved by least squares; the result is clipped into [0, 1]
-  (pass it to `certificate`, which restores feasibility). Forms the margin examples' (d+1)²
-  lifts, gathered (so it runs eagerly, not under jit): for d up to a few dozen.
+  Φ(u) = B C Bᵀ with B = [[u, 0], [0, 1]] (d+1 by 2) and C = [[a, b/2], [b/2, c]], so each
+  entry is tr(C (B_iᵀPB_j) C (B_jᵀTB_i)), 2×2 blocks read off UP₁Uᵀ, UP₁₂ and P₂₂ (and the
+  same of T): two n×d×d products and O(n²) elementwise work. The matrix of an interior-point
+  method's Schur complement in the multipliers (`cvxjax.solvers.dual_interior`).
 
   Args:
-    Z, Zp: (d+1, d+1) matrices of K.
-    X: (n, d) inputs.
-    s: (n,) labels in {−1, +1} (0: a padding row).
-    r, activation, beta: the problem.
-    margin_tol: how close to 1 a worst-case margin counts as on the margin.
+    P, T: (d+1, d+1) symmetric matrices.
+    U: (n, d) points.
+    w: (n,) weights.
+    activation: the coefficients (a, b, c) of σ.
 
   Returns:
-    (n,) multipliers in [0, 1].
+    (n, n) symmetric matrix.
   """
-  wc = poly.worst_case(Z - Zp, X, s, r, activation)
-  counted = poly.counted(s)
-  free = counted & (jnp.abs(wc.margin - 1.0) <= margin_tol)
-  fixed = jnp.where(counted & ~free & (wc.margin < 1.0), 1.0, 0.0)
-  U = poly.cut_points(X, wc.delta, r)
-  m = Z.shape[-1]
-  G = jnp.diag(jnp.ones(m, Z.dtype).at[-1].set(-1.0))
-  E = jnp.zeros_like(Z).at[-1, -1].set(beta)
-  M_fixed = poly.weighted_lift_sum(U, fixed * s, activation)
-  # Only the margin examples' columns: jaxlib's SVD returns NaN on the full system, whose other
-  # columns are zero (seen at n = 1259, d = 32 with 15 margin examples).
-  on_margin = jnp.flatnonzero(free)
-  lifts = jax.vmap(poly.lift, in_axes=(0, None))(U[on_margin], activation)
-  lifts = lifts * s[on_margin, None, None]
-
-  def factor(W):
-    w, V = jnp.linalg.eigh(W)
-    return V * jnp.sqrt(jnp.maximum(w, 0.0))
-
-  L, Lp = factor(Z), factor(Zp)
-  # Unknowns (α_free, μ, μ′): columns vec(s_iΦ_i L), vec(G L) for the first system, and their
-  # counterparts with −M for the second.
-  top = jnp.concatenate([jnp.einsum("ipq,qk->ipk", lifts, L).reshape(len(on_margin), -1).T,
-                         (G @ L).reshape(-1, 1), jnp.zeros((m * m, 1), Z.dtype)], axis=1)
-  bottom = jnp.concatenate([-jnp.einsum("ipq,qk->ipk", lifts, Lp).reshape(len(on_margin), -1).T,
-                            jnp.zeros((m * m, 1), Z.dtype), (G @ Lp).reshape(-1, 1)], axis=1)
-  A = jnp.concatenate([top, bottom])
-  b = jnp.concatenate([((E - M_fixed) @ L).reshape(-1), ((E + M_fixed) @ Lp).reshape(-1)])
-  solution = jnp.linalg.lstsq(A, b)[0]
-  return fixed.at[on_margin].set(jnp.clip(solution[:-2], 0.0, 1.0))
+  a, b, c = activation
+  h = b / 2
+  K, L = U @ P[:-1, :-1] @ U.T, U @ T[:-1, :-1] @ U.T
+  p, t = U @ P[:-1, -1], U @ T[:-1, -1]
+  p_i, p_j, t_i, t_j = p[:, None], p[None, :], t[:, None], t[None, :]
+  p4, t4 = P[-1, -1], T[-1, -1]
+  products = ((a * K + h * p_j) * (a * L + h * t_i) + (a * p_i + h * p4) * (h * L + c * t_i)
+              + (h * K + c * p_j) * (a * t_j + h * t4) + (h * p_i + c * p4) * (h * t_j + c * t4))
+  products = products * w[:, None] * w[None, :]
+  return 0.5 * (products + products.T)

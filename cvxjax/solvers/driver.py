@@ -13,6 +13,7 @@ from cvxjax.core import poly
 from cvxjax.solvers import (
   barrier,
   base,
+  dual_interior,
   fallback,
   interior,
   loop,
@@ -116,9 +117,9 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
   with loop.blas_limited():
     result = loop.run(solver, problem, max_steps=max_steps, chunk=checkpoint_every,
                       checkpoint_dir=checkpoint_dir, progress=progress, start=start, place=put)
-  summary = result.summary
-  if isinstance(solver, low_rank.Solver):
-    summary = _polished(problem, result, summary)
+  (Z, Zp), summary = result.params, result.summary
+  if isinstance(solver, low_rank.Solver) and solver.free_multipliers > 0:
+    Z, Zp, summary = _certified(problem, result, solver.free_multipliers)
     if bool(jnp.any(jax.vmap(low_rank.fills_its_rank)(result.state.best))):
       warnings.warn(f"the low_rank solver's factors use all their rank={solver.rank} columns: "
                     "an optimum of higher rank is out of their reach; pass "
@@ -126,14 +127,20 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
   # The barrier's usual cause is a worst case in the TRS hard case, where the margin has a kink
   # that Newton's method cannot cross (see its docstring).
   loop.warn_above_tol(solver.name, summary, solver.tol)
-  return PolySolution(*result.params, objective=summary.objective, gap=summary.gap,
-                      steps=summary.steps)
+  return PolySolution(Z, Zp, objective=summary.objective, gap=summary.gap, steps=summary.steps)
 
 
-def _polished(problem: poly.Problem, result: loop.Result, summary: base.Summary) -> base.Summary:
-  """The low-rank solver's summary with each head's bound raised by `low_rank.polished_lower`
-  where that is higher (both are valid bounds on the same head's optimum)."""
-  lower = [jnp.maximum(result.state.lower[c], low_rank.polished_lower(
-      Z, Zp, problem.X, s, **problem.settings))
-      for c, (Z, Zp, s) in enumerate(zip(*result.params, problem.S, strict=True))]
-  return summary._replace(gap=jnp.maximum(summary.objective - sum(lower), 0.0))
+def _certified(problem: poly.Problem, result: loop.Result, free: int):
+  """Each head of the low-rank solver through `dual_interior.certify`: its fixed-cut dual at
+  the head's worst cases (the bound kept where it beats the solver's own) and the dual's primal
+  blocks where their exact objective is lower (at r = 0 they are the optimum).
+
+  Returns:
+    Z, Z′ (C, d+1, d+1) and the `base.Summary` of the heads.
+  """
+  heads = [dual_interior.certify(Z, Zp, problem.X, s, max_free=free, **problem.settings)
+           for Z, Zp, s in zip(*result.params, problem.S, strict=True)]
+  lower = jnp.maximum(result.state.lower, jnp.stack([h.lower for h in heads]))
+  summary = base.summed(jnp.stack([h.objective for h in heads]), lower,
+                        result.state.step + jnp.stack([h.iteration for h in heads]))
+  return jnp.stack([h.Z for h in heads]), jnp.stack([h.Zp for h in heads]), summary

@@ -33,8 +33,6 @@ from cvxjax.solvers import base
 _FIRST_SMOOTHING = 1.0  # δ of the first round: the margins' natural scale
 _FULL_RANK = 1e-3  # a factor whose smallest singular value exceeds this fraction fills its rank
 _LEAST_SMOOTHING = 1e-12  # below this δ the smoothed hinge equals the hinge to round-off
-_POLISH_TOLERANCES = (1e-4, 1e-3, 1e-2)  # |m_i − 1| that counts as on the margin in polishing
-_POLISH_ENTRIES = 5e7  # the most numbers the margin examples' lifts may hold (400 MB in float64)
 
 
 class LowRankState(NamedTuple):
@@ -195,39 +193,6 @@ def fills_its_rank(factors) -> jnp.ndarray:
   return full(A, c) | full(Ap, cp)
 
 
-def polished_lower(Z, Zp, X, s, *, r, beta, activation: Quadratic,
-                   max_entries: float = _POLISH_ENTRIES) -> jnp.ndarray:
-  """The best certified lower bound of `poly_dual.polished_multipliers` over margin tolerances.
-
-  Complementary slackness at a near-optimal low-rank point gives far better multipliers than the
-  smoothed hinge's derivative (digit 0's head on the digits features, d = 32: a relative gap of
-  1.4e-3 against 0.1).
-  Eager (the margin examples are gathered); skipped, returning 0, when their lifts would hold
-  more than `max_entries` numbers.
-
-  Args:
-    Z, Zp: (d+1, d+1) the head's point of K × K.
-    X: (n, d) inputs. s: (n,) labels ±1 (0: padding).
-    r, beta, activation: the problem.
-    max_entries: the largest (examples on the margin) × (d+1)² that is polished.
-  """
-  margin = poly.margins(Z - Zp, X, s, r, activation)
-  best = jnp.zeros((), Z.dtype)
-  polished = 0  # examples on the margin at the last tolerance polished (the sets grow with it)
-  for margin_tol in _POLISH_TOLERANCES:
-    on_margin = int(jnp.sum(poly.counted(s) & (jnp.abs(margin - 1.0) <= margin_tol)))
-    if on_margin * Z.shape[0] ** 2 > max_entries:
-      break
-    if on_margin == polished:  # none, or the same examples: the same multipliers
-      continue
-    polished = on_margin
-    alpha = poly_dual.polished_multipliers(Z, Zp, X, s, r=r, activation=activation, beta=beta,
-                                           margin_tol=margin_tol)
-    bound = poly_dual.certificate(Z, Zp, X, s, alpha, r=r, beta=beta, activation=activation)
-    best = jnp.maximum(best, bound.lower)
-  return best
-
-
 @dataclasses.dataclass(frozen=True)
 class Solver(base.Solver):
   """The low-rank solver over a `cvxjax.core.poly.Problem`, heads one after another.
@@ -238,6 +203,9 @@ class Solver(base.Solver):
     inner_steps: L-BFGS iterations per smoothing level δ (one `step`).
     shrink: the factor by which δ shrinks after each round, in (0, 1).
     head_batch_size: heads processed together (`lax.map`; None: all).
+    free_multipliers: free multipliers of the final certificate of each head (examples at
+      r = 0, half as many at r > 0; `cvxjax.solvers.dual_interior.certify`, memory
+      O(free_multipliers²)); 0 skips it.
     tol: the relative certified gap to stop at.
   """
 
@@ -245,10 +213,13 @@ class Solver(base.Solver):
   inner_steps: int = 500
   shrink: float = 0.1
   head_batch_size: Optional[int] = None
+  free_multipliers: int = 4096
 
   name: ClassVar[str] = "low_rank"
 
   def __post_init__(self):
+    if not (isinstance(self.free_multipliers, int) and self.free_multipliers >= 0):
+      raise ValueError(f"free_multipliers must be an integer >= 0, got {self.free_multipliers!r}")
     for field in ("rank", "inner_steps"):
       value = getattr(self, field)
       if not (isinstance(value, int) and value >= 1):
