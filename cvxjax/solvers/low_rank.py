@@ -124,7 +124,8 @@ def init(X: jnp.ndarray, rank: int, start: Optional[tuple] = None) -> LowRankSta
   if start is None:
     keys = jax.random.split(jax.random.key(0), 4)
     shapes = ((d, rank), (rank,), (d, rank), (rank,))
-    factors = tuple(0.1 * jax.random.normal(key, shape, X.dtype)
+    # Drawn in float32 whatever the precision, so that float32 and float64 runs start alike.
+    factors = tuple(0.1 * jax.random.normal(key, shape, jnp.float32).astype(X.dtype)
                     for key, shape in zip(keys, shapes, strict=True))
   else:
     factors = sum((_factor(jnp.asarray(Y, X.dtype), rank) for Y in start), ())
