@@ -183,8 +183,11 @@ def step(cuts: Cuts, state: DualState, *, beta, activation: Quadratic) -> DualSt
       [cross.T, jnp.einsum("epq,fqp->ef", W, A) + jnp.einsum("epq,fqp->ef", Wp, Ap)]])
   # The bounds: α ≥ 0 on the diagonal, Σ_j α_ij ≤ 1 on each example's k×k block, θ on both.
   upper = x_high / high
-  same_example = jnp.kron(jnp.eye(cuts.s.shape[0], dtype=H.dtype), jnp.ones((k, k), H.dtype))
-  H = H.at[:s.shape[0], :s.shape[0]].add(same_example * jnp.repeat(upper[:-1], k)[:, None])
+  f, cut_count = cuts.s.shape[0], s.shape[0]
+  examples = jnp.arange(f)
+  blocks = H[:cut_count, :cut_count].reshape(f, k, f, k).at[examples, :, examples, :].add(
+      upper[:-1, None, None])
+  H = H.at[:cut_count, :cut_count].set(blocks.reshape(cut_count, cut_count))
   H = H + jnp.diag(jnp.concatenate([x_low / low, jnp.zeros(2, H.dtype)]).at[s.shape[0]].add(
       upper[-1]))
   scale = jnp.sqrt(jnp.abs(jnp.diag(H))) + jnp.finfo(H.dtype).tiny
@@ -359,8 +362,9 @@ def certify(Z, Zp, X, s, *, r, beta, activation: Quadratic, max_free: int = 4096
   if r > 0:
     points.append(poly.cut_points(X, reflected_cuts(wc, s, activation), r))
   counted = poly.counted(s)
-  best = Certified(Z, Zp, poly.objective(Z, Zp, X, s, r, beta, activation),
-                   jnp.asarray(-jnp.inf, X.dtype), jnp.asarray(0))
+  # The given point's objective from the worst cases already at hand (poly.objective's sum).
+  given = poly.hinge_sum(wc.margin, s) + beta * (Z[-1, -1] + Zp[-1, -1])
+  best = Certified(Z, Zp, given, jnp.asarray(-jnp.inf, X.dtype), jnp.asarray(0))
   margin, priority = wc.margin, jnp.abs(wc.margin - 1.0)
   # At r > 0 the fixed-cut problem's optimum can lie far from the head's, and its margins say
   # little about the head's: one round.
