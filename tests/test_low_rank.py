@@ -103,7 +103,7 @@ def test_auto_takes_the_low_rank_solver_above_the_newton_size():
 
 
 @pytest.mark.parametrize("field,value", [("rank", 0), ("inner_steps", 2.5),
-                                         ("head_batch_size", 0)])
+                                         ("head_batch_size", 0), ("first_smoothing", 0.0)])
 def test_bad_settings_are_refused(field, value):
   with pytest.raises(ValueError, match=field):
     low_rank.Solver(**{field: value})
@@ -117,3 +117,15 @@ def test_a_warm_start_from_a_fitted_head_keeps_its_objective():
   value = core_poly.objective(low_rank.point(A, c), low_rank.point(Ap, cp_), jnp.asarray(X),
                               jnp.asarray(y), 0.0, 1e-2, ACT)
   assert float(value) == pytest.approx(optimum, rel=1e-6)
+
+
+@pytest.mark.parametrize("r", [0.0, 0.4])
+def test_a_warm_start_is_never_returned_worse(r):
+  X, y, optimum = _oracle("binary", r)
+  exact = poly.exact_fit(X, y, r=r, beta=1e-2)
+  # One round at δ = 1 moves far from the start; the start still counts as the best point.
+  solver = low_rank.Solver(inner_steps=50, free_multipliers=0)
+  with pytest.warns(UserWarning, match="low_rank solver stopped"):
+    head = poly.fit(X, y, r=r, beta=1e-2, solver=solver, start=exact, max_steps=50, tol=1e-12)
+  assert float(head.objective) <= optimum * (1 + 1e-6)
+  assert float(head.objective) - float(head.gap) <= optimum + 1e-7

