@@ -154,11 +154,12 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
       relative gap is below `tol` or for `max_steps` steps; heads `head_batch_size` at a time
       (bounds memory). A baseline that scales to large d but stalls above the optimum (its gap,
       from multipliers scaled into the dual's feasible set, is reported honestly).
-    "low_rank", `low_rank.Solver(rank=, inner_steps=, shrink=, free_multipliers=)`:
-      Burer–Monteiro factors of Z and Z′ (rank k = 32 by default), L-BFGS on a smoothed hinge
-      whose smoothing shrinks tenfold every `inner_steps` (500) iterations
-      (`cvxjax.solvers.low_rank`); memory O(n·d + d·k) per head at r = 0. Reaches objectives
-      within about 1% of the optimum where "projected" stays orders of magnitude above; then
+    "low_rank", `low_rank.Solver(rank=, inner_steps=, shrink=, first_smoothing=,
+      free_multipliers=)`: Burer–Monteiro factors of Z and Z′ (rank k = 32 by default), L-BFGS
+      on a smoothed hinge whose smoothing shrinks tenfold from `first_smoothing` (1) every
+      `inner_steps` (500) iterations (`cvxjax.solvers.low_rank`); memory O(n·d + d·k) per head
+      at r = 0. Reaches objectives within about 1% of the optimum (r = 0; up to 5% at r > 0)
+      where "projected" stays orders of magnitude above; then
       each head's fixed-cut dual is solved in the multipliers' space
       (`cvxjax.solvers.dual_interior`, memory O(free_multipliers²)), whose bound is the gap and
       whose primal replaces the head where better: at r = 0 the optimum itself when the margin
@@ -198,8 +199,8 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     chunk_size: stream X from the host (a NumPy array or memory map) in chunks of this many
       examples, one chunk on the device at a time (`cvxjax.streaming`); projected solver only.
     start: a `PolyHead` of the same shapes (e.g. the fit at a neighbouring β or r) to start
-      from; the projected, low-rank and primal–dual solvers take it, the interior-point, SDP and
-      barrier solvers do not.
+      from (the low-rank solver never returns a point worse than it); the projected, low-rank
+      and primal–dual solvers take it, the interior-point, SDP and barrier solvers do not.
 
   Returns:
     A `PolyHead` whose Z, Z′ lie in K, with its objective and certified gap.

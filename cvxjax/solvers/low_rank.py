@@ -16,7 +16,8 @@ the dual's feasible set); the best bound so far is kept, so the gap is valid at 
 The problem over the factors is not convex. For smooth convex objectives its local minima are
 global once k is large enough (Burer & Monteiro 2005; Boumal, Voroninski & Bandeira 2016); here
 a too small k stalls far above the optimum (a fit whose factors fill their rank warns), and even
-with room to spare the smoothing path can end about 1% above it (measured in docs/solvers.md).
+with room to spare the smoothing path can end above it: about 1% at r = 0, up to 5% at r > 0,
+where it depends on `first_smoothing` (measured in docs/solvers.md).
 """
 
 import dataclasses
