@@ -95,23 +95,33 @@ def smat(z, lay, m):
   return A.at[lay.cols, lay.rows].set(z / lay.weight)
 
 
-def _kronecker_form(MM, WW, lay, m):
+def _kronecker_form(MM, WW, lay, m, symmetric=False):
   """Σ_i M_i[p, q] w_i[r] w′_i[s] as a bilinear form on svec coordinates, (N, N).
 
   The form is (dA, dB) ↦ Σ_i (dA w_i)ᵀ M_i (dB w′_i); it arrives as the GEMM product
-  T[(p,q), (r,s)] = MMᵀ WW and is symmetrised over the svec pairs by four gathers.
+  T[(p,q), (r,s)] = MMᵀ WW and is symmetrised over the svec pairs by four gathers. When every
+  M_i and w_i w′_iᵀ is symmetric, T is too in (p,q) and in (r,s), so only the upper triangles
+  enter the GEMM: N² entries from n·N² products instead of m⁴ from n·m⁴ (about a third).
 
   Args:
     MM: (n, m·m) the matrices M_i, flattened.
     WW: (n, m·m) the outer products w_i w′_iᵀ, flattened.
     lay: the svec layout of m×m matrices.
     m: the matrix size.
+    symmetric: whether every M_i is symmetric and w′_i = w_i.
   """
-  T = MM.T @ WW
-  i, j = jnp.asarray(lay.rows)[:, None], jnp.asarray(lay.cols)[:, None]
-  k, l = jnp.asarray(lay.rows)[None, :], jnp.asarray(lay.cols)[None, :]
-  form = (T[i * m + k, j * m + l] + T[i * m + l, j * m + k] + T[j * m + k, i * m + l]
-          + T[j * m + l, i * m + k])
+  i, j = lay.rows[:, None], lay.cols[:, None]
+  k, l = lay.rows[None, :], lay.cols[None, :]
+  if symmetric:
+    triangle = lay.rows * m + lay.cols
+    T = MM[:, triangle].T @ WW[:, triangle]
+    index = np.zeros((m, m), int)  # the upper-triangle position of the pair {p, q}
+    index[lay.rows, lay.cols] = index[lay.cols, lay.rows] = np.arange(len(lay.rows))
+    at = lambda p, q, r, s: T[index[p, q], index[r, s]]
+  else:
+    T = MM.T @ WW
+    at = lambda p, q, r, s: T[p * m + q, r * m + s]
+  form = at(i, k, j, l) + at(i, l, j, k) + at(j, k, i, l) + at(j, l, i, k)
   scale = jnp.asarray(np.where(lay.rows == lay.cols, 0.5, 1.0 / np.sqrt(2.0)), T.dtype)
   return form * scale[:, None] * scale[None, :]
 
@@ -185,13 +195,14 @@ def curvature_form(M, weight, U, activation, L, Lp, lay):
   w = gradient_rows(U, activation)
   Mw = M * weight[:, None, None]
 
-  def block(La, Lb):
+  def block(La, Lb, symmetric=False):
     wa, wb = w @ La, w @ Lb
     MM = jnp.einsum("pa,ipq,qb->iab", La, Mw, Lb).reshape(n, m * m)
-    return _kronecker_form(MM, (wa[:, :, None] * wb[:, None, :]).reshape(n, m * m), lay, m)
+    return _kronecker_form(MM, (wa[:, :, None] * wb[:, None, :]).reshape(n, m * m), lay, m,
+                           symmetric)
 
   cross = block(L, Lp)
-  return jnp.block([[block(L, L), -cross], [-cross.T, block(Lp, Lp)]])
+  return jnp.block([[block(L, L, True), -cross], [-cross.T, block(Lp, Lp, True)]])
 
 
 class _Local(NamedTuple):
