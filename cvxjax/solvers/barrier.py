@@ -101,7 +101,7 @@ def _kronecker_form(MM, WW, lay, m, symmetric=False):
   The form is (dA, dB) ↦ Σ_i (dA w_i)ᵀ M_i (dB w′_i); it arrives as the GEMM product
   T[(p,q), (r,s)] = MMᵀ WW and is symmetrised over the svec pairs by four gathers. When every
   M_i and w_i w′_iᵀ is symmetric, T is too in (p,q) and in (r,s), so only the upper triangles
-  enter the GEMM: N² entries from n·N² products instead of m⁴ from n·m⁴ (about a third).
+  enter the GEMM: N² entries from n·N² products instead of m⁴ from n·m⁴ (about a quarter).
 
   Args:
     MM: (n, m·m) the matrices M_i, flattened.
