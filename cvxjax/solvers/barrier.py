@@ -276,14 +276,17 @@ def newton_system(curvature, V, weight, L, Lp, lay, m):
                  jnp.concatenate([zeros, svec(Lp.T @ G @ Lp, lay)])])
   B = jnp.concatenate([V, A]).T  # (2N, n + 2)
   if curvature is None:
-    apply_C, solve_C = (lambda v: v), (lambda v: v)
+    apply_C, half_solve, back_solve = (lambda v: v), (lambda v: v), (lambda v: v)
   else:
     C = jnp.eye(2 * N, dtype=G.dtype) + curvature
-    factor = jax.scipy.linalg.cho_factor(C)
-    apply_C, solve_C = (lambda v: C @ v), (lambda v: jax.scipy.linalg.cho_solve(factor, v))
-  CB = solve_C(B)
+    U = jax.scipy.linalg.cholesky(C)  # C = UᵀU
+    apply_C = lambda v: C @ v
+    half_solve = lambda v: jax.scipy.linalg.solve_triangular(U, v, trans="T")
+    back_solve = lambda v: jax.scipy.linalg.solve_triangular(U, v)
+  # BᵀC⁻¹B = (U⁻ᵀB)ᵀ(U⁻ᵀB): one triangular solve with n + 2 right-hand sides.
+  half = half_solve(B)
   inv_w = 1.0 / jnp.maximum(weight, jnp.sqrt(jnp.finfo(G.dtype).tiny))
-  gram = B.T @ CB
+  gram = half.T @ half
   # A relative ridge keeps the factorisation alive when margin gradients are dependent.
   ridge = 4 * jnp.finfo(G.dtype).eps * jnp.diag(gram)
   K = jax.scipy.linalg.cho_factor(
@@ -291,9 +294,9 @@ def newton_system(curvature, V, weight, L, Lp, lay, m):
 
   def solve(top, middle):
     # [[C, B], [Bᵀ, −diag(1/w, 0)]] [Δ; z] = [top; middle] by the Schur complement.
-    Ct = solve_C(top)
-    z = jax.scipy.linalg.cho_solve(K, B.T @ Ct - middle)
-    return Ct - CB @ z, z
+    top_half = half_solve(top)
+    z = jax.scipy.linalg.cho_solve(K, half.T @ top_half - middle)
+    return back_solve(top_half - half @ z), z
 
   def apply(delta, z):
     return apply_C(delta) + B @ z, B.T @ delta - jnp.concatenate([inv_w * z[:n], zeros[:2]])
