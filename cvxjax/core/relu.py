@@ -316,7 +316,8 @@ class Instance:
     targets: the encoded labels (`Targets`).
     gates: (d, P) the gates h_k.
     directions: (P, d) unit directions strictly inside each pattern's (robust) cone
-      (`cvxjax.core.relu_dual.interior_directions`), for the feasibility step.
+      (`cvxjax.core.relu_dual.interior_directions`), for a convex ReLU head's feasibility step;
+      None for a gated head, which has no cones.
     key: a jax.random key for the solvers' random starts and sketches.
     gated, binary, loss, eps, q, beta: as in `Problem` (static).
   """
@@ -325,7 +326,7 @@ class Instance:
   D: jnp.ndarray
   targets: Targets
   gates: jnp.ndarray
-  directions: jnp.ndarray
+  directions: Optional[jnp.ndarray]
   key: jax.Array
   gated: bool = dataclasses.field(metadata=dict(static=True))
   binary: bool = dataclasses.field(metadata=dict(static=True))

@@ -121,10 +121,11 @@ def fit_relu(problem: relu.Problem, *, solver: base.Solver, max_steps: Optional[
   # Examples over the mesh's first axis, sign patterns over its second (states follow them).
   put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=D.shape[1])
   dtype = X.dtype
-  directions = relu_dual.interior_directions(problem.X, problem.gates, problem.eps, problem.q)
+  directions = _interior_directions(problem)
   instance = relu.Instance(
       X=put(X, model=None), D=put(D), targets=put(targets, model=None),
-      gates=jnp.asarray(problem.gates, dtype), directions=jnp.asarray(directions, dtype), key=key,
+      gates=jnp.asarray(problem.gates, dtype),
+      directions=None if directions is None else jnp.asarray(directions, dtype), key=key,
       gated=problem.gated, binary=problem.binary, loss=problem.loss, eps=problem.eps,
       q=problem.q, beta=problem.beta)
   if solver.name == "barrier" and dtype != jnp.float64:
@@ -181,18 +182,24 @@ def _fit_streamed(problem: relu.Problem, *, solver: base.Solver, key, **settings
   """A streamed solver (`proximal.Streamed`, `penalty.Streamed`) run by `loop.run` on the host
   arrays of `problem`; the solution's objective and violation come from chunked passes, and it
   has no gap."""
-  # Only a ReLU head's feasibility step needs the interior directions (a host computation).
-  directions = None if problem.gated else relu_dual.interior_directions(
-      problem.X, problem.gates, problem.eps, problem.q)
   instance = relu.Instance(
       X=problem.X, D=problem.D, targets=problem.targets, gates=problem.gates,
-      directions=directions, key=key, gated=problem.gated, binary=problem.binary,
+      directions=_interior_directions(problem), key=key, gated=problem.gated, binary=problem.binary,
       loss=problem.loss, eps=problem.eps, q=problem.q, beta=problem.beta)
   with loop.blas_limited():
     result = loop.run(solver, instance, **settings)
   summary = result.summary
   return _solution(problem, result.params, summary.steps, objective=summary.objective,
                    violation=summary.violation)
+
+
+def _interior_directions(problem: relu.Problem) -> Optional[np.ndarray]:
+  """(P, d) directions inside each pattern's cone for a convex ReLU head's feasibility step;
+  None for a gated head. A host computation, one pattern at a time: skipped where unused (at
+  n = 4096, d = 256, 128 patterns it took 46 s)."""
+  if problem.gated:
+    return None
+  return relu_dual.interior_directions(problem.X, problem.gates, problem.eps, problem.q)
 
 
 def _on_device(problem: relu.Problem):
