@@ -436,9 +436,12 @@ def test_min_norm_hull_point_by_row_generation_is_cvxpys():
   A = np.where((X @ np.array([1.0, -0.5, 0.2]) >= 0)[:, None], X, -X)
   lam = cp.Variable(400, nonneg=True)
   best = cp.Problem(cp.Minimize(cp.norm(A.T @ lam)), [cp.sum(lam) == 1]).solve()
-  point = relu_dual.relu.min_norm_hull_point(A)  # core mathematics, not re-exported
-  assert abs(np.linalg.norm(point) - best) <= 1e-7  # CVXPY (Clarabel) is the less exact here
-  assert np.min(A @ point) >= point @ point - 1e-10  # the optimality condition on every row
+  core = relu_dual.relu  # core mathematics, not re-exported
+  start = core.margin_directions(X, np.array([[1.0], [-0.5], [0.2]]))[0]
+  assert np.min(A @ start) > 0  # the ascent's direction is inside the cone
+  for point in (core.min_norm_hull_point(A), core.min_norm_hull_point(A, start)):
+    assert abs(np.linalg.norm(point) - best) <= 1e-7  # CVXPY (Clarabel) is the less exact here
+    assert np.min(A @ point) >= point @ point - 1e-10  # the optimality condition on every row
 
 
 def test_interior_directions_have_the_largest_margin_cvxpy_finds():

@@ -100,7 +100,8 @@ def _hull_norm_upper(A: np.ndarray, eps: float, iters: int = 5000) -> float:
   return float(np.linalg.norm(point))
 
 
-def min_norm_hull_point(A: np.ndarray, max_rounds: int = 30) -> np.ndarray:
+def min_norm_hull_point(A: np.ndarray, start: Optional[np.ndarray] = None,
+                        max_rounds: int = 30) -> np.ndarray:
   """The minimum-norm point p of the hull of A's rows (n, d), by row generation; (d,).
 
   p is optimal exactly when a_iᵀp ≥ ‖p‖² for every row. Each round solves the problem on a
@@ -108,10 +109,16 @@ def min_norm_hull_point(A: np.ndarray, max_rounds: int = 30) -> np.ndarray:
   (Lawson–Hanson's exact active-set method), then adds the 2d rows that violate the condition
   most. The optimum needs at most d + 1 rows, so the working set stays small when n ≫ d (at
   n = 45,000, d = 512 one NNLS over every row took 170 s). Every round's p is a hull point.
+
+  Args:
+    A: (n, d) the rows a_i.
+    start: (d,) a direction of large min_i a_iᵀv (`margin_directions`): the first working set
+      is the 2d rows least along it, near the optimum's support (default: the rows' mean).
+    max_rounds: the most rounds.
   """
   n, d = A.shape
   batch = min(n, 2 * d)
-  working = np.argsort(A @ A.mean(axis=0))[:batch]
+  working = np.argsort(A @ (A.mean(axis=0) if start is None else start))[:batch]
   for _ in range(max_rounds):
     rows = A[working]
     weight = 1e3 * max(np.abs(rows).max(), 1.0)
@@ -124,6 +131,29 @@ def min_norm_hull_point(A: np.ndarray, max_rounds: int = 30) -> np.ndarray:
       break
     working = np.union1d(working[lam > 0], outside)
   return point
+
+
+def margin_directions(X: np.ndarray, gates: np.ndarray, iterations: int = 300) -> np.ndarray:
+  """(P, d) unit directions v_k of large margin min_i a_iᵀv_k, a_i = (2D_ik − 1)x_i, all at once.
+
+  Gradient ascent from the unit gates on the soft minimum −τ log Σ_i exp(−a_iᵀv/τ) over the
+  sphere, τ falling from 1 to 1e-3, steps 4τ/max‖x_i‖² (four times the inverse of the gradient's
+  Lipschitz constant): a start for `min_norm_hull_point`, whose rounds it cuts (Gaussian mixture,
+  n = 4096, d = 256: 15–18 → 7).
+
+  Args:
+    X: (n, d) inputs. gates: (d, P). iterations: ascent steps.
+  """
+  signs = np.where(X @ gates >= 0, 1.0, -1.0)
+  V = gates / np.linalg.norm(gates, axis=0, keepdims=True)
+  lipschitz = np.max(np.sum(X * X, axis=1))
+  for it in range(iterations):
+    tau = 10.0 ** (-3.0 * it / iterations)
+    S = signs * (X @ V)
+    weight = np.exp(-(S - S.min(axis=0)) / tau)  # the soft minimum's gradient weights
+    V = V + (4.0 * tau / lipschitz) * (X.T @ (signs * weight / weight.sum(axis=0)))
+    V = V / np.linalg.norm(V, axis=0, keepdims=True)
+  return V.T
 
 
 def neuron_signs(gated: bool) -> jnp.ndarray:

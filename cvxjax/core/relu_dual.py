@@ -255,6 +255,7 @@ def interior_directions(X: np.ndarray, gates: np.ndarray, eps: float, q: int) ->
   unit = (gates / np.linalg.norm(gates, axis=0, keepdims=True)).T
   D = X @ gates >= 0
   n, d = X.shape
+  starts = None if eps > 0 and q == 1 else relu.margin_directions(X, gates)
   out = np.empty_like(unit)
   for k in range(gates.shape[1]):
     A = np.where(D[:, k:k + 1], X, -X)
@@ -269,7 +270,7 @@ def interior_directions(X: np.ndarray, gates: np.ndarray, eps: float, q: int) ->
                                    method="highs")
       out[k] = res.x[:d] if res.status == 0 else unit[k]
       continue
-    point = relu.min_norm_hull_point(A)
+    point = relu.min_norm_hull_point(A, starts[k])
     norm = np.linalg.norm(point)
     hull = point / norm if norm > 0 else unit[k]
     better = eps > 0 or np.min(A @ hull) > np.min(A @ unit[k])
