@@ -4,7 +4,7 @@ See docs/math.md §4; Bai et al. Alg. 3.1.
 
 The head's weights W (S, P, d, C) are copied into blocks that each carry one simple term:
 
-    Z = W            β Σ‖·‖₂                    group soft-threshold
+    Z = γW           (β/γ) Σ‖·‖₂                group soft-threshold
     T = G W          cone constraints T ≥ 0      (ReLU; G W = (2D_k − I) X W[s, k])
     (T, R = γW)      robust cones T ≥ (ε/γ)‖R‖_q      projection by a scalar root per neuron
     M = F W          loss of the scores          (plain: squared / hinge / multi-class hinge)
@@ -15,8 +15,9 @@ Every block shares one penalty ρ, so the W-update solves H W = rhs with H = Σ 
 (2D − I)² = I gives GᵀG = I ⊗ XᵀX, so H = I ⊗ B + FᵀF (plain; FᵀF has rank n: Woodbury with an
 n×n capacitance matrix, Cholesky-factored once or solved by CG, optionally Nyström-preconditioned)
 or H = I ⊗ B + K ⊗ I_d (robust binary; a Kronecker sum, solved in the eigenbases of B and K), with
-B = c I + XᵀX and K_{(s,k),(s′,l)} = σ_sσ_s′ (DᵀD)_kl. The robust multi-class H mixes the classes
-through the labels and is solved by warm-started CG preconditioned with that Kronecker sum.
+B = c I + XᵀX (c = γ², or 2γ² with R; gated: no XᵀX) and K_{(s,k),(s′,l)} = σ_sσ_s′ (DᵀD)_kl.
+The robust multi-class H mixes the classes through the labels and is solved by warm-started CG
+preconditioned with that Kronecker sum.
 """
 
 import dataclasses
@@ -40,7 +41,7 @@ class Setup(NamedTuple):
 
   Attributes:
     X: (n, d) inputs. D: (n, P) patterns. targets: encoded labels.
-    gamma: the scale of the robust cone's copy R = γW.
+    gamma: the scale of the copies Z = γW and (robust ReLU) R = γW.
     B_inv: (d, d) inverse of the per-block matrix B.
     cap_chol: (n, n) Cholesky factor of the Woodbury capacitance matrix (plain, "cholesky").
     nystrom: (U (n, r), scale (r,)) of the Nyström preconditioner (plain, "cg", or None).
@@ -162,7 +163,7 @@ def _solve(rhs, W0, setup: Setup, *, gated: bool, robust: bool, linear_solver: s
 def _apply_H(W, setup: Setup, *, gated: bool, robust: bool):
   """H W = Σ_blocks LᵀL W."""
   S = W.shape[0]
-  out = W * (1.0 + (setup.gamma ** 2 if (robust and not gated) else 0.0))
+  out = W * setup.gamma ** 2 * (2.0 if (robust and not gated) else 1.0)
   if not gated:
     out = out + jnp.einsum("de,spec->spdc", setup.X.T @ setup.X, W)
   return out + _loss_map_adjoint(_loss_map(W, setup, robust), setup, robust, S)
@@ -173,9 +174,11 @@ def build_setup(X, D, targets: relu.Targets, *, gated: bool, robust: bool, linea
   """Factors H once per problem (see the module docstring)."""
   d = X.shape[1]
   S = 1 if gated else 2
-  # R = γW with γ² ~ the scale of XᵀX balances the robust cone's two blocks.
+  # The copies Z = γW and R = γW with γ² ~ the scale of XᵀX (and of FᵀF) balance the blocks:
+  # with Z = W, H's condition reached ~P·λ_max(XXᵀ) and float32 ADMM diverged at feature scale.
   gamma = jnp.linalg.norm(X) / jnp.sqrt(d)
-  c = 1.0 + (gamma ** 2 if (robust and not gated) else 0.0)
+  gamma = jnp.where(gamma > 0, gamma, 1.0)
+  c = gamma ** 2 * (2.0 if (robust and not gated) else 1.0)
   B = c * jnp.eye(d, dtype=X.dtype) + (0.0 if gated else X.T @ X)
   B_inv = jnp.linalg.inv(B)
   none = dict(cap_chol=None, nystrom=None, eig_K=None, Q_K=None, eig_B=None, Q_B=None)
@@ -336,7 +339,7 @@ def init(setup: Setup, *, num_blocks: int, num_patterns: int, gated: bool, robus
   R = setup.gamma * W if (robust and not gated) else None
   zeros = lambda A: None if A is None else jnp.zeros_like(A)
   scalar = jnp.asarray(0.0, X.dtype)
-  return State(W=W, Z=W, U_Z=zeros(W), T=GW, U_T=zeros(GW), R=R, U_R=zeros(R), M=M,
+  return State(W=W, Z=setup.gamma * W, U_Z=zeros(W), T=GW, U_T=zeros(GW), R=R, U_R=zeros(R), M=M,
                U_M=zeros(M), rho=jnp.asarray(rho, X.dtype), step=jnp.asarray(0),
                primal=scalar + jnp.inf, dual=scalar + jnp.inf)
 
@@ -372,7 +375,7 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
   robust = eps > 0
   S = state.W.shape[0]
   shape = dict(gated=gated, robust=robust)
-  rhs = state.Z - state.U_Z + _adjoint(None if gated else state.T - state.U_T,
+  rhs = setup.gamma * (state.Z - state.U_Z) + _adjoint(None if gated else state.T - state.U_T,
                                        state.M - state.U_M, setup, num_blocks=S, **shape)
   if robust and not gated:
     rhs = rhs + setup.gamma * (state.R - state.U_R)
@@ -381,8 +384,8 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
   step_size = 1.0 / state.rho
 
   GW, LW = _forward(W, setup, **shape)
-  W_hat, LW_hat = relax(W, state.Z), relax(LW, state.M)
-  Z = numerics.shrink(W_hat + state.U_Z, beta * step_size, 2)
+  W_hat, LW_hat = relax(setup.gamma * W, state.Z), relax(LW, state.M)
+  Z = numerics.shrink(W_hat + state.U_Z, beta * step_size / setup.gamma, 2)
   if robust:
     M = prox_robust_hinge(LW_hat + state.U_M, setup.X, setup.targets.pairs, eps, q, step_size)
   else:
@@ -404,10 +407,12 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
   # Residuals (Boyd et al. 2011, §3.3) block by block, relative to the iterates and duals.
   tiny = jnp.finfo(W.dtype).tiny
   RW = None if R is None else setup.gamma * W
-  primal = jnp.sqrt((_sq(W - Z) + _sq(LW - M) + _sq(_diff(GW, T)) + _sq(_diff(RW, R)))
-                    / jnp.maximum(jnp.maximum(_sq(W) + _sq(LW) + _sq(GW) + _sq(RW),
+  ZW = setup.gamma * W
+  primal = jnp.sqrt((_sq(ZW - Z) + _sq(LW - M) + _sq(_diff(GW, T)) + _sq(_diff(RW, R)))
+                    / jnp.maximum(jnp.maximum(_sq(ZW) + _sq(LW) + _sq(GW) + _sq(RW),
                                               _sq(Z) + _sq(M) + _sq(T) + _sq(R)), tiny))
-  moved = (Z - state.Z) + _adjoint(_diff(T, state.T), M - state.M, setup, num_blocks=S, **shape)
+  moved = setup.gamma * (Z - state.Z) + _adjoint(_diff(T, state.T), M - state.M, setup,
+                                                 num_blocks=S, **shape)
   if R is not None:
     moved = moved + setup.gamma * (R - state.R)
   dual = jnp.sqrt(_sq(moved) / jnp.maximum(_sq(U_Z) + _sq(U_M) + _sq(U_T) + _sq(U_R), tiny))
@@ -476,6 +481,7 @@ class Solver(base.Solver):
   def solution(self, prepared: tuple, state: State):
     """The certificate at Z: the multipliers of F W = M (ρU_M) and of the cone slacks
     (−ρU_T ≥ 0) are dual points."""
-    problem, _ = prepared
+    problem, setup = prepared
     lam = None if state.T is None else -state.rho * state.U_T
-    return relu_certificate.solution(state.Z, state.rho * state.U_M, lam, problem, state.step)
+    return relu_certificate.solution(state.Z / setup.gamma, state.rho * state.U_M, lam, problem,
+                                     state.step)
