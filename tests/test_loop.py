@@ -1,6 +1,7 @@
 """The solver protocol and its one loop: resumption, stopping at tol, bad settings, warm starts."""
 
 import dataclasses
+import warnings
 from typing import ClassVar
 
 import jax
@@ -208,3 +209,16 @@ def test_every_solver_is_a_hashable_protocol_value():
              penalty.Solver(), projected.Streamed(), proximal.Streamed(), penalty.Streamed()]
   for solver in solvers:
     assert isinstance(solver, base.Solver) and hash(solver) == hash(type(solver)())
+
+
+@pytest.mark.parametrize("objective,gap", [(1.0, 0.5), (np.nan, np.nan), (np.inf, np.inf),
+                                           (1.0, np.nan)])
+def test_a_fit_above_tol_or_not_finite_warns_and_one_within_tol_does_not(objective, gap):
+  summary = base.Summary(objective=jnp.asarray(objective), gap=jnp.asarray(gap), violation=None,
+                         steps=jnp.asarray(7))
+  with pytest.warns(UserWarning, match="admm solver stopped after 7 steps"):
+    loop.warn_above_tol("admm", summary, 1e-3)
+  within = summary._replace(objective=jnp.asarray(1.0), gap=jnp.asarray(1e-4))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    loop.warn_above_tol("admm", within, 1e-3)

@@ -198,9 +198,10 @@ def run(solver: base.Solver, problem, *, max_steps: int, tol: Optional[float] = 
 
 
 def warn_above_tol(name: str, summary: base.Summary, tol: float, detail: str = "") -> None:
-  """A fit that stops above its tolerance says what it reached (the gap stays valid)."""
+  """A fit that stops above its tolerance says what it reached (the gap stays valid); so does one
+  whose objective or gap is not finite (a diverged iterate)."""
   objective, gap = float(summary.objective), float(summary.gap)
-  if gap > tol * abs(objective):
+  if not (np.isfinite(objective) and gap <= tol * abs(objective)):  # NaN gaps compare false
     relative = gap / max(abs(objective), float(np.finfo(np.float64).tiny))
     warnings.warn(f"{name} solver stopped after {int(summary.steps)} steps at objective "
                   f"{objective:.6g} with certified gap {gap:.3g}, relative gap {relative:.2e} > "
