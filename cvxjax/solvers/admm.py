@@ -479,7 +479,7 @@ class Solver(base.Solver):
     return (state.primal <= self.tol) & (state.dual <= self.tol)
 
   def solution(self, prepared: tuple, state: State):
-    """The certificate at Z: the multipliers of F W = M (ρU_M) and of the cone slacks
+    """The certificate at W = Z/γ: the multipliers of F W = M (ρU_M) and of the cone slacks
     (−ρU_T ≥ 0) are dual points."""
     problem, setup = prepared
     lam = None if state.T is None else -state.rho * state.U_T

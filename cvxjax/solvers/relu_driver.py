@@ -195,8 +195,8 @@ def _fit_streamed(problem: relu.Problem, *, solver: base.Solver, key, **settings
 
 def _interior_directions(problem: relu.Problem) -> Optional[np.ndarray]:
   """(P, d) directions inside each pattern's cone for a convex ReLU head's feasibility step;
-  None for a gated head. A host computation, one pattern at a time: skipped where unused (at
-  n = 4096, d = 256, 128 patterns it took 46 s)."""
+  None for a gated head, which never uses them. A host computation, one pattern at a time, and
+  the largest fixed cost of a fit at feature scale (docs/solvers.md)."""
   if problem.gated:
     return None
   return relu_dual.interior_directions(problem.X, problem.gates, problem.eps, problem.q)
