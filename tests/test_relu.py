@@ -459,6 +459,49 @@ def test_interior_directions_have_the_largest_margin_cvxpy_finds():
       assert np.min(A @ c) - eps * np.linalg.norm(c, q) >= best - 1e-6
 
 
+def test_robust_cones_have_an_interior_exactly_where_cvxpys_best_robust_margin_is_positive():
+  cp = pytest.importorskip("cvxpy")
+  X, _ = _data(n=60)
+  gates = relu.unique_gates(X, np.asarray(relu.sample_gates(KEY, 3, 12), np.float64))
+  D = X @ gates >= 0
+  for p, q in ((2, 2), ("inf", 1)):
+    best = []  # max over ‖v‖_q ≤ 1 of min_i a_iᵀv: the cone has an interior iff it exceeds ε
+    for k in range(gates.shape[1]):
+      A = np.where(D[:, k:k + 1], X, -X)
+      v = cp.Variable(3)
+      best.append(cp.Problem(cp.Maximize(cp.min(A @ v)), [cp.norm(v, q) <= 1]).solve())
+    best = np.array(best)
+    assert best.max() > 0  # some cones open, so the ascent's quick accept is exercised
+    # Radii between and around the margins, none within CVXPY's accuracy of one.
+    edges = np.sort(np.r_[0.0, best[best > 0], 2 * best.max()])
+    for eps in 0.5 * (edges[1:] + edges[:-1]):
+      np.testing.assert_array_equal(relu.robust_cone_has_interior(X, gates, eps, p), best > eps)
+
+
+@pytest.mark.parametrize("classes,loss,eps,q", [(2, "hinge", 0.0, 2), (3, "hinge", 0.0, 2),
+                                                (3, "hinge", 0.3, 2), (3, "hinge", 0.3, 1),
+                                                (3, "squared", 0.0, 2)])
+def test_best_scale_is_the_minimum_along_the_ray_a_dense_search_finds(classes, loss, eps, q):
+  core = relu_dual.relu  # core mathematics, not re-exported
+  X, y = _data(classes=classes)
+  targets, _ = core.encode_targets(y, 30)
+  targets = jax.tree.map(jnp.asarray, targets)
+  gates = np.asarray(relu.sample_gates(KEY, 3, 6), np.float64)
+  D = jnp.asarray(X @ gates >= 0, jnp.float64)
+  measures = dict(loss=loss, eps=eps, q=q, beta=0.1)
+  along = jax.jit(jax.vmap(lambda s, W: core.objective(s * W, jnp.asarray(X), D, targets,
+                                                       **measures), (0, None)))
+  rng = np.random.default_rng(1)
+  for scale in (0.01, 0.3, 3.0):  # the minimum inside, near 0, and far down the ray
+    W = jnp.asarray(scale * rng.normal(size=(2, 6, 3, targets.onehot.shape[1])))
+    s = float(core.best_scale(W, jnp.asarray(X), D, targets, **measures))
+    grid = np.linspace(0.0, 4.0 * max(s, 1.0), 4001)
+    values = np.asarray(along(jnp.asarray(grid), W))
+    assert s >= 0 and float(along(jnp.asarray([s]), W)[0]) <= values.min() + 1e-9
+    k = int(np.argmin(values))  # the ray's function is convex: s lies in the grid's best cell
+    assert grid[max(k - 1, 0)] - 1e-12 <= s <= grid[min(k + 1, grid.size - 1)] + 1e-12
+
+
 def test_the_penalty_baseline_approaches_the_optimum():
   X, y = _data()
   kw = dict(beta=0.1, num_patterns=8, loss="hinge", key=KEY)

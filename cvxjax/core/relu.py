@@ -283,6 +283,60 @@ def objective(W: jnp.ndarray, X: jnp.ndarray, D: jnp.ndarray, targets: Targets, 
           + beta * jnp.sum(group_norms(W)))
 
 
+def ray_terms(W: jnp.ndarray, X: jnp.ndarray, D: jnp.ndarray, targets: Targets, *, loss: str,
+              eps, q: int) -> jnp.ndarray:
+  """The loss along the ray s ↦ s W, as `best_scale_on_ray` takes it (docs/math.md §4).
+
+  Hinge: (n, K) each pair's slope c (its margin less ε‖·‖_q of its weight difference; norms are
+  homogeneous), 0 off the pairs, so the pair's loss is (1 − s c)₊; rows of examples concatenate.
+  Squared: (2,) = (⟨F, Y⟩, ‖F‖²) of the scores F; examples add up.
+
+  Args:
+    W: (S, P, d, C) weights. X: (n, d). D: (n, P). targets: encoded labels. loss, eps, q: the
+      problem.
+  """
+  F = scores(W, X, D)
+  if loss == "squared":
+    return jnp.stack([jnp.vdot(F, targets.onehot), jnp.vdot(F, F)])
+  c = pair_margins(F, targets)
+  if eps > 0:
+    c = c - eps * dual_norm(pair_margins(example_weights(W, D), targets), q, axis=1)
+  return jnp.where(targets.pairs > 0, c, 0.0)
+
+
+def best_scale_on_ray(terms: jnp.ndarray, penalty, loss: str) -> jnp.ndarray:
+  """The s ≥ 0 that minimises loss(s W) + s·penalty exactly, from `ray_terms`; a scalar.
+
+  Squared: a quadratic in s. Hinge: convex and piecewise linear, its slope
+  penalty + Σ_{c≤0}|c| − Σ_{c>0, sc<1} c rising at each breakpoint 1/c; s is the first
+  breakpoint past which the slope is ≥ 0, or 0, or 1 on a flat ray (W = 0).
+  """
+  tiny = jnp.finfo(terms.dtype).tiny
+  if loss == "squared":
+    return jnp.maximum((terms[0] - penalty) / jnp.maximum(terms[1], tiny), 0.0)
+  positive = jnp.sort(jnp.maximum(terms, 0.0).ravel())[::-1]  # breakpoints 1/c, increasing
+  base = penalty + jnp.sum(jnp.maximum(-terms, 0.0)) - jnp.sum(positive)  # the slope at s = 0⁺
+  slopes = base + jnp.cumsum(positive)  # the slope past each breakpoint
+  s = jnp.where(base >= 0, 0.0, 1.0 / jnp.maximum(positive[jnp.argmax(slopes >= 0)], tiny))
+  return jnp.where(slopes[-1] > 0, s, 1.0)
+
+
+def best_scale(W: jnp.ndarray, X: jnp.ndarray, D: jnp.ndarray, targets: Targets, *, loss: str,
+               eps, q: int, beta) -> jnp.ndarray:
+  """The s ≥ 0 that minimises objective(s W) exactly; a scalar (docs/math.md §4).
+
+  Along the ray the penalty is sβR (R = Σ‖W_g‖₂) and the loss a function of s alone once the
+  scores are formed (`ray_terms`, `best_scale_on_ray`). Cones are cones, so s W keeps every
+  constraint W satisfies.
+
+  Args:
+    W: (S, P, d, C) weights. X: (n, d). D: (n, P). targets: encoded labels.
+    loss, eps, q, beta: the problem.
+  """
+  terms = ray_terms(W, X, D, targets, loss=loss, eps=eps, q=q)
+  return best_scale_on_ray(terms, beta * jnp.sum(group_norms(W)), loss)
+
+
 def network_scores(W1: jnp.ndarray, w2: jnp.ndarray, X: jnp.ndarray,
                    gates: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """A two-layer network: Σ_j act_j(x) α_j with act_j = (xᵀu_j)₊, or 1[xᵀg_j ≥ 0] xᵀu_j if gated.

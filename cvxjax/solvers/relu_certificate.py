@@ -15,6 +15,9 @@ def certificate(W, nu: Optional[jnp.ndarray], lam: Optional[jnp.ndarray],
                 problem: relu.Instance):
   """(feasible weights, their objective, a lower bound on the optimum): see `relu_dual`.
 
+  The weights are the iterate made feasible, then scaled by the best factor along their ray
+  (`relu.best_scale`: an iterate far from the optimum may sit above W = 0 until it is).
+
   Args:
     W: (S, P, d, C) the iterate.
     nu: the loss map's multipliers, or None for the loss's gradient at W.
@@ -29,6 +32,7 @@ def certificate(W, nu: Optional[jnp.ndarray], lam: Optional[jnp.ndarray],
     W = relu_dual.restore_feasibility(W, X, D, problem.directions, relu.counted(targets),
                                       problem.eps, problem.q)
     lam = jnp.zeros(W.shape[:2] + D.shape[:1] + W.shape[3:], W.dtype) if lam is None else lam
+  W = W * relu.best_scale(W, X, D, targets, **problem.measures)
   bound = relu_dual.lower_bound(nu, lam, X, D, targets, num_blocks=W.shape[0],
                                 refine_steps=0 if lam is None else _REFINE_STEPS,
                                 **problem.measures)

@@ -51,6 +51,11 @@ def _chunk_violation(W, X, D, *, eps, q):
 _chunk_shift = jax.jit(relu_dual.feasibility_shift, static_argnames=("eps", "q"))
 
 
+@functools.partial(jax.jit, static_argnames=("loss", "eps", "q"))
+def _chunk_ray_terms(W, X, D, labels, onehot, pairs, *, loss, eps, q):
+  return relu.ray_terms(W, X, D, relu.Targets(labels, onehot, pairs), loss=loss, eps=eps, q=q)
+
+
 def objective(W, problem: relu.Instance, chunk_size: int) -> jnp.ndarray:
   """() `relu.objective` at W (S, P, d, C) from one pass (β counted in the first chunk)."""
   measures = dict(loss=problem.loss, eps=problem.eps, q=problem.q)
@@ -80,6 +85,15 @@ def feasible(W, problem: relu.Instance, chunk_size: int) -> jnp.ndarray:
   return relu_dual.shifted(W, t, blocked, directions)
 
 
+def best_scale(W, problem: relu.Instance, chunk_size: int) -> jnp.ndarray:
+  """`relu.best_scale` at W from one pass: the squared loss's terms add up over the chunks, the
+  hinge pairs' slopes are gathered."""
+  measures = dict(loss=problem.loss, eps=problem.eps, q=problem.q)
+  terms = [_chunk_ray_terms(W, *chunk, **measures) for chunk in _chunks(problem, chunk_size)]
+  terms = sum(terms) if problem.loss == "squared" else jnp.concatenate(terms)
+  return relu.best_scale_on_ray(terms, problem.beta * jnp.sum(relu.group_norms(W)), problem.loss)
+
+
 def iterate_summary(W, problem: relu.Instance, chunk_size: int, steps) -> base.Summary:
   """The summary between chunks: the objective of the iterate W (one pass), no gap."""
   return base.Summary(objective(W, problem, chunk_size), None, None, steps)
@@ -87,9 +101,11 @@ def iterate_summary(W, problem: relu.Instance, chunk_size: int, steps) -> base.S
 
 def solution(W, problem: relu.Instance, chunk_size: int, steps) -> tuple[jnp.ndarray,
                                                                           base.Summary]:
-  """(weights, summary): W moved into its cones (ReLU heads), with the objective and violation
-  of the moved weights; no gap (the certificate needs the whole problem in memory)."""
+  """(weights, summary): W moved into its cones (ReLU heads) and scaled along its ray as in
+  memory (`relu_certificate.certificate`), with the objective and violation of the moved
+  weights; no gap (the certificate needs the whole problem in memory)."""
   if not problem.gated:
     W = feasible(W, problem, chunk_size)
+  W = W * best_scale(W, problem, chunk_size)
   return W, base.Summary(objective(W, problem, chunk_size), None,
                          violation(W, problem, chunk_size), steps)
