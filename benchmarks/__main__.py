@@ -31,6 +31,7 @@ _SCRIPTS = {
                                 ["torch", "torchattacks"]),
     "scaling": (["-m", "benchmarks.scaling"], ["--quick"], []),
     "poly_at_scale": (["-m", "benchmarks.poly_at_scale"], ["--quick"], []),
+    "relu_at_scale": (["-m", "benchmarks.relu_at_scale"], ["--quick"], []),
     "cifar_stage_costs": (["-m", "benchmarks.cifar_stage_costs"], ["--width=8"], []),
 }
 
@@ -141,6 +142,15 @@ def _poly_scale_rows(data: dict) -> list:
           for r in data["results"]]
 
 
+def _relu_scale_rows(data: dict) -> list:
+  return [dict(comparison=f"{r['family']} head, n={r['n']}, d={r['d']}, P={r['patterns']}, "
+               f"C={r['classes']}: time to fit it", cvxjax_s=r["seconds"], peer=None, peer_s=None,
+               note=f"objective {r['objective']:.4g}, relative gap {r['relative_gap']:.1e} "
+               f"({'certified' if r['certified'] else 'missed'}) after {r['steps']} steps; step "
+               f"{r['step_seconds'] * 1e3:.0f} ms; peak RSS {r['peak_rss_gib']:.2f} GiB")
+          for r in data["results"]]
+
+
 def _stage_rows(data: dict) -> list:
   return [dict(comparison=f"ResNet-18 (width {data['width']}) {name}, per example",
                cvxjax_s=stage["cpu_seconds_per_example"], peer=None, peer_s=None,
@@ -152,7 +162,7 @@ def _stage_rows(data: dict) -> list:
 _SUMMARIES = dict(poly_vs_cvxpy=_poly_rows, relu_vs_scnn=_relu_rows,
                   robust_relu_vs_cvxpy=_robust_relu_rows,
                   attacks_vs_torchattacks=_attack_rows, scaling=_scaling_rows,
-                  poly_at_scale=_poly_scale_rows,
+                  poly_at_scale=_poly_scale_rows, relu_at_scale=_relu_scale_rows,
                   cifar_stage_costs=_stage_rows)
 
 

@@ -57,7 +57,8 @@ def mixture(n: int, d: int, classes: int, seed: int = 0):
   return X.astype(np.float32), y
 
 
-def _peak_rss_gib() -> float:
+def peak_rss_gib() -> float:
+  """The process's peak resident memory so far, GiB."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
@@ -117,7 +118,7 @@ def run_size(n, d, classes, heads, r, solver_name, tol, max_steps, peak, repeats
               certified_heads=sum(h["certified"] for h in rows),
               median_head_seconds=float(np.median([h["seconds"] for h in rows])),
               step=rate, matmul_fraction=rate["gflops_per_s"] / peak,
-              peak_rss_gib=_peak_rss_gib())
+              peak_rss_gib=peak_rss_gib())
 
 
 def main(argv=None) -> int:
