@@ -121,6 +121,26 @@ def run_size(n, d, classes, heads, r, solver_name, tol, max_steps, peak, repeats
               peak_rss_gib=peak_rss_gib())
 
 
+def parse_with_run_flags(parser: argparse.ArgumentParser, argv, default_out: str):
+  """Adds the flags the at-scale benchmarks share (--repeats, --x64, --out), parses `argv` and
+  enables float64 when asked."""
+  parser.add_argument("--repeats", type=int, default=3, help="timed calls of one step (median)")
+  parser.add_argument("--x64", action="store_true", help="fit in float64 (jax_enable_x64)")
+  parser.add_argument("--out", default=default_out, help="JSON results file")
+  args = parser.parse_args(argv)
+  if args.x64:
+    jax.config.update("jax_enable_x64", True)
+  return args
+
+
+def write_results(path: str, rows: list, **meta) -> None:
+  """Writes {meta: the git state, the devices and `meta`; results: rows} as JSON to `path`."""
+  meta = dict(git=git_state(), devices=str(jax.devices()), **meta)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(dict(meta=meta, results=rows), f, indent=1)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -135,13 +155,8 @@ def main(argv=None) -> int:
   parser.add_argument("--tol", type=float, default=1e-3, help="relative certified gap")
   parser.add_argument("--max-steps", type=int, default=None,
                       help="each head's iteration limit (default: each solver's own)")
-  parser.add_argument("--repeats", type=int, default=3, help="timed calls of one step (median)")
   parser.add_argument("--quick", action="store_true", help="n 2048, d 64, 2 heads")
-  parser.add_argument("--x64", action="store_true", help="fit in float64 (jax_enable_x64)")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file")
-  args = parser.parse_args(argv)
-  if args.x64:
-    jax.config.update("jax_enable_x64", True)
+  args = parse_with_run_flags(parser, argv, DEFAULT_OUT)
   if args.quick:
     args.n, args.d, args.heads = [2048], [64], 2
   heads = args.heads
@@ -164,11 +179,7 @@ def main(argv=None) -> int:
                 f"{row['median_head_seconds']:.1f}s); step {row['step']['seconds'] * 1e3:.1f} ms"
                 f" at {row['matmul_fraction']:.1%} of matmul; peak RSS "
                 f"{row['peak_rss_gib']:.2f} GiB", flush=True)
-  meta = dict(git=git_state(), devices=str(jax.devices()), matmul_gflops_per_s=peak,
-              beta=_BETA, argv=vars(args))
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(dict(meta=meta, results=rows), f, indent=1)
+  write_results(args.out, rows, matmul_gflops_per_s=peak, beta=_BETA, argv=vars(args))
   return 0
 
 

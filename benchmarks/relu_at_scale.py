@@ -23,7 +23,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # XLA's and OpenBLAS's threads contend
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
@@ -31,9 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import costs  # noqa: E402
-from benchmarks.poly_at_scale import mixture, peak_rss_gib  # noqa: E402
-from benchmarks.provenance import git_state  # noqa: E402
+from benchmarks import costs, poly_at_scale  # noqa: E402
 from cvxjax import relu  # noqa: E402
 from cvxjax.core import relu as relu_core  # noqa: E402
 from cvxjax.solvers import admm  # noqa: E402
@@ -89,7 +86,8 @@ def run_family(X, y, family: str, args) -> dict:
              objective=objective, gap=gap, relative_gap=gap / objective,
              certified=bool(gap <= args.tol * objective), violation=float(head.violation),
              step_gflops=cost.gflops, step_seconds=cost.seconds,
-             gpu_seconds=steps * cost.gflops / (args.tflops * 1e3), peak_rss_gib=peak_rss_gib())
+             gpu_seconds=steps * cost.gflops / (args.tflops * 1e3),
+             peak_rss_gib=poly_at_scale.peak_rss_gib())
   print(f"  {family}: {seconds:.1f}s, {steps} steps, objective {objective:.6g}, relative gap "
         f"{gap / objective:.2e}{'' if row['certified'] else ' (missed)'}, violation "
         f"{row['violation']:.1e}, {row['patterns']} patterns; step {cost.seconds * 1e3:.0f} ms, "
@@ -113,28 +111,20 @@ def main(argv=None) -> int:
   parser.add_argument("--linear-solver", default="cholesky", choices=("cholesky", "cg"))
   parser.add_argument("--nystrom-rank", type=int, default=0, help="CG's preconditioner rank")
   parser.add_argument("--tflops", type=float, default=25.0, help="GPU rate of the projection")
-  parser.add_argument("--repeats", type=int, default=3, help="timed calls of one step (median)")
   parser.add_argument("--quick", action="store_true", help="n 1024, d 32, P 16, 100 steps")
-  parser.add_argument("--x64", action="store_true", help="fit in float64 (jax_enable_x64)")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file")
-  args = parser.parse_args(argv)
-  if args.x64:
-    jax.config.update("jax_enable_x64", True)
+  args = poly_at_scale.parse_with_run_flags(parser, argv, DEFAULT_OUT)
   if args.quick:
     args.n, args.d, args.patterns, args.max_steps = [1024], 32, 16, 100
   rows = []
   for n in sorted(args.n):
-    X, y = mixture(n, args.d, args.classes)
+    X, y = poly_at_scale.mixture(n, args.d, args.classes)
     print(f"n={n} d={args.d} P={args.patterns} C={args.classes}", flush=True)
     for family in args.families:
       load_before = os.getloadavg()
       row = run_family(X, y, family, args)
       rows.append(dict(n=n, d=args.d, classes=args.classes, loadavg_before=load_before,
                        loadavg_after=os.getloadavg(), **row))
-  meta = dict(git=git_state(), devices=str(jax.devices()), beta=_BETA, argv=vars(args))
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(dict(meta=meta, results=rows), f, indent=1)
+  poly_at_scale.write_results(args.out, rows, beta=_BETA, argv=vars(args))
   return 0
 
 
