@@ -1055,12 +1055,13 @@ def _survives(attack: Attack, apply: Apply, params, X, y, eps, bounds: Bounds,
   """Whether the examples `index` keep a margin > 0 under `attack`, attacked `size` at a time.
 
   A short last batch is padded with its last example: to `size` (one shape, one compilation),
-  or with `bucket` to the next power of two ≤ `size` (a few shapes, however many remain).
+  or with `bucket` to the next power of two ≤ `size`, at least 64 (a few shapes, however many
+  remain; below 64 rows a compilation costs more than the padded rows).
   """
   ok = np.empty(index.size, bool)
   for start in range(0, index.size, size):
     part = index[start:start + size]
-    padded = min(size, 1 << (part.size - 1).bit_length()) if bucket else size
+    padded = min(size, max(64, 1 << (part.size - 1).bit_length())) if bucket else size
     rows = jnp.asarray(np.concatenate([part, np.full(padded - part.size, part[-1])]))
     X_adv = attack(apply, params, X[rows], y[rows], eps,
                    bounds=None if bounds is None else (bounds[0][rows], bounds[1][rows]))
@@ -1100,7 +1101,7 @@ def robust_accuracy(apply: Apply, params, X, y, eps_list: Sequence[float],
     key: PRNG key of the standard attacks.
     batch_size: attack this many examples at a time (the last batch is padded, so that every
       batch has one shape and compiles once; in mode "worst" the survivors' last batch is
-      padded to a power of two); None: all at once.
+      padded to a power of two, at least 64); None: all at once.
     mode: "all" or "worst".
 
   Returns:

@@ -145,8 +145,11 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     "sdp", `sdp.Solver()` (r > 0): the S-lemma SDP (one LMI of size d+1 per example) by the same
       primal–dual method (`cvxjax.solvers.sdp`): no kinks at large r, its block multipliers
       certify; memory O(n d² + d⁴); its endgame stops at relative gaps of 1e-6 to 1e-3.
-    "interior+sdp", `fallback.Solver(switch_after=)` (r > 0): "interior" on each head until it
-      certifies, fails or has taken `switch_after` (60) steps, then "sdp" on that head.
+    "interior+sdp", `working_set.Solver(switch_after=, slack=, max_rounds=, bucket=)` (r > 0):
+      "interior" on every example until each head certifies, fails or has taken `switch_after`
+      (60) steps, then "sdp" on each open head's working set, the examples whose worst-case
+      margin is below 1 + `slack` (0.5), grown and solved again while an example outside it
+      has a margin below 1: the SDP's cost follows the examples near the margin, not n.
     "barrier", `barrier.Solver()`: the primal barrier method of `cvxjax.solvers.barrier`;
       stops when the certified relative gap is below `tol`. Memory and time grow like d⁴ and d⁶.
     "projected", `projected.Solver(optimizer=, head_batch_size=)`: an optax optimiser (default
@@ -182,13 +185,13 @@ def fit(X, y, *, r: float = 0.0, beta: float = 1e-3,
     beta: regularisation weight β > 0.
     activation: the coefficients (a, b, c) of σ.
     solver: "auto", "interior", "sdp", "interior+sdp", "barrier", "projected", "low_rank",
-      "primal_dual", or a `Solver` value of `cvxjax.solvers.interior`, `sdp`, `fallback`,
+      "primal_dual", or a `Solver` value of `cvxjax.solvers.interior`, `sdp`, `working_set`,
       `barrier`, `projected`, `low_rank` or `primal_dual`.
     tol: relative certified gap at which the solver stops (None: the solver's `tol`, 1e-6 by
       default); a fit that ends above it warns with the gap it reached.
-    max_steps: step limit (default 150 for "interior" and "sdp", 210 for "interior+sdp", 300
-      for "barrier", 1000 for "projected", 4000 iterations for "low_rank", 20000 for
-      "primal_dual").
+    max_steps: step limit (default 150 for "interior" and "sdp", 450 for each head of
+      "interior+sdp", 300 for "barrier", 1000 for "projected", 4000 iterations for
+      "low_rank", 20000 for "primal_dual").
     checkpoint_dir: if given, the solver state is saved there every `checkpoint_every` steps
       and a run finds and resumes the latest checkpoint, ending where an uninterrupted run does.
     checkpoint_every: steps between checkpoints (and progress reports).

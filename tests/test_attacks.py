@@ -384,10 +384,10 @@ def test_survivor_mode_equals_the_worst_of_all_on_a_linear_model():
 
 def test_survivor_mode_attacks_only_survivors_and_matches_every_example_mode():
   rng = np.random.default_rng(14)
-  X = rng.normal(size=(45, 6))
+  X = rng.normal(size=(300, 6))
   params = (rng.normal(size=(6, 16)), rng.normal(size=(16, 3)))
   y = np.array(jnp.argmax(_relu_logits(params, jnp.asarray(X)), axis=1))
-  y[:4] = (y[:4] + 1) % 3
+  y[:30] = (y[:30] + 1) % 3
   seen = []
 
   def recorded(attack):
@@ -401,20 +401,22 @@ def test_survivor_mode_attacks_only_survivors_and_matches_every_example_mode():
            "pgd": recorded(functools.partial(attacks.pgd, key=KEY, steps=10,
                                              random_start=False))}
   eps_list = [0.1, 0.4]
-  every = attacks.robust_accuracy(_relu_logits, params, X, y, eps_list, suite, batch_size=16)
+  every = attacks.robust_accuracy(_relu_logits, params, X, y, eps_list, suite, batch_size=128)
   seen.clear()
   survivors = attacks.robust_accuracy(_relu_logits, params, X, y, eps_list, suite,
-                                      batch_size=16, mode="worst")
+                                      batch_size=128, mode="worst")
   assert survivors["worst_of_all"] == every["worst_of_all"]
   assert every["worst_of_all"][-1] < every["clean"]
   np.testing.assert_allclose(survivors["broken_first"]["fgsm"],
                              every["clean"] - np.asarray(every["attacks"]["fgsm"]))
-  # PGD sees only FGSM's survivors, in batches of 16 and a last one padded to a power of 2.
+  # PGD sees only FGSM's survivors, in batches of 128 and a last one padded to a power of 2,
+  # at least 64.
   def batches(count):
-    return [16] * (count // 16) + ([1 << (count % 16 - 1).bit_length()] if count % 16 else [])
+    last = count % 128
+    return [128] * (count // 128) + ([max(64, 1 << (last - 1).bit_length())] if last else [])
 
-  clean = round(45 * every["clean"])
-  alive = [clean - round(45 * f) for f in survivors["broken_first"]["fgsm"]]
+  clean = round(300 * every["clean"])
+  alive = [clean - round(300 * f) for f in survivors["broken_first"]["fgsm"]]
   assert seen == sum((batches(clean) + batches(a) for a in alive), [])
 
 

@@ -16,7 +16,6 @@ from cvxjax.solvers import (
   admm,
   barrier,
   base,
-  fallback,
   interior,
   loop,
   low_rank,
@@ -145,7 +144,6 @@ BAD_SETTINGS = [
     (lambda: penalty.Streamed(chunk_size=0), "chunk_size"),
     (lambda: proximal.Streamed(chunk_size=2.5), "chunk_size"),
     (lambda: proximal.Streamed(augmented=True), "augmented"),
-    (lambda: fallback.Solver(switch_after=0), "switch_after"),
 ]
 
 
@@ -204,7 +202,7 @@ def test_a_warm_started_beta_path_reaches_the_cvxpy_optimum_in_fewer_steps():
 
 
 def test_every_solver_is_a_hashable_protocol_value():
-  solvers = [barrier.Solver(), interior.Solver(), sdp.Solver(), fallback.Solver(),
+  solvers = [barrier.Solver(), interior.Solver(), sdp.Solver(),
              projected.Solver(), primal_dual.Solver(), low_rank.Solver(), admm.Solver(),
              penalty.Solver(), projected.Streamed(), proximal.Streamed(), penalty.Streamed()]
   for solver in solvers:

@@ -11,7 +11,7 @@ from sklearn.datasets import load_breast_cancer
 from cvxjax import poly
 from cvxjax.core import activations, psd
 from cvxjax.core import poly as poly_core
-from cvxjax.solvers import barrier, interior, loop, sdp
+from cvxjax.solvers import barrier, interior, loop, sdp, working_set
 
 pytest.importorskip("cvxpy")
 
@@ -250,6 +250,72 @@ def test_auto_certifies_where_worst_cases_have_kinks():
   assert float(head.gap) <= 1e-5 * float(head.objective)
   assert float(head.gap) >= float(head.objective) - float(oracle.objective) - 1e-6
   assert float(head.objective) == pytest.approx(float(oracle.objective), rel=1e-5)
+
+
+def _recorded_working_sets(solver, X, S, r, beta, max_steps=450):
+  """`solver.run` on one device, with the examples each stage solved (its row count) recorded."""
+  rows = []
+
+  def solve(stage, X, S, steps, directory):
+    rows.append(X.shape[0])
+    problem = poly_core.Problem(jnp.asarray(X), jnp.asarray(S), r=r, beta=beta, activation=ACT)
+    return loop.run(stage, problem, max_steps=steps, checkpoint_dir=directory)
+
+  (Z, Zp), summary = solver.run(X, S, r=r, beta=beta, activation=ACT, max_steps=max_steps,
+                                checkpoint_dir=None, solve=solve)
+  return Z, Zp, summary, rows
+
+
+def _separated_problem(seed, n=96, d=3):
+  """Labels by the first coordinate, which spreads 3× the others: most margins clear 1."""
+  rng = np.random.default_rng(seed)
+  X = rng.normal(size=(n, d)) * np.r_[3.0, np.ones(d - 1)]
+  return X, np.sign(X[:, 0] + 0.3 * rng.normal(size=n))
+
+
+def test_sdp_on_working_sets_reaches_the_cvxpy_optimum_on_a_fraction_of_the_examples():
+  # The interior-point method stops after 15 steps, short of the optimum, and the SDP runs on
+  # the examples near their margin; its point and bound hold for the full problem.
+  X, y, r = *_separated_problem(0), 1.0
+  oracle = poly.exact_fit(X, y, r=r, beta=1e-2)
+  solver = working_set.Solver(tol=1e-6, switch_after=15, bucket=8)
+  Z, Zp, summary, rows = _recorded_working_sets(solver, X, y[None], r, 1e-2)
+  assert rows[0] == 96 and len(rows) >= 2 and max(rows[1:]) < 96
+  objective, gap = float(summary.objective), float(summary.gap)
+  assert objective == pytest.approx(float(oracle.objective), rel=1e-5)
+  assert gap <= 1e-6 * objective
+  assert gap >= objective - float(oracle.objective) - 1e-6
+  assert float(_objective(Z[0], Zp[0], jnp.asarray(X), jnp.asarray(y), r=r, beta=1e-2,
+                          activation=ACT)) == pytest.approx(objective, rel=1e-12)
+
+
+def test_working_set_grows_by_the_examples_it_left_out_that_cost():
+  solver = working_set.Solver(slack=0.5, bucket=4)
+  margins = np.array([3.0, 0.2, 1.4, 2.0, 1.6, 0.9, 5.0, 1.7, 4.0])
+  first = solver.working_set(margins, np.zeros(9, bool), 1.5)
+  # Below 1.5: examples 1, 2, 5; filled to 4 with the next smallest margin (4: 1.6).
+  np.testing.assert_array_equal(np.flatnonzero(first), [1, 2, 4, 5])
+  # Later rounds keep the set, add the examples below 1 it left out (6), then fill up to 8 with
+  # the smallest other margins (7, 3, 0; example 8's 4.0 is left out).
+  margins = np.array([3.0, 0.2, 1.4, 2.0, 1.6, 0.9, 0.5, 1.7, 4.0])
+  grown = solver.working_set(margins, first, 1.0)
+  np.testing.assert_array_equal(np.flatnonzero(grown), [0, 1, 2, 3, 4, 5, 6, 7])
+  margins[8] = 0.1  # one more: the next multiple of 4 passes n, so every example
+  assert solver.working_set(margins, grown, 1.0).all()
+
+
+def test_interior_and_sdp_resume_where_an_uninterrupted_run_ends(tmp_path):
+  X, y = _separated_problem(0)  # the problem above: the same compilations
+  kwargs = dict(r=1.0, beta=1e-2, tol=1e-6, checkpoint_every=7,
+                solver=working_set.Solver(tol=1e-6, switch_after=15, bucket=8))
+  whole = poly.fit(X, y, **kwargs)
+  assert int(whole.steps) > 22  # the SDP ran
+  with pytest.warns(UserWarning, match="stopped after 22 steps"):
+    poly.fit(X, y, max_steps=22, checkpoint_dir=str(tmp_path), **kwargs)
+  resumed = poly.fit(X, y, checkpoint_dir=str(tmp_path), **kwargs)
+  assert int(resumed.steps) == int(whole.steps)
+  np.testing.assert_array_equal(resumed.Z, whole.Z)
+  assert float(resumed.gap) == float(whole.gap)
 
 
 def test_sdp_gap_is_valid_before_convergence():

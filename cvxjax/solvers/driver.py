@@ -14,41 +14,41 @@ from cvxjax.solvers import (
   barrier,
   base,
   dual_interior,
-  fallback,
   interior,
   loop,
   low_rank,
   primal_dual,
   projected,
   sdp,
+  working_set,
 )
 
-_DEFAULT_STEPS = {"interior": 150, "sdp": 150, "interior+sdp": 210, "barrier": 300,
+_DEFAULT_STEPS = {"interior": 150, "sdp": 150, "interior+sdp": 450, "barrier": 300,
                   "projected": 1000, "primal_dual": 20000, "low_rank": 4000}
-SOLVERS = {"interior": interior.Solver, "sdp": sdp.Solver, "interior+sdp": fallback.Solver,
+SOLVERS = {"interior": interior.Solver, "sdp": sdp.Solver, "interior+sdp": working_set.Solver,
            "barrier": barrier.Solver, "projected": projected.Solver,
            "primal_dual": primal_dual.Solver, "low_rank": low_rank.Solver}
 # Solvers of the S-lemma SDP, which has no LMI at r = 0.
-_NEEDS_RADIUS = (sdp.Solver, fallback.Solver)
+_NEEDS_RADIUS = (sdp.Solver, working_set.Solver)
 # Largest svec size for which the interior-point solver is the default (its KKT system is 2N).
 _NEWTON_MAX_SVEC = 1300
 
 
-def resolve_solver(solver, d: int, streamed: bool, r: float = 0.0) -> base.Solver:
+def resolve_solver(solver, d: int, streamed: bool, r: float = 0.0):
   """A polynomial solver value from `solver`: a name ("auto" picks by d and r) or a solver value.
 
   "auto" takes the interior-point solver for plain heads (r = 0) and, for adversarial ones, the
-  interior-point solver followed by the S-lemma SDP on the heads it leaves uncertified
-  (`fallback`), while the Newton systems are small (d ≤ 49); else the low-rank solver (the
-  projected one when streamed). The interior-point method certifies in 20–40 steps where the
-  margins are smooth; where a worst case has a kink its path wanders, and the SDP, which has no
-  kinks, certifies (docs/solvers.md). Above d = 49 the low-rank solver reaches objectives that
-  the projected baseline stays orders of magnitude above.
+  interior-point solver followed by the S-lemma SDP, on the examples near their margin, for the
+  heads it leaves uncertified (`working_set`), while the Newton systems are small (d ≤ 49);
+  else the low-rank solver (the projected one when streamed). The interior-point method
+  certifies in 20–40 steps where the margins are smooth; where a worst case has a kink its path
+  wanders, and the SDP, which has no kinks, certifies (docs/solvers.md). Above d = 49 the
+  low-rank solver reaches objectives that the projected baseline stays orders of magnitude above.
 
   Raises:
     ValueError: naming `solver` if it is neither, or if it solves the S-lemma SDP and r = 0.
   """
-  if isinstance(solver, base.Solver) and isinstance(solver, tuple(SOLVERS.values())):
+  if isinstance(solver, tuple(SOLVERS.values())):
     value = solver
   elif isinstance(solver, str) and solver in ("auto", *SOLVERS):
     if solver == "auto":
@@ -100,23 +100,31 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
   """
   max_steps = _DEFAULT_STEPS[solver.name] if max_steps is None else int(max_steps)
   dtype = jnp.result_type(float)
-  if chunk_size is not None:  # X and S stay on the host
-    solver = projected.Streamed(**{**vars(solver), "chunk_size": chunk_size})
-    problem, put = poly.Problem(X, S, r=r, beta=beta, activation=activation), None
-  else:
-    if rows := sharding.padding(X.shape[0], mesh):  # label 0: rows that count nowhere
-      X, S = sharding.pad(X, rows), sharding.pad(S, rows, axis=1)
-    # Examples over the mesh's first axis, heads over its second (states follow the heads).
-    put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=S.shape[0])
-    problem = poly.Problem(put(jnp.asarray(X, dtype), model=None), put(jnp.asarray(S, dtype)),
-                           r=r, beta=beta, activation=activation)
-  if isinstance(solver, barrier.HeadwiseSolver) and dtype != jnp.float64:
+  settings = dict(r=r, beta=beta, activation=activation)
+  if isinstance(solver, (barrier.HeadwiseSolver, working_set.Solver)) and dtype != jnp.float64:
     warnings.warn(f"the {solver.name} solver is built for float64 (jax.config.update("
                   "'jax_enable_x64', True)); in float32 it stops at gaps of 1e-4 to 1e-1",
                   stacklevel=3)
+
+  def run(stage: base.Solver, problem, put, steps: int, directory: Optional[str]):
+    return loop.run(stage, problem, max_steps=steps, chunk=checkpoint_every,
+                    checkpoint_dir=directory, progress=progress, start=start, place=put)
+
   with loop.blas_limited():
-    result = loop.run(solver, problem, max_steps=max_steps, chunk=checkpoint_every,
-                      checkpoint_dir=checkpoint_dir, progress=progress, start=start, place=put)
+    if isinstance(solver, working_set.Solver):
+      (Z, Zp), summary = solver.run(
+          X, S, max_steps=max_steps, checkpoint_dir=checkpoint_dir, **settings,
+          solve=lambda stage, X, S, steps, directory: run(
+              stage, *_placed(X, S, mesh, dtype, **settings), steps, directory))
+      loop.warn_above_tol(solver.name, summary, solver.tol)
+      return PolySolution(Z, Zp, objective=summary.objective, gap=summary.gap,
+                          steps=summary.steps)
+    if chunk_size is not None:  # X and S stay on the host
+      solver = projected.Streamed(**{**vars(solver), "chunk_size": chunk_size})
+      problem, put = poly.Problem(X, S, **settings), None
+    else:
+      problem, put = _placed(X, S, mesh, dtype, **settings)
+    result = run(solver, problem, put, max_steps, checkpoint_dir)
   (Z, Zp), summary = result.params, result.summary
   if isinstance(solver, low_rank.Solver) and solver.free_multipliers > 0:
     Z, Zp, summary = _certified(problem, result, solver.free_multipliers)
@@ -128,6 +136,17 @@ def fit_poly(X: np.ndarray, S: np.ndarray, *, r: float, beta: float, activation,
   # that Newton's method cannot cross (see its docstring).
   loop.warn_above_tol(solver.name, summary, solver.tol)
   return PolySolution(Z, Zp, objective=summary.objective, gap=summary.gap, steps=summary.steps)
+
+
+def _placed(X: np.ndarray, S: np.ndarray, mesh, dtype, **settings):
+  """(the `poly.Problem` of X (n, d) and S (C, n) on the mesh, the placement of states):
+  examples padded by rows that count nowhere (label 0) and split over the mesh's first axis,
+  heads over its second (states follow the heads)."""
+  if rows := sharding.padding(X.shape[0], mesh):
+    X, S = sharding.pad(X, rows), sharding.pad(S, rows, axis=1)
+  put = functools.partial(sharding.place, mesh=mesh, examples=X.shape[0], model=S.shape[0])
+  return poly.Problem(put(jnp.asarray(X, dtype), model=None), put(jnp.asarray(S, dtype)),
+                      **settings), put
 
 
 def _certified(problem: poly.Problem, result: loop.Result, free: int):
