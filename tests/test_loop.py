@@ -24,6 +24,7 @@ from cvxjax.solvers import (
   projected,
   proximal,
   sdp,
+  working_set,
 )
 
 pytest.importorskip("cvxpy")
@@ -144,6 +145,9 @@ BAD_SETTINGS = [
     (lambda: penalty.Streamed(chunk_size=0), "chunk_size"),
     (lambda: proximal.Streamed(chunk_size=2.5), "chunk_size"),
     (lambda: proximal.Streamed(augmented=True), "augmented"),
+    (lambda: working_set.Solver(switch_after=0), "switch_after"),
+    (lambda: working_set.Solver(bucket=0), "bucket"),
+    (lambda: working_set.Solver(slack=-0.5), "slack"),
 ]
 
 

@@ -311,7 +311,10 @@ def test_interior_and_sdp_resume_where_an_uninterrupted_run_ends(tmp_path):
   whole = poly.fit(X, y, **kwargs)
   assert int(whole.steps) > 22  # the SDP ran
   with pytest.warns(UserWarning, match="stopped after 22 steps"):
-    poly.fit(X, y, max_steps=22, checkpoint_dir=str(tmp_path), **kwargs)
+    halfway = poly.fit(X, y, max_steps=22, checkpoint_dir=str(tmp_path), **kwargs)
+  # Stopped inside the SDP stage, the gap still bounds the distance to CVXPY's optimum.
+  optimum = float(poly.exact_fit(X, y, r=1.0, beta=1e-2).objective)
+  assert float(halfway.gap) >= float(halfway.objective) - optimum - 1e-6
   resumed = poly.fit(X, y, checkpoint_dir=str(tmp_path), **kwargs)
   assert int(resumed.steps) == int(whole.steps)
   np.testing.assert_array_equal(resumed.Z, whole.Z)

@@ -9,7 +9,6 @@ from jax.sharding import PartitionSpec as P
 from multihost_problems import data
 
 from cvxjax import poly, relu, sharding
-from cvxjax.solvers import working_set
 
 KEY = jax.random.key(1)
 
@@ -39,21 +38,6 @@ def test_sharded_poly_fit_equals_the_single_device_fit(solver, classes):
   if solver != "projected":  # converged: both certify the same optimum
     assert float(alone.gap) <= 1e-6 * float(alone.objective)
     assert float(sharded.gap) <= 1e-6 * float(sharded.objective)
-
-
-def test_sharded_sdp_on_working_sets_equals_the_single_device_fit():
-  # Working sets of a multiple of 12 rows, which 8 example shards need not divide: each stage is
-  # padded by rows that count nowhere, and the sets come from margins summed in another order.
-  rng = np.random.default_rng(0)
-  X = rng.normal(size=(96, 3)) * np.r_[3.0, 1.0, 1.0]
-  y = np.sign(X[:, 0] + 0.3 * rng.normal(size=96))
-  settings = dict(r=1.0, beta=1e-2, tol=1e-6,
-                  solver=working_set.Solver(tol=1e-6, switch_after=15, bucket=12))
-  alone = poly.fit(X, y, **settings)
-  sharded = poly.fit(X, y, mesh=sharding.make_mesh(examples=8), **settings)
-  assert float(alone.gap) <= 1e-6 * float(alone.objective)
-  assert _rel(sharded.objective, alone.objective) < 1e-6
-  assert float(sharded.gap) <= 1e-6 * float(sharded.objective)
 
 
 @pytest.mark.parametrize("settings", [
