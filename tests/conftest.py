@@ -52,6 +52,24 @@ def _release_compiled_executables():
   gc.collect()
 
 
+def pytest_collection_modifyitems(config, items):
+  """Modules with slow tests first, then the others by number of tests, most first.
+
+  pytest-xdist hands out one module at a time (--dist loadfile) in this order
+  (--no-loadscope-reorder): the longest units start first, so that the two workers end together
+  instead of one waiting on an end-to-end experiment that started last. The slow modules keep
+  their order: the cifar notebook reads back the cifar experiment's compilations.
+  """
+  modules = {}
+  for item in items:
+    modules.setdefault(item.path, []).append(item)
+  slow = {path for path, tests in modules.items()
+          if any(test.get_closest_marker("slow") for test in tests)}
+  order = sorted(modules, key=lambda path: (path not in slow,
+                                            0 if path in slow else -len(modules[path])))
+  items[:] = [item for path in order for item in modules[path]]
+
+
 def pytest_sessionfinish(session, exitstatus):
   if os.environ.get("CVXJAX_TEST_CACHE_OWNER") == str(os.getpid()):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
