@@ -34,6 +34,8 @@ _BISECTIONS = 60  # halvings for the scalar roots of the proximal maps: past flo
 _RELAX = 1.6  # over-relaxation, the usual choice for ADMM
 _FIRST_ADAPTATION = 32  # the first step at which ρ adapts (then at every power of two)
 _MAX_FACTOR = 2.0  # the most ρ changes at once
+_LOPSIDED = 10.0  # √(primal/dual) beyond which ρ also changes between powers of two
+_LOPSIDED_EVERY = 512  # steps between those changes
 
 
 class Setup(NamedTuple):
@@ -419,10 +421,14 @@ def step(state: State, setup: Setup, *, gated: bool, loss: str, eps: float, q: i
 
   # ρ ← ρ·√(primal/dual) (OSQP's rule, at most 2× a time) at steps 32, 64, 128, …: changes at
   # every step drove ρ to 1e-4 and wrecked converging runs, and ever rarer changes keep ADMM's
-  # convergence theory. The scaled duals u = y/ρ rescale with ρ.
+  # convergence theory. Between them, ρ also changes at every `_LOPSIDED_EVERY`th step where the
+  # residuals are more than 100× apart (docs/solvers.md: the multi-class hinge heads). The
+  # scaled duals u = y/ρ rescale with ρ.
   k = state.step + 1
-  factor = jnp.clip(jnp.sqrt(primal / jnp.maximum(dual, tiny)), 1 / _MAX_FACTOR, _MAX_FACTOR)
-  factor = jnp.where(((k & (k - 1)) == 0) & (k >= _FIRST_ADAPTATION), factor, 1.0)
+  ratio = jnp.sqrt(primal / jnp.maximum(dual, tiny))
+  lopsided = (k % _LOPSIDED_EVERY == 0) & ((ratio > _LOPSIDED) | (ratio < 1 / _LOPSIDED))
+  factor = jnp.clip(ratio, 1 / _MAX_FACTOR, _MAX_FACTOR)
+  factor = jnp.where((((k & (k - 1)) == 0) | lopsided) & (k >= _FIRST_ADAPTATION), factor, 1.0)
   scale = lambda U: None if U is None else U / factor
   return State(W=W, Z=Z, U_Z=scale(U_Z), T=T, U_T=scale(U_T), R=R, U_R=scale(U_R), M=M,
                U_M=scale(U_M), rho=state.rho * factor, step=state.step + 1, primal=primal,
