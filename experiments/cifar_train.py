@@ -211,8 +211,9 @@ def fit_heads(config, feats: Tuple[data.Split, ...], workdir: str, *,
       fitted[member] = (head, dict(info, selection=[info for _, info in rows]))
       print(f"{member}: r={info['train_radius']:g} β={info['beta']:g} val acc "
             f"{info['val_accuracy']:.3f}, val robust {info['val_robust_accuracy']:.3f}"
-            + ("" if info["gap"] is None else
-               f", objective {info['objective']:.6g}, certified gap {info['gap']:.2g}"),
+            + ("" if info["objective"] is None else f", objective {info['objective']:.6g}, "
+               + ("not certified" if info["gap"] is None else
+                  f"certified gap {info['gap']:.2g}")),
             flush=True)
   return fitted, (mean, std)
 

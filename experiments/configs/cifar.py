@@ -145,7 +145,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.max_test = 160
     config.model.width = 4
     config.model.head_width = 32
-    config.train.epochs = 8
+    # 24 epochs: test accuracy 0.97–0.99 for both backbones on seeds 0–2 (8: 0.71–0.88, and SAM's
+    # 0.48–0.83, still far from trained: docs/experiments.md).
+    config.train.epochs = 24
     config.train.warmup_epochs = 1
     config.train.batch_size = 64
     config.train.learning_rate = 0.05
