@@ -107,17 +107,19 @@ def cached_row(directory: str, label: str, params: Any, info: Mapping[str, Any],
     compute: () -> the row of numbers, labels and lists (JSON-ready after `to_builtin`).
 
   Returns:
-    The row, with `info`, "model" (the label) and "eval_seconds" added.
+    The row, with "model" (the label), "eval_seconds" and this call's `info` added (the info
+    of the call that computed it is not reused: a new candidate in a selection grid changes a
+    chosen head's "selection" without changing the head).
   """
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f"{file_name(label)}-{features.identity(params)}.json")
   if not os.path.exists(path):
     start = time.perf_counter()
     row = compute()
-    row.update(info, model=label, eval_seconds=time.perf_counter() - start)
+    row.update(model=label, eval_seconds=time.perf_counter() - start)
     atomic_write(path, json.dumps(to_builtin(row), indent=1, sort_keys=True))
   with open(path) as f:
-    return json.load(f)
+    return dict(json.load(f), **to_builtin(info))
 
 
 def to_builtin(value):

@@ -34,6 +34,10 @@ def test_cached_row_is_computed_once_per_label_and_parameters(tmp_path):
   again = common.cached_row(str(tmp_path), "poly r=0", params, {"beta": 0.1}, compute)
   assert len(calls) == 1 and first == again
   assert first["model"] == "poly r=0" and first["beta"] == 0.1 and first["curve"] == [1, 2]
+  # The same head chosen from a larger grid: the numbers are reused, the info is this call's.
+  wider = common.cached_row(str(tmp_path), "poly r=0", params, {"beta": 0.1, "grid": [0, 1]},
+                            compute)
+  assert len(calls) == 1 and wider["grid"] == [0, 1] and wider["accuracy"] == 0.5
   # Other parameters under the same label: computed anew.
   common.cached_row(str(tmp_path), "poly r=0", {"w": np.zeros(3)}, {}, compute)
   assert len(calls) == 2
