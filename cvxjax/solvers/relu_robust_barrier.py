@@ -37,6 +37,7 @@ from cvxjax.core import numerics, relu, relu_dual
 
 _T_FACTOR = 2.0  # τ grows by this factor once the iterate is centred (8: ℓ₂ heads stalled)
 _CENTERED = 0.25  # centred: the Newton decrement λ²/2 is below this
+_POLISHED = 1e-12  # centred as far as float64 goes
 _ARMIJO = 0.01
 _QUADRATIC = 0.1  # below this decrement a step need not lower Φ_τ by more than its round-off
 _LONG_STEPS = (2.0, 4.0, 16.0)  # steps past the Newton step tried once it is accepted
@@ -421,7 +422,9 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
 
   m = parameter(setup, q)
   tau_final = m / (0.25 * tol * jnp.maximum(upper, jnp.finfo(upper.dtype).tiny))
-  tau = jnp.where(centred, _T_FACTOR * state.tau, state.tau)
+  # The multipliers certify the centre's gap m/τ only close to it: τ waits until they do.
+  certifies = (upper - bound <= 2.0 * m / state.tau) | (decrement < _POLISHED)
+  tau = jnp.where(centred & certifies, _T_FACTOR * state.tau, state.tau)
   tau = jnp.where(state.tau < tau_final, jnp.minimum(tau, tau_final), tau)
   direction = [a[..., 0] + (tau - state.tau) * a[..., 1] for a in (dW, dU, dE)]
 
@@ -448,7 +451,7 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
     alpha, trial = jnp.where(better, a, alpha), jnp.where(better, candidate, trial)
   moved = sufficient(alpha, trial) & (centred | (decrement > 0))
   # No descent off the centre (round-off), or a Newton system that round-off broke.
-  stuck = ~(decrement >= 0) | (~moved & ~centred)
+  stuck = ~(decrement >= 0) | (~moved & (~centred | (tau == state.tau)))
   keep = converged | stuck | state.done
   new = moved_to(alpha)
   if q == 2:  # Φ_τ only falls, and no example's slack can fall below 1/τ (digits' did, to 1e-12)
