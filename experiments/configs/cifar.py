@@ -154,12 +154,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.dtype = "float32"  # CPUs emulate bfloat16 slowly
     config.heads.poly.radii = (0.0, 0.5, 1.0, 2.0, 4.0)
     config.heads.poly.betas = (1e-3,)
-    # r = 4 is past where validation robustness falls (docs/experiments.md). "auto" with tol=1e-3
-    # and max_steps=450 certifies these heads to 1e-3 (docs/solvers.md: r = 0 in 23 s, r = 0.5 in
-    # 172 s, r = 1 in 364 s, r = 2 in 683 s) on 2 cores; the projected solver's 150 steps take
-    # seconds and report the gap they leave.
-    config.heads.poly.solver = "projected"
-    config.heads.poly.max_steps = 150
+    # "auto" certifies each head to 1e-3: the grid adds about 50 minutes per seed on 2 cores
+    # (docs/experiments.md); solver="projected" with max_steps=150 takes seconds, uncertified.
+    config.heads.poly.tol = 1e-3
+    config.heads.poly.max_steps = 450
     config.heads.relu.eps = (0.0, 0.05, 0.1)
     # One binary head per class: the barrier certifies each (docs/solvers.md#one-vs-all-heads).
     set_heads(config, ("relu", "gated"), betas=(1e-3,), num_patterns=32, loss="ova_hinge",
