@@ -450,6 +450,8 @@ def step(state: State, setup: Setup, D, targets: relu.Targets, *, eps, q: int, b
     better = sufficient(a, candidate) & (candidate < trial)
     alpha, trial = jnp.where(better, a, alpha), jnp.where(better, candidate, trial)
   moved = sufficient(alpha, trial) & (centred | (decrement > 0))
+  # A step that holds τ must lower Φ_τ: past round-off's floor holding would never end.
+  moved = moved & ((tau > state.tau) | (trial < current))
   # No descent off the centre (round-off), or a Newton system that round-off broke.
   stuck = ~(decrement >= 0) | (~moved & (~centred | (tau == state.tau)))
   keep = converged | stuck | state.done
