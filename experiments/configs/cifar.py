@@ -140,7 +140,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.eval.select_attacks = ("apgd-ce",)
 
   if variant in ("digits", "smoke"):
-    # Sized for 2 CPU cores (under an hour); every stage still runs as on CIFAR-10.
+    # Sized for 2 CPU cores (about an hour); every stage still runs as on CIFAR-10.
     config.data.source = "digits"
     config.data.max_test = 160
     config.model.width = 4
